@@ -1,0 +1,48 @@
+"""The `lorashear` command: thin parsers that build a config and call the Python API.
+
+Each subcommand lives in its own module with `register(subparsers)`; the handler it sets
+returns an exit code. Errors a user can act on (LorashearError) are caught here, once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from lorashear.errors import LorashearError
+
+# One module per subcommand, in the order of the pipeline.
+COMMAND_MODULES = [
+    "lorashear.cli.assets_cmd",
+    "lorashear.cli.eval_cmd",
+    "lorashear.cli.demo_cmd",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lorashear",
+        description="Structured pruning of LLMs through their LoRA adapters, with knowledge recovery.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except LorashearError as err:
+        print(f"lorashear {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lorashear {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""Stage 1: the dependency graph of minimally removable structures."""
+
+from lorashear.graph.structures import (
+    ATTENTION_BLOCK,
+    DEFAULT_KINDS,
+    GROUP_KINDS,
+    HIDDEN_CHANNEL,
+    KV_GROUP,
+    MLP_BLOCK,
+    MLP_CHANNEL,
+    QUERY_HEAD,
+    Group,
+    Slice,
+    StructureGraph,
+)
+
+__all__ = [
+    "ATTENTION_BLOCK",
+    "DEFAULT_KINDS",
+    "GROUP_KINDS",
+    "HIDDEN_CHANNEL",
+    "KV_GROUP",
+    "MLP_BLOCK",
+    "MLP_CHANNEL",
+    "QUERY_HEAD",
+    "Group",
+    "Slice",
+    "StructureGraph",
+]
