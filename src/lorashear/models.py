@@ -1,0 +1,159 @@
+"""Models: resolve a model argument to a loadable HF folder, and load it.
+
+A model argument is one of: a built-in name (`smollm2-135m`), a local HF folder (pruned
+lorashear folders included), a local `.gguf` file, or a hub id (`org/name`, for real users).
+GGUF files are converted once into a safetensors HF folder in the cache, so later loads take
+about a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lorashear.assets import SMOLLM2, cache_dir
+from lorashear.errors import LorashearError
+
+# Built-in names -> (installed package, GGUF file inside it).
+BUILTIN_MODELS = {
+    "smollm2-135m": (SMOLLM2, "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+DEFAULT_MODEL = "smollm2-135m"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model argument points: a local HF folder, or a hub id."""
+
+    spec: str
+    location: str  # folder path, or the hub id
+    is_local: bool
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _looks_like_hub_id(spec: str) -> bool:
+    parts = spec.split("/")
+    return len(parts) == 2 and all(parts) and not spec.startswith((".", "~")) and not spec.endswith(".gguf")
+
+
+def resolve_model(spec: str) -> ModelSource:
+    """Map a model argument to a loadable location, converting GGUF files on first use."""
+    if spec in BUILTIN_MODELS:
+        package, filename = BUILTIN_MODELS[spec]
+        gguf = package.location() / filename
+        if not gguf.is_file():
+            raise LorashearError(f"{filename} is missing from {package.pip_name}; reinstall it")
+        return ModelSource(spec, str(gguf_to_folder(gguf)), True)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise LorashearError(f"{spec} is a folder but not a Hugging Face model (no config.json)")
+        return ModelSource(spec, str(path), True)
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise LorashearError(f"GGUF file not found: {spec}")
+        return ModelSource(spec, str(gguf_to_folder(path)), True)
+    if path.exists():
+        raise LorashearError(f"{spec} is neither a model folder nor a .gguf file")
+    if _looks_like_hub_id(spec):
+        return ModelSource(spec, spec, False)
+    names = ", ".join(BUILTIN_MODELS)
+    raise LorashearError(
+        f"unknown model '{spec}': not a built-in name ({names}), an existing folder or .gguf file, "
+        "or a hub id of the form org/name"
+    )
+
+
+def gguf_to_folder(gguf: Path) -> Path:
+    """Convert a GGUF file to a safetensors HF folder in the cache (once) and return the folder.
+
+    transformers dequantizes GGUF weights on load but refuses to save such a model, so we
+    rebuild the architecture from a clean config and copy the weights over.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    gguf = gguf.resolve()
+    stat = gguf.stat()
+    key = hashlib.sha1(f"{gguf}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    folder = cache_dir() / "models" / f"{gguf.stem}-{key}"
+    if (folder / "config.json").is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    print(f"converting {gguf.name} to a safetensors folder (once; cached in {folder}) ...", flush=True)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config_dict = loaded.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    config = AutoConfig.for_model(**config_dict)
+    clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    clean.load_state_dict(loaded.state_dict())
+    if loaded.generation_config is not None:
+        clean.generation_config = loaded.generation_config
+    with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
+        staging = Path(tmp) / "model"
+        clean.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / "lorashear_source.json").write_text(json.dumps({"gguf": str(gguf)}))
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    return folder
+
+
+def is_pruned_folder(folder: str | Path) -> bool:
+    """A folder exported by lorashear with per-layer shapes (needs lorashear's modeling code)."""
+    config = Path(folder) / "config.json"
+    return config.is_file() and "lorashear" in json.loads(config.read_text())
+
+
+def load_model(spec: str, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32):
+    """Load a causal LM from any model argument, in eval mode, on `device` (default: CUDA if present)."""
+    from transformers import AutoModelForCausalLM
+
+    source = resolve_model(spec)
+    device = torch.device(device) if device is not None else default_device()
+    try:
+        if source.is_local and is_pruned_folder(source.location):
+            from lorashear.compress import load_pruned
+
+            model = load_pruned(source.location, dtype=dtype)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(source.location, dtype=dtype)
+    except (OSError, ValueError) as err:
+        raise LorashearError(f"could not load model '{spec}': {err}") from err
+    return model.to(device).eval()
+
+
+def load_tokenizer(spec: str):
+    """Load the tokenizer that belongs to a model argument."""
+    from transformers import AutoTokenizer
+
+    source = resolve_model(spec)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.location)
+    except (OSError, ValueError) as err:
+        raise LorashearError(f"could not load the tokenizer of '{spec}': {err}") from err
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Parameters of a model, shared (tied) tensors counted once."""
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():  # parameters() already yields a shared tensor once
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    return total
