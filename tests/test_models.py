@@ -1,0 +1,78 @@
+import json
+
+import pytest
+import torch
+
+from lorashear import LorashearError, load
+from lorashear.models import (
+    BUILTIN_MODELS,
+    count_parameters,
+    is_pruned_folder,
+    load_model,
+    load_tokenizer,
+    resolve_model,
+)
+
+
+def test_unknown_model_name_is_a_clear_error():
+    with pytest.raises(LorashearError, match="unknown model 'no-such-model'.*smollm2-135m"):
+        resolve_model("no-such-model")
+
+
+def test_missing_gguf_file(tmp_path):
+    with pytest.raises(LorashearError, match="GGUF file not found"):
+        resolve_model(str(tmp_path / "absent.gguf"))
+
+
+def test_folder_without_config(tmp_path):
+    with pytest.raises(LorashearError, match="no config.json"):
+        resolve_model(str(tmp_path))
+
+
+def test_existing_file_that_is_not_a_model(tmp_path):
+    f = tmp_path / "weights.bin"
+    f.write_bytes(b"x")
+    with pytest.raises(LorashearError, match="neither a model folder nor a .gguf"):
+        resolve_model(str(f))
+
+
+def test_hub_ids_are_passed_through_untouched():
+    source = resolve_model("HuggingFaceTB/SmolLM2-135M")
+    assert source.location == "HuggingFaceTB/SmolLM2-135M" and not source.is_local
+
+
+def test_local_folder_loads_on_cpu_in_eval_mode(tiny_llama_dir):
+    model = load_model(str(tiny_llama_dir), device="cpu")
+    assert not model.training and next(model.parameters()).device.type == "cpu"
+    tok = load_tokenizer(str(tiny_llama_dir))
+    assert tok.pad_token is not None
+    # the top-level API is the same loader
+    assert count_parameters(load(str(tiny_llama_dir), device="cpu")) == count_parameters(model)
+
+
+def test_count_parameters_counts_tied_embeddings_once(tiny_llama_dir):
+    model = load_model(str(tiny_llama_dir), device="cpu")
+    assert model.get_input_embeddings().weight is model.get_output_embeddings().weight
+    naive = sum(t.numel() for t in model.state_dict().values())
+    emb = model.get_input_embeddings().weight.numel()
+    assert count_parameters(model) == naive - emb
+
+
+def test_pruned_folder_detection(tmp_path, tiny_llama_dir):
+    assert not is_pruned_folder(tiny_llama_dir)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "lorashear": {"layers": []}}))
+    assert is_pruned_folder(tmp_path)
+
+
+@pytest.mark.real
+def test_default_model_says_paris():
+    """Real smoke test: the embedded default model loads and knows the capital of France."""
+    spec = "smollm2-135m"
+    assert spec in BUILTIN_MODELS
+    model, tok = load_model(spec, device="cpu"), load_tokenizer(spec)
+    ids = tok("The capital of France is", return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=3, do_sample=False)
+    completion = tok.decode(out[0, ids["input_ids"].shape[1] :])
+    assert completion.startswith(" Paris"), completion
+    assert 134_000_000 < count_parameters(model) < 135_000_000
