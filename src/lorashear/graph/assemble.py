@@ -1,0 +1,187 @@
+"""Group assembly: connected components of parameter atoms become `Group`s of each kind.
+
+Classification is structural, never by module name: a component holding embedding columns is
+a hidden channel; one holding closed product factors (a head) is a KV group; one holding the
+broadcast factor of repeat_kv is a query head; a plain stem-to-stem channel is an MLP channel;
+components of the LoRA rank dim and of head_dim (inside a head, rotary-coupled) are not groups.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from lorashear.graph.atoms import BLOCKS, HEADS, QUERY_HEADS
+from lorashear.graph.propagate import Propagation
+from lorashear.graph.structures import (
+    ATTENTION_BLOCK,
+    GROUP_KINDS,
+    HIDDEN_CHANNEL,
+    KV_GROUP,
+    MLP_BLOCK,
+    MLP_CHANNEL,
+    QUERY_HEAD,
+    Group,
+    Slice,
+)
+
+OUTPUT_REASON = "touches the model output (vocabulary dim)"
+UNRESOLVED_REASON = "propagation could not resolve this structure (mixed head, stream or rank channels)"
+
+
+@dataclass
+class Component:
+    """The parameter slices of one connected component, and what else it touches."""
+
+    label: int
+    slices: dict[tuple[str, int], list[int]]
+
+    @property
+    def params(self) -> frozenset[tuple[str, int]]:
+        return frozenset(self.slices)
+
+
+class Components:
+    """Components of one granularity, with the flags the classifier needs."""
+
+    def __init__(self, prop: Propagation, mode: str):
+        self.labels = prop.table.components(mode)
+        self.prop = prop
+        entries_label, entries_key, entries_index = [], [], []
+        keys: list[tuple[str, int]] = []
+        for name, param_atoms in prop.param_atoms.items():
+            for dim, atoms in enumerate(param_atoms):
+                keys.append((name, dim))
+                entries_label.append(self.labels[atoms])
+                entries_key.append(np.full(len(atoms), len(keys) - 1))
+                entries_index.append(np.arange(len(atoms)))
+        label = np.concatenate(entries_label)
+        key = np.concatenate(entries_key)
+        index = np.concatenate(entries_index)
+        order = np.lexsort((index, key, label))
+        label, key, index = label[order], key[order], index[order]
+        bounds = np.flatnonzero(np.diff(label)) + 1
+        self.components: list[Component] = []
+        for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(label)], strict=True):
+            slices: dict[tuple[str, int], list[int]] = defaultdict(list)
+            for k, i in zip(key[lo:hi].tolist(), index[lo:hi].tolist(), strict=True):
+                slices[keys[k]].append(i)
+            self.components.append(Component(int(label[lo]), dict(slices)))
+
+    def having(self, atom_arrays: list[np.ndarray]) -> set[int]:
+        """Labels of the components that contain any of these atoms."""
+        if not atom_arrays:
+            return set()
+        return set(np.unique(self.labels[np.concatenate(atom_arrays)]).tolist())
+
+
+def _layer_of(params: frozenset[tuple[str, int]], order: dict[str, int]) -> int | None:
+    """The layer index written in the parameters' names (`layers.3.`, `h.3.`), if any."""
+    for name, _ in sorted(params, key=lambda p: order.get(p[0], 0)):
+        match = re.search(r"\.(\d+)\.", name)
+        if match:
+            return int(match.group(1))
+    return None
+
+
+def _group(kind: str, comp_slices: dict[tuple[str, int], list[int]], prop: Propagation, layer=None,
+           unprunable: str | None = None, meta: dict | None = None) -> Group:
+    order = prop.param_order
+    slices = [
+        Slice(name, dim, tuple(sorted(index)))
+        for (name, dim), index in sorted(comp_slices.items(), key=lambda kv: (order.get(kv[0][0], 0), kv[0][1]))
+    ]
+    params = frozenset(comp_slices)
+    if layer is None and kind != HIDDEN_CHANNEL:
+        layer = _layer_of(params, order)
+    meta = dict(meta or {})
+    norms = {name: prop.norm_kinds[name] for name, _ in params if name in prop.norm_kinds}
+    if norms:
+        meta["norm_types"] = norms
+    return Group(kind, layer, slices, unprunable, meta)
+
+
+def _writer_biases(prop: Propagation, comps: Components, labels: set[int]) -> dict[tuple[str, int], list[int]]:
+    """Whole biases of the stems that read this block: zeroing them too zeroes the block's output."""
+    out: dict[tuple[str, int], list[int]] = {}
+    for stem in prop.stems:
+        if stem.bias is not None and set(np.unique(comps.labels[stem.in_atoms]).tolist()) & labels:
+            out[(stem.bias, 0)] = list(range(len(stem.out_atoms)))
+    return out
+
+
+def assemble(prop: Propagation, kinds: tuple[str, ...]) -> list[Group]:
+    """Every group of the requested kinds."""
+    unknown = set(kinds) - set(GROUP_KINDS)
+    if unknown:
+        raise ValueError(f"unknown group kinds {sorted(unknown)}; choose from {GROUP_KINDS}")
+    groups: list[Group] = []
+    heads = Components(prop, HEADS)
+    embed = heads.having(prop.embedding_columns)
+    rank = heads.having(prop.rank_atoms) | heads.having(prop.lookup_rows)
+    output = heads.having(prop.output_atoms)
+    closed = heads.having([prop.table.closed_atoms(HEADS)])
+    inner = heads.having([f for p in prop.table.products for f in p.factors])
+    mlp_channels: list[Component] = []
+    for comp in heads.components:
+        label = comp.label
+        if label in rank:
+            continue  # LoRA rank (never pruned) or embedding rows (token ids, not channels)
+        if label in embed:
+            reason = OUTPUT_REASON if label in output else (UNRESOLVED_REASON if label in closed else None)
+            if HIDDEN_CHANNEL in kinds:
+                groups.append(_group(HIDDEN_CHANNEL, comp.slices, prop, unprunable=reason))
+        elif label in output:
+            continue  # vocabulary rows of the output head: no kind removes them
+        elif label in closed:
+            if KV_GROUP in kinds:
+                groups.append(_group(KV_GROUP, comp.slices, prop))
+        elif label in inner:
+            continue  # head_dim channels: inside a head, rotary-coupled
+        else:
+            mlp_channels.append(comp)
+    if MLP_CHANNEL in kinds:
+        groups.extend(_group(MLP_CHANNEL, c.slices, prop) for c in mlp_channels)
+    if MLP_BLOCK in kinds:
+        groups.extend(_blocks(prop, heads, mlp_channels, MLP_BLOCK))
+    if QUERY_HEAD in kinds:
+        groups.extend(_query_heads(prop))
+    if ATTENTION_BLOCK in kinds:
+        blocks = Components(prop, BLOCKS)
+        closed_blocks = blocks.having([prop.table.closed_atoms(BLOCKS)])
+        bad = blocks.having(prop.embedding_columns) | blocks.having(prop.rank_atoms) | blocks.having(prop.output_atoms)
+        attention = [c for c in blocks.components if c.label in closed_blocks and c.label not in bad]
+        groups.extend(_blocks(prop, blocks, attention, ATTENTION_BLOCK))
+    rank_of = {kind: i for i, kind in enumerate(GROUP_KINDS)}
+    groups.sort(key=lambda g: (rank_of[g.kind], -1 if g.layer is None else g.layer))
+    return groups
+
+
+def _blocks(prop: Propagation, comps: Components, members: list[Component], kind: str) -> list[Group]:
+    """Union of the components that share the same parameters (one layer's MLP or attention)."""
+    by_params: dict[frozenset, list[Component]] = defaultdict(list)
+    for comp in members:
+        by_params[frozenset(name for name, _ in comp.params)].append(comp)
+    groups = []
+    for parts in by_params.values():
+        slices: dict[tuple[str, int], list[int]] = defaultdict(list)
+        for comp in parts:
+            for key, index in comp.slices.items():
+                slices[key].extend(index)
+        slices.update(_writer_biases(prop, comps, {c.label for c in parts}))
+        groups.append(_group(kind, dict(slices), prop))
+    return groups
+
+
+def _query_heads(prop: Propagation) -> list[Group]:
+    """The i-th query head of every KV group: components of repeat_kv's broadcast factor."""
+    repeat = [f for p in prop.table.products for f, b in zip(p.factors, p.broadcast, strict=True) if b]
+    if not repeat:
+        return []  # no GQA: a query head is its KV group
+    comps = Components(prop, QUERY_HEADS)
+    marked = comps.having(repeat)
+    bad = comps.having(prop.embedding_columns) | comps.having(prop.rank_atoms) | comps.having(prop.output_atoms)
+    return [_group(QUERY_HEAD, c.slices, prop) for c in comps.components if c.label in marked and c.label not in bad]
