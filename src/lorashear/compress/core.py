@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from lorashear.compress.remote.modeling_lorashear import (
-    OUTPUT_PROJECTIONS,
+    head_counts,
     in_out_features,
     is_attention,
     is_rms_norm,
@@ -89,7 +89,7 @@ def compress(model: nn.Module, groups: list[Group]) -> nn.Module:
     before = _config_snapshot(base)
     report = shrink(model, removed, compensate=True)
     for name, module in model.named_modules():
-        if is_attention(module) and _num_q(module) == 0:
+        if is_attention(module) and head_counts(module)[0] == 0:
             raise LorashearError(
                 f"{name} has no attention head left; remove whole attention blocks with the "
                 "attention_block kind instead of every head"
@@ -111,11 +111,6 @@ def compress(model: nn.Module, groups: list[Group]) -> nn.Module:
     return model
 
 
-def _num_q(module: nn.Module) -> int:
-    out_proj = next(getattr(module, n) for n in OUTPUT_PROJECTIONS if hasattr(module, n))
-    return in_out_features(out_proj)[0] // int(module.head_dim)
-
-
 def _config_snapshot(model: nn.Module) -> dict:
     c = model.config
     keys = (
@@ -134,7 +129,7 @@ def layer_shapes(model: nn.Module) -> dict[str, list]:
     heads, inter = [], []
     for name, module in model.named_modules():
         if is_attention(module):
-            heads.append((name, _num_q(module), getattr(module, "num_key_value_heads", _num_q(module))))
+            heads.append((name, *head_counts(module)))
         leaf = name.rpartition(".")[2]
         if leaf in MLP_INPUTS and ".attn" not in name and "attention" not in name:
             inter.append((name.rpartition(".")[0], in_out_features(module)[1] // MLP_INPUTS[leaf]))

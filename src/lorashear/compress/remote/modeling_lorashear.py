@@ -106,12 +106,16 @@ def _fully_removed_modules(model: nn.Module, entries: dict) -> list[str]:
     full_tensors = {
         tid for tid, (_, t, dims) in entries.items() if any(len(ix) == t.shape[d] for d, ix in dims.items())
     }
-    names = []
+    names: list[str] = []
+    live_attention: list[str] = []  # projections inside a kept attention are cut, never replaced
     for name, module in model.named_modules():
+        if any(name.startswith(n + ".") for n in names + live_attention):
+            continue
         params = list(module.parameters())
         if name and params and all(id(p) in full_tensors for p in params):
-            if not any(name.startswith(n + ".") for n in names):
-                names.append(name)
+            names.append(name)
+        elif is_attention(module):
+            live_attention.append(name)
     return names
 
 
@@ -154,6 +158,8 @@ def shrink(model: nn.Module, removed: dict, compensate: bool = False) -> dict:
         mname, module = weight_owner[tid]
         if t.dim() == 1 and 0 in dims and is_rms_norm(module):
             d, d_new = t.shape[0], t.shape[0] - len(dims[0])
+            if d_new == 0:  # an emptied attention: compress reports it
+                continue
             eps_attr = norm_eps_attr(module)
             if eps_attr:
                 setattr(module, eps_attr, getattr(module, eps_attr) * d / d_new)
@@ -242,8 +248,8 @@ def fix_attributes(model: nn.Module) -> None:
             _fix_attention(module)
 
 
-def _fix_attention(module: nn.Module) -> None:
-    """Head counts of an attention module, from its projections' shapes."""
+def head_counts(module: nn.Module) -> tuple[int, int]:
+    """(query heads, key/value heads) of an attention module, from its projections' shapes."""
     hd = int(module.head_dim)
     out_proj = next(getattr(module, n) for n in OUTPUT_PROJECTIONS if hasattr(module, n))
     num_q = in_out_features(out_proj)[0] // hd
@@ -253,6 +259,13 @@ def _fix_attention(module: nn.Module) -> None:
         num_kv = (in_out_features(module.qkv_proj)[1] - num_q * hd) // (2 * hd)
     else:  # fused q | k | v of equal sizes (gpt2's c_attn)
         num_kv = num_q
+    return num_q, num_kv
+
+
+def _fix_attention(module: nn.Module) -> None:
+    """Head counts of an attention module, re-derived from its projections' shapes."""
+    hd = int(module.head_dim)
+    num_q, num_kv = head_counts(module)
     for attr, value in (
         ("num_heads", num_q),
         ("num_attention_heads", num_q),
@@ -280,7 +293,8 @@ def _pruned_class(stock_cls: type) -> type:
 
     def __init__(self, config, *args, **kwargs):
         stock_cls.__init__(self, config, *args, **kwargs)
-        shrink(self, config.lorashear["removed"])
+        for stage in config.lorashear["removed"]:  # successive compressions, in order
+            shrink(self, stage)
 
     return type(f"Lorashear{stock_cls.__name__}", (stock_cls,), {"__init__": __init__})
 
