@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 
@@ -63,13 +64,19 @@ class Components:
         index = np.concatenate(entries_index)
         order = np.lexsort((index, key, label))
         label, key, index = label[order], key[order], index[order]
-        bounds = np.flatnonzero(np.diff(label)) + 1
+        # Runs of equal (component, parameter dim) become one slice each; vectorized bounds
+        # keep this fast for tens of thousands of MLP channels.
+        change = np.flatnonzero((np.diff(label) != 0) | (np.diff(key) != 0)) + 1
+        starts, ends = np.r_[0, change].tolist(), np.r_[change, len(label)].tolist()
+        run_label, run_key = label[starts].tolist(), key[starts].tolist()
+        indices = index.tolist()
         self.components: list[Component] = []
-        for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(label)], strict=True):
-            slices: dict[tuple[str, int], list[int]] = defaultdict(list)
-            for k, i in zip(key[lo:hi].tolist(), index[lo:hi].tolist(), strict=True):
-                slices[keys[k]].append(i)
-            self.components.append(Component(int(label[lo]), dict(slices)))
+        current: dict[tuple[str, int], list[int]] | None = None
+        for lab, k, lo, hi in zip(run_label, run_key, starts, ends, strict=True):
+            if current is None or lab != self.components[-1].label:
+                current = {}
+                self.components.append(Component(lab, current))
+            current[keys[k]] = indices[lo:hi]
 
     def having(self, atom_arrays: list[np.ndarray]) -> set[int]:
         """Labels of the components that contain any of these atoms."""
@@ -78,30 +85,25 @@ class Components:
         return set(np.unique(self.labels[np.concatenate(atom_arrays)]).tolist())
 
 
-def _layer_of(params: frozenset[tuple[str, int]], order: dict[str, int]) -> int | None:
-    """The layer index written in the parameters' names (`layers.3.`, `h.3.`), if any."""
-    for name, _ in sorted(params, key=lambda p: order.get(p[0], 0)):
-        match = re.search(r"\.(\d+)\.", name)
-        if match:
-            return int(match.group(1))
-    return None
+@cache
+def _layer_in_name(name: str) -> int | None:
+    """The layer index written in a parameter's name (`layers.3.`, `h.3.`), if any."""
+    match = re.search(r"\.(\d+)\.", name)
+    return int(match.group(1)) if match else None
 
 
-def _group(kind: str, comp_slices: dict[tuple[str, int], list[int]], prop: Propagation, layer=None,
-           unprunable: str | None = None, meta: dict | None = None) -> Group:
+def _group(kind: str, comp_slices: dict[tuple[str, int], list[int]], prop: Propagation,
+           unprunable: str | None = None) -> Group:
     order = prop.param_order
     slices = [
-        Slice(name, dim, tuple(sorted(index)))
+        Slice(name, dim, tuple(index))
         for (name, dim), index in sorted(comp_slices.items(), key=lambda kv: (order.get(kv[0][0], 0), kv[0][1]))
     ]
-    params = frozenset(comp_slices)
-    if layer is None and kind != HIDDEN_CHANNEL:
-        layer = _layer_of(params, order)
-    meta = dict(meta or {})
-    norms = {name: prop.norm_kinds[name] for name, _ in params if name in prop.norm_kinds}
-    if norms:
-        meta["norm_types"] = norms
-    return Group(kind, layer, slices, unprunable, meta)
+    layer = None
+    if kind != HIDDEN_CHANNEL:
+        layer = next((n for n in (_layer_in_name(s.param) for s in slices) if n is not None), None)
+    norms = {s.param: prop.norm_kinds[s.param] for s in slices if s.param in prop.norm_kinds}
+    return Group(kind, layer, slices, unprunable, {"norm_types": norms} if norms else {})
 
 
 def _writer_biases(prop: Propagation, comps: Components, labels: set[int]) -> dict[tuple[str, int], list[int]]:
@@ -171,6 +173,7 @@ def _blocks(prop: Propagation, comps: Components, members: list[Component], kind
         for comp in parts:
             for key, index in comp.slices.items():
                 slices[key].extend(index)
+        slices = {key: sorted(index) for key, index in slices.items()}
         slices.update(_writer_biases(prop, comps, {c.label for c in parts}))
         groups.append(_group(kind, dict(slices), prop))
     return groups
