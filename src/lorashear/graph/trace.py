@@ -38,18 +38,20 @@ def trace_model(model: torch.nn.Module, example_input: torch.Tensor | None = Non
     if example_input is None:
         example_input = default_example_input(model)
     was_training = model.training
+    emit_setting = torch.fx.config.do_not_emit_stack_traces
     model.eval()  # dropout must trace as identity
     try:
         # use_cache=False: a KV cache object in the outputs is not a tensor tree export accepts.
         # Stack traces per node cost ~20% of export time and we never read them.
-        with torch.fx.config.patch(do_not_emit_stack_traces=True):
-            program = torch.export.export(model, (example_input,), kwargs={"use_cache": False}, strict=False)
+        torch.fx.config.do_not_emit_stack_traces = True
+        program = torch.export.export(model, (example_input,), kwargs={"use_cache": False}, strict=False)
     except Exception as err:  # export raises many types; all mean the same to the user
         raise LorashearError(
             f"could not trace {type(model).__name__} with torch.export ({type(err).__name__}: {err}); "
             "pass an example_input the model accepts, or report the architecture"
         ) from err
     finally:
+        torch.fx.config.do_not_emit_stack_traces = emit_setting
         model.train(was_training)
     # Tied weights (embedding = lm_head) may come as two placeholders: name both by the
     # first state_dict name of the shared tensor, so the tensor appears once.
