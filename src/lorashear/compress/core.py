@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from lorashear.compress.remote.modeling_lorashear import (
+    _base,
     head_counts,
     in_out_features,
     is_attention,
@@ -131,7 +132,7 @@ def layer_shapes(model: nn.Module) -> dict[str, list]:
         if is_attention(module):
             heads.append((name, *head_counts(module)))
         leaf = name.rpartition(".")[2]
-        if leaf in MLP_INPUTS and ".attn" not in name and "attention" not in name:
+        if leaf in MLP_INPUTS and hasattr(_base(module), "weight") and ".attn" not in name and "attention" not in name:
             inter.append((name.rpartition(".")[0], in_out_features(module)[1] // MLP_INPUTS[leaf]))
     # One entry per MLP (gate and up give the same size).
     return {"heads": heads, "intermediate": sorted(set(inter))}

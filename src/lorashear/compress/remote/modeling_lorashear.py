@@ -164,16 +164,17 @@ def shrink(model: nn.Module, removed: dict, compensate: bool = False) -> dict:
             if eps_attr:
                 setattr(module, eps_attr, getattr(module, eps_attr) * d / d_new)
             report["norms"][mname] = d / d_new
-        if module is embed and t.dim() == 2 and 1 in dims and hasattr(module, "embed_scale"):
-            # Gemma scales embeddings by sqrt(hidden_size); a fresh load computes it from the new
-            # size, so the new scale is that and the weights absorb the ratio (see compensate).
-            d, d_new = t.shape[1], t.shape[1] - len(dims[1])
-            ratio = math.sqrt(d_new / d)
-            if hasattr(module, "scalar_embed_scale"):
-                module.scalar_embed_scale = module.scalar_embed_scale * ratio
-            if module.embed_scale.device.type != "meta":
-                module.embed_scale.mul_(ratio)
-            report["embed_scale_ratio"] = ratio
+    embed_entry = entries.get(id(embed.weight)) if embed is not None else None
+    if embed_entry is not None and 1 in embed_entry[2] and hasattr(embed, "embed_scale"):
+        # Gemma scales embeddings by sqrt(hidden_size); a fresh load computes it from the new
+        # size, so the new scale is that and the weights absorb the ratio (see compensate).
+        d = embed.weight.shape[1]
+        ratio = math.sqrt((d - len(embed_entry[2][1])) / d)
+        if hasattr(embed, "scalar_embed_scale"):
+            embed.scalar_embed_scale = embed.scalar_embed_scale * ratio
+        if embed.embed_scale.device.type != "meta":
+            embed.embed_scale.mul_(ratio)
+        report["embed_scale_ratio"] = ratio
 
     if compensate:
         _compensate_values(model, entries, report)
