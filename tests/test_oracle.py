@@ -49,7 +49,7 @@ def tiny_model(arch: str, tied: bool, attn: str, lora: bool) -> nn.Module:
     config._attn_implementation = attn
     model = AutoModelForCausalLM.from_config(config).eval()
     with torch.no_grad():  # non-trivial norms, so that compensation errors show
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.dim() == 1:
                 p.add_(torch.randn_like(p) * 0.1)
     if lora:
@@ -71,7 +71,7 @@ def pick(groups, rng: random.Random, frac: float = 0.3):
     for g in groups:
         by_slot.setdefault((g.kind, g.layer), []).append(g)
     chosen = []
-    for (kind, layer), gs in by_slot.items():
+    for (kind, _layer), gs in by_slot.items():
         if kind == MLP_BLOCK or kind.endswith("_block"):
             continue
         if len(gs) > 1:

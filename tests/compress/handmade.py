@@ -75,7 +75,7 @@ def hand_groups(model: nn.Module) -> list[Group]:
         rep = nq // nkv
         o = next(getattr(attn, n) for n in ("o_proj", "out_proj", "c_proj", "dense") if hasattr(attn, n))
 
-        def heads_slices(q_heads, kv_heads):
+        def heads_slices(q_heads, kv_heads, attn=attn, hd=hd, nq=nq, nkv=nkv, o=o):
             qr = [h * hd + j for h in q_heads for j in range(hd)]
             kr = [h * hd + j for h in kv_heads for j in range(hd)]
             s = []

@@ -111,6 +111,9 @@ def _fully_removed_modules(model: nn.Module, entries: dict) -> list[str]:
     for name, module in model.named_modules():
         if any(name.startswith(n + ".") for n in names + live_attention):
             continue
+        leaf = name.rpartition(".")[2]
+        if leaf == "base_layer" or ".lora_" in name:  # a LoRA layer goes whole, with its factors
+            continue
         params = list(module.parameters())
         if name and params and all(id(p) in full_tensors for p in params):
             names.append(name)
