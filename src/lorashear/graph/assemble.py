@@ -102,8 +102,21 @@ def _group(kind: str, comp_slices: dict[tuple[str, int], list[int]], prop: Propa
     layer = None
     if kind != HIDDEN_CHANNEL:
         layer = next((n for n in (_layer_in_name(s.param) for s in slices) if n is not None), None)
+    meta: dict = {}
     norms = {s.param: prop.norm_kinds[s.param] for s in slices if s.param in prop.norm_kinds}
-    return Group(kind, layer, slices, unprunable, {"norm_types": norms} if norms else {})
+    if norms:
+        meta["norm_types"] = norms
+    # The reading side: input columns of linear maps. Zeroing it makes the rest of the group unread.
+    meta["inputs"] = [[s.param, s.dim] for s in slices if (s.param, s.dim) in _input_dims(prop)]
+    return Group(kind, layer, slices, unprunable, meta)
+
+
+def _input_dims(prop: Propagation) -> set[tuple[str, int]]:
+    """(parameter, dim) pairs that linear maps read as input columns (LoRA A included)."""
+    if prop.input_dims is None:
+        by_atoms = {id(atoms): (name, d) for name, dims in prop.param_atoms.items() for d, atoms in enumerate(dims)}
+        prop.input_dims = {by_atoms[id(s.in_atoms)] for s in prop.stems if id(s.in_atoms) in by_atoms}
+    return prop.input_dims
 
 
 def _writer_biases(prop: Propagation, comps: Components, labels: set[int]) -> dict[tuple[str, int], list[int]]:

@@ -48,6 +48,7 @@ class Propagation:
     stems: list[Stem] = field(default_factory=list)
     norm_kinds: dict[str, str] = field(default_factory=dict)  # state_dict name -> rmsnorm | layernorm
     param_order: dict[str, int] = field(default_factory=dict)  # state_dict name -> first use
+    input_dims: set[tuple[str, int]] | None = None  # filled by assembly
 
     # --- helpers for the operator handlers ---
 
