@@ -1,5 +1,6 @@
 """Stage 1: the dependency graph of minimally removable structures."""
 
+from lorashear.graph.build import build_graph
 from lorashear.graph.structures import (
     ATTENTION_BLOCK,
     DEFAULT_KINDS,
@@ -26,4 +27,5 @@ __all__ = [
     "Group",
     "Slice",
     "StructureGraph",
+    "build_graph",
 ]

@@ -1,0 +1,80 @@
+"""`lorashear analyze MODEL`: discover the model's minimally removable structures and summarize them."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from lorashear.errors import LorashearError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("analyze", help="discover the groups (minimally removable structures) of a model")
+    p.add_argument("model", help="built-in name, HF folder, .gguf file or hub id")
+    p.add_argument("--lora", action="store_true", help="attach peft LoRA (r=8, all linear layers) first")
+    p.add_argument("--kinds", default=None,
+                   help="comma-separated group kinds (default: kv_group,mlp_channel; 'all' for every kind)")
+    p.add_argument("--json", type=Path, default=None, help="write every group to this JSON file")
+    p.set_defaults(handler=run)
+
+
+def load(spec: str):
+    """The model to analyze (one place to change how models are loaded)."""
+    from lorashear.models import load_model
+
+    return load_model(spec, device="cpu")
+
+
+def parse_kinds(text: str | None) -> tuple[str, ...]:
+    from lorashear.graph import DEFAULT_KINDS, GROUP_KINDS
+
+    if text is None:
+        return DEFAULT_KINDS
+    if text == "all":
+        return GROUP_KINDS
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in GROUP_KINDS]
+    if unknown or not kinds:
+        raise LorashearError(f"unknown group kinds {unknown or [text]}; choose from {', '.join(GROUP_KINDS)} or 'all'")
+    return kinds
+
+
+def summarize(graph, kinds: tuple[str, ...], seconds: float) -> str:
+    """Per kind: groups, prunable groups, parameters per group and in total; unprunable reasons."""
+    lines = [f"{'kind':16s} {'groups':>8s} {'prunable':>9s} {'params/group':>13s} {'params':>12s}"]
+    unprunable = []
+    for kind in kinds:
+        groups = graph.of_kind(kind)
+        sizes = [g.num_params(graph.param_shapes) for g in groups]
+        per = f"{min(sizes)}" if sizes and min(sizes) == max(sizes) else (f"{min(sizes)}-{max(sizes)}" if sizes else "-")
+        lines.append(f"{kind:16s} {len(groups):8d} {sum(g.prunable for g in groups):9d} {per:>13s} {sum(sizes):12d}")
+        unprunable += [g for g in groups if not g.prunable]
+    for g in unprunable:
+        first = g.slices[0].param if g.slices else "?"
+        lines.append(f"unprunable {g.kind} layer={g.layer} ({first} ...): {g.unprunable}")
+    lines.append(f"discovery time: {seconds:.2f} s")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lorashear.graph import build_graph
+
+    kinds = parse_kinds(args.kinds)
+    model = load(args.model)
+    if args.lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=8, target_modules="all-linear")).eval()
+    start = time.perf_counter()
+    graph = build_graph(model, kinds=kinds)
+    seconds = time.perf_counter() - start
+    print(summarize(graph, kinds, seconds))
+    if args.json is not None:
+        target = args.json
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.with_name(f".{target.name}.tmp")  # written next to the target, renamed at the end
+        graph.save(staging)
+        staging.replace(target)
+        print(f"groups written to {target}")
+    return 0

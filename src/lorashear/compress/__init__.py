@@ -1,0 +1,14 @@
+"""Stage 5: physically remove groups, export Hugging Face folders, load them back."""
+
+from lorashear.compress.core import compress, count_params, removed_indices, zero_groups
+from lorashear.compress.export import export, is_pruned_folder, load_pruned
+
+__all__ = [
+    "compress",
+    "count_params",
+    "export",
+    "is_pruned_folder",
+    "load_pruned",
+    "removed_indices",
+    "zero_groups",
+]

@@ -1,0 +1,161 @@
+"""Physically remove groups from a model (LoRA factors included), keeping it equal to the zeroed model.
+
+Equivalence: `compress(model, groups)` gives the same outputs as `zero_groups(model, groups)`,
+except around LayerNorm (gpt2, opt): there a removed hidden channel is *dropped from* the
+norm's statistics (mean and variance over the kept channels), which zeroing cannot express.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lorashear.compress.remote.modeling_lorashear import (
+    _base,
+    head_counts,
+    in_out_features,
+    is_attention,
+    is_rms_norm,
+    norm_eps_attr,
+    shrink,
+)
+from lorashear.errors import LorashearError
+from lorashear.graph.structures import Group
+
+# Config attributes of the intermediate (MLP) size, by architecture family.
+INTERMEDIATE_ATTRS = ("intermediate_size", "n_inner", "ffn_dim")
+# MLP input projections whose output size is the intermediate size (gate_up_proj is fused: 2x).
+MLP_INPUTS = {"gate_proj": 1, "up_proj": 1, "c_fc": 1, "fc1": 1, "gate_up_proj": 2}
+PEFT_PREFIX = "base_model.model."
+
+
+def removed_indices(groups: list[Group]) -> dict[str, dict[int, list[int]]]:
+    """Union of the groups' slices: {state_dict name: {dim: sorted indices}}."""
+    union: dict[str, dict[int, set[int]]] = {}
+    for group in groups:
+        for s in group.slices:
+            union.setdefault(s.param, {}).setdefault(s.dim, set()).update(s.index)
+    return {p: {d: sorted(ix) for d, ix in dims.items()} for p, dims in union.items()}
+
+
+def zero_groups(model: nn.Module, groups: list[Group]) -> None:
+    """Set every slice of the groups to zero in place (the reference that `compress` must match)."""
+    state = model.state_dict(keep_vars=True)
+    with torch.no_grad():
+        for name, dims in removed_indices(groups).items():
+            t = state[name]
+            for d, ix in dims.items():
+                t.index_fill_(d, torch.tensor(ix, dtype=torch.long, device=t.device), 0.0)
+
+
+def base_name(name: str) -> str | None:
+    """The state_dict name in the model without peft (None for LoRA factors)."""
+    if ".lora_" in name:
+        return None
+    if name.startswith(PEFT_PREFIX):
+        name = name[len(PEFT_PREFIX) :]
+    return name.replace(".base_layer.", ".")
+
+
+def base_model_of(model: nn.Module) -> nn.Module:
+    """The transformers model under a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def count_params(model: nn.Module) -> int:
+    """Parameters of the base model (LoRA factors excluded: they merge into it; tied counted once)."""
+    seen, total = set(), 0
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if ".lora_" in name or id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+    return total
+
+
+def compress(model: nn.Module, groups: list[Group]) -> nn.Module:
+    """Remove the union of the groups' slices from `model` (in place) and fix its modules and config."""
+    if not groups:
+        raise LorashearError("nothing to remove: the list of groups is empty")
+    removed = removed_indices(groups)
+    state_names = set(model.state_dict().keys())
+    missing = sorted(set(removed) - state_names)
+    if missing:
+        raise LorashearError(
+            f"{len(missing)} sliced parameters are not in the model (first: {missing[0]!r}); "
+            "build the groups from this very model (with or without its LoRA adapter, as given)"
+        )
+    base = base_model_of(model)
+    config = base.config
+    before = _config_snapshot(base)
+    report = shrink(model, removed, compensate=True)
+    for name, module in model.named_modules():
+        if is_attention(module) and head_counts(module)[0] == 0:
+            raise LorashearError(
+                f"{name} has no attention head left; remove whole attention blocks with the "
+                "attention_block kind instead of every head"
+            )
+    _update_config(base)
+    after = _config_snapshot(base)
+    info = getattr(config, "lorashear", None) or {"version": 1, "removed": [], "original": {}}
+    info["removed"].append(
+        {b: {str(d): ix for d, ix in dims.items()} for n, dims in removed.items() if (b := base_name(n))}
+    )
+    for key, value in before.items():
+        if after.get(key) != value:
+            info["original"].setdefault(key, value)
+    info["removed_modules"] = {
+        **info.get("removed_modules", {}),
+        **{base_name(n) or n: k for n, k in report["removed_modules"].items()},
+    }
+    config.lorashear = info
+    return model
+
+
+def _config_snapshot(model: nn.Module) -> dict:
+    c = model.config
+    keys = (
+        "hidden_size",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "rms_norm_eps",
+        *INTERMEDIATE_ATTRS,
+    )
+    return {k: getattr(c, k) for k in keys if hasattr(c, k)}
+
+
+def layer_shapes(model: nn.Module) -> dict[str, list]:
+    """Per-layer head counts and intermediate sizes of the live (not removed) blocks."""
+    heads, inter = [], []
+    for name, module in model.named_modules():
+        if is_attention(module):
+            heads.append((name, *head_counts(module)))
+        leaf = name.rpartition(".")[2]
+        if leaf in MLP_INPUTS and hasattr(_base(module), "weight") and ".attn" not in name and "attention" not in name:
+            inter.append((name.rpartition(".")[0], in_out_features(module)[1] // MLP_INPUTS[leaf]))
+    # One entry per MLP (gate and up give the same size).
+    return {"heads": heads, "intermediate": sorted(set(inter))}
+
+
+def _update_config(model: nn.Module) -> None:
+    """Write the new sizes into the config: the common value, or the largest where layers differ."""
+    c = model.config
+    c.hidden_size = model.get_input_embeddings().weight.shape[1]
+    shapes = layer_shapes(model)
+    if shapes["heads"]:
+        c.num_attention_heads = max(q for _, q, _ in shapes["heads"])
+        if hasattr(c, "num_key_value_heads"):
+            c.num_key_value_heads = max(kv for _, _, kv in shapes["heads"])
+        for module in model.modules():
+            if is_attention(module):
+                c.head_dim = int(module.head_dim)
+                break
+    if shapes["intermediate"]:
+        attr = next((a for a in INTERMEDIATE_ATTRS if hasattr(c, a)), None)
+        if attr:
+            setattr(c, attr, max(n for _, n in shapes["intermediate"]))
+    if hasattr(c, "rms_norm_eps"):
+        norm = getattr(model.get_decoder(), "norm", None) if hasattr(model, "get_decoder") else None
+        if norm is not None and is_rms_norm(norm) and norm_eps_attr(norm):
+            c.rms_norm_eps = getattr(norm, norm_eps_attr(norm))

@@ -1,0 +1,146 @@
+"""Save a compressed model as a Hugging Face folder, and load such folders back.
+
+Layers alike: a plain config of the original architecture (stock `from_pretrained`). Layers that
+differ: the original config plus the removed indices under the `lorashear` key, and
+`modeling_lorashear.py` (auto_map), so stock transformers loads it with `trust_remote_code=True`.
+Every exported folder has a `lorashear` key in config.json: that is how to recognise one.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from lorashear.compress.core import base_model_of, count_params
+from lorashear.compress.remote import modeling_lorashear as remote
+from lorashear.errors import LorashearError
+from lorashear.graph.structures import Group
+
+REMOTE_FILE = Path(remote.__file__)
+ADAPTER_DIR = "adapter"
+PLAN_FILE = "pruning.json"
+
+
+def is_pruned_folder(folder: str | Path) -> bool:
+    """True for folders written by `export` (config.json has a `lorashear` key)."""
+    config = Path(folder) / "config.json"
+    return config.is_file() and "lorashear" in json.loads(config.read_text())
+
+
+def is_plain(model: nn.Module) -> bool:
+    """Whether the stock class built from `model.config` has exactly the model's shapes and norms."""
+    config = copy.deepcopy(model.config)
+    try:
+        with torch.device("meta"):
+            stock = type(model)(config)
+    except Exception:  # the config cannot describe it (e.g. heads no longer divide the hidden size)
+        return False
+    stock_shapes = {n: tuple(t.shape) for n, t in stock.state_dict().items()}
+    shapes = {n: tuple(t.shape) for n, t in model.state_dict().items()}
+    if stock_shapes != shapes:
+        return False
+    stock_modules = dict(stock.named_modules())
+    for name, module in model.named_modules():
+        other = stock_modules.get(name)
+        if other is None or type(other) is not type(module):
+            return False
+        attr = remote.norm_eps_attr(module)
+        if attr and getattr(other, attr, None) != getattr(module, attr):
+            return False
+    return True
+
+
+def export(
+    model: nn.Module,
+    tokenizer,
+    out_dir: str | Path,
+    removed: list[Group],
+    params_before: int,
+    merge_lora: bool = True,
+    overwrite: bool = False,
+) -> Path:
+    """Write the compressed `model` (LoRA merged, or kept as `adapter/`) and its tokenizer to `out_dir`."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise LorashearError(f"{out_dir} exists and is not empty; choose another folder or pass overwrite")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        peft = hasattr(model, "get_base_model")
+        if peft:
+            copied = copy.deepcopy(model)
+            base = copied.merge_and_unload() if merge_lora else copied.unload()
+            if not merge_lora:
+                model.save_pretrained(tmp / ADAPTER_DIR)
+        else:
+            base = model
+        info = dict(getattr(base.config, "lorashear", None) or {})
+        if not info:
+            raise LorashearError("this model was not compressed by lorashear.compress; nothing to export")
+        base.config.lorashear = None
+        plain = is_plain(base)
+        base.save_pretrained(tmp)
+        base.config.lorashear = info
+        config = copy.deepcopy(base.config)
+        if plain:
+            config.lorashear = {"version": 1, "plain": True}
+        else:
+            # The original architecture's sizes; the loader shrinks it by the recorded indices.
+            for key, value in info["original"].items():
+                setattr(config, key, value)
+            config.lorashear = {"version": 1, "plain": False, "removed": info["removed"]}
+            config.auto_map = {"AutoModelForCausalLM": f"{REMOTE_FILE.stem}.LorashearForCausalLM"}
+            shutil.copy(REMOTE_FILE, tmp / REMOTE_FILE.name)
+        config.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        plan = {
+            "params_before": int(params_before),
+            "params_after": count_params(base),
+            "plain": plain,
+            "lora": "merged" if merge_lora or not peft else ADAPTER_DIR,
+            "removed": [g.to_dict() for g in removed],
+        }
+        (tmp / PLAN_FILE).write_text(json.dumps(plan))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def load_pruned(
+    folder: str | Path, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32
+) -> nn.Module:
+    """Load a folder written by `export` (with its LoRA adapter, if one was kept)."""
+    folder = Path(folder)
+    if not is_pruned_folder(folder):
+        raise LorashearError(
+            f"{folder} is not a lorashear-pruned model folder (no `lorashear` key in config.json)"
+        )
+    config = AutoConfig.from_pretrained(folder)
+    if config.lorashear.get("plain"):
+        model = AutoModelForCausalLM.from_pretrained(folder, config=config, dtype=dtype)
+    else:
+        # Our own copy of the remote code: no trust_remote_code needed.
+        stock = AutoModelForCausalLM._model_mapping[type(config)]
+        model = remote._pruned_class(stock).from_pretrained(folder, config=config, dtype=dtype)
+    if (folder / ADAPTER_DIR).is_dir():
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, folder / ADAPTER_DIR)
+    if device is not None:
+        model = model.to(device)
+    return model.eval()
+
+
+__all__ = ["export", "is_pruned_folder", "is_plain", "load_pruned", "base_model_of"]

@@ -1,0 +1,203 @@
+"""Group assembly: connected components of parameter atoms become `Group`s of each kind.
+
+Classification is structural, never by module name: a component holding embedding columns is
+a hidden channel; one holding closed product factors (a head) is a KV group; one holding the
+broadcast factor of repeat_kv is a query head; a plain stem-to-stem channel is an MLP channel;
+components of the LoRA rank dim and of head_dim (inside a head, rotary-coupled) are not groups.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+
+from lorashear.graph.atoms import BLOCKS, HEADS, QUERY_HEADS
+from lorashear.graph.propagate import Propagation
+from lorashear.graph.structures import (
+    ATTENTION_BLOCK,
+    GROUP_KINDS,
+    HIDDEN_CHANNEL,
+    KV_GROUP,
+    MLP_BLOCK,
+    MLP_CHANNEL,
+    QUERY_HEAD,
+    Group,
+    Slice,
+)
+
+OUTPUT_REASON = "touches the model output (vocabulary dim)"
+UNRESOLVED_REASON = "propagation could not resolve this structure (mixed head, stream or rank channels)"
+
+
+@dataclass
+class Component:
+    """The parameter slices of one connected component, and what else it touches."""
+
+    label: int
+    slices: dict[tuple[str, int], list[int]]
+
+    @property
+    def params(self) -> frozenset[tuple[str, int]]:
+        return frozenset(self.slices)
+
+
+class Components:
+    """Components of one granularity, with the flags the classifier needs."""
+
+    def __init__(self, prop: Propagation, mode: str):
+        self.labels = prop.table.components(mode)
+        self.prop = prop
+        entries_label, entries_key, entries_index = [], [], []
+        keys: list[tuple[str, int]] = []
+        for name, param_atoms in prop.param_atoms.items():
+            for dim, atoms in enumerate(param_atoms):
+                keys.append((name, dim))
+                entries_label.append(self.labels[atoms])
+                entries_key.append(np.full(len(atoms), len(keys) - 1))
+                entries_index.append(np.arange(len(atoms)))
+        label = np.concatenate(entries_label)
+        key = np.concatenate(entries_key)
+        index = np.concatenate(entries_index)
+        order = np.lexsort((index, key, label))
+        label, key, index = label[order], key[order], index[order]
+        # Runs of equal (component, parameter dim) become one slice each; vectorized bounds
+        # keep this fast for tens of thousands of MLP channels.
+        change = np.flatnonzero((np.diff(label) != 0) | (np.diff(key) != 0)) + 1
+        starts, ends = np.r_[0, change].tolist(), np.r_[change, len(label)].tolist()
+        run_label, run_key = label[starts].tolist(), key[starts].tolist()
+        indices = index.tolist()
+        self.components: list[Component] = []
+        current: dict[tuple[str, int], list[int]] | None = None
+        for lab, k, lo, hi in zip(run_label, run_key, starts, ends, strict=True):
+            if current is None or lab != self.components[-1].label:
+                current = {}
+                self.components.append(Component(lab, current))
+            current[keys[k]] = indices[lo:hi]
+
+    def having(self, atom_arrays: list[np.ndarray]) -> set[int]:
+        """Labels of the components that contain any of these atoms."""
+        if not atom_arrays:
+            return set()
+        return set(np.unique(self.labels[np.concatenate(atom_arrays)]).tolist())
+
+
+@cache
+def _layer_in_name(name: str) -> int | None:
+    """The layer index written in a parameter's name (`layers.3.`, `h.3.`), if any."""
+    match = re.search(r"\.(\d+)\.", name)
+    return int(match.group(1)) if match else None
+
+
+def _group(kind: str, comp_slices: dict[tuple[str, int], list[int]], prop: Propagation,
+           unprunable: str | None = None) -> Group:
+    order = prop.param_order
+    slices = [
+        Slice(name, dim, tuple(index))
+        for (name, dim), index in sorted(comp_slices.items(), key=lambda kv: (order.get(kv[0][0], 0), kv[0][1]))
+    ]
+    layer = None
+    if kind != HIDDEN_CHANNEL:
+        layer = next((n for n in (_layer_in_name(s.param) for s in slices) if n is not None), None)
+    meta: dict = {}
+    norms = {s.param: prop.norm_kinds[s.param] for s in slices if s.param in prop.norm_kinds}
+    if norms:
+        meta["norm_types"] = norms
+    # The reading side: input columns of linear maps. Zeroing it makes the rest of the group unread.
+    meta["inputs"] = [[s.param, s.dim] for s in slices if (s.param, s.dim) in _input_dims(prop)]
+    return Group(kind, layer, slices, unprunable, meta)
+
+
+def _input_dims(prop: Propagation) -> set[tuple[str, int]]:
+    """(parameter, dim) pairs that linear maps read as input columns (LoRA A included)."""
+    if prop.input_dims is None:
+        by_atoms = {id(atoms): (name, d) for name, dims in prop.param_atoms.items() for d, atoms in enumerate(dims)}
+        prop.input_dims = {by_atoms[id(s.in_atoms)] for s in prop.stems if id(s.in_atoms) in by_atoms}
+    return prop.input_dims
+
+
+def _writer_biases(prop: Propagation, comps: Components, labels: set[int]) -> dict[tuple[str, int], list[int]]:
+    """Whole biases of the stems that read this block: zeroing them too zeroes the block's output."""
+    out: dict[tuple[str, int], list[int]] = {}
+    for stem in prop.stems:
+        if stem.bias is not None and set(np.unique(comps.labels[stem.in_atoms]).tolist()) & labels:
+            out[(stem.bias, 0)] = list(range(len(stem.out_atoms)))
+    return out
+
+
+def assemble(prop: Propagation, kinds: tuple[str, ...]) -> list[Group]:
+    """Every group of the requested kinds."""
+    unknown = set(kinds) - set(GROUP_KINDS)
+    if unknown:
+        raise ValueError(f"unknown group kinds {sorted(unknown)}; choose from {GROUP_KINDS}")
+    groups: list[Group] = []
+    heads = Components(prop, HEADS)
+    embed = heads.having(prop.embedding_columns)
+    rank = heads.having(prop.rank_atoms) | heads.having(prop.lookup_rows)
+    output = heads.having(prop.output_atoms)
+    closed = heads.having([prop.table.closed_atoms(HEADS)])
+    inner = heads.having([f for p in prop.table.products for f in p.factors])
+    mlp_channels: list[Component] = []
+    for comp in heads.components:
+        label = comp.label
+        if label in rank:
+            continue  # LoRA rank (never pruned) or embedding rows (token ids, not channels)
+        if label in embed:
+            reason = OUTPUT_REASON if label in output else (UNRESOLVED_REASON if label in closed else None)
+            if HIDDEN_CHANNEL in kinds:
+                groups.append(_group(HIDDEN_CHANNEL, comp.slices, prop, unprunable=reason))
+        elif label in output:
+            continue  # vocabulary rows of the output head: no kind removes them
+        elif label in closed:
+            if KV_GROUP in kinds:
+                groups.append(_group(KV_GROUP, comp.slices, prop))
+        elif label in inner:
+            continue  # head_dim channels: inside a head, rotary-coupled
+        else:
+            mlp_channels.append(comp)
+    if MLP_CHANNEL in kinds:
+        groups.extend(_group(MLP_CHANNEL, c.slices, prop) for c in mlp_channels)
+    if MLP_BLOCK in kinds:
+        groups.extend(_blocks(prop, heads, mlp_channels, MLP_BLOCK))
+    if QUERY_HEAD in kinds:
+        groups.extend(_query_heads(prop))
+    if ATTENTION_BLOCK in kinds:
+        blocks = Components(prop, BLOCKS)
+        closed_blocks = blocks.having([prop.table.closed_atoms(BLOCKS)])
+        bad = blocks.having(prop.embedding_columns) | blocks.having(prop.rank_atoms) | blocks.having(prop.output_atoms)
+        attention = [c for c in blocks.components if c.label in closed_blocks and c.label not in bad]
+        groups.extend(_blocks(prop, blocks, attention, ATTENTION_BLOCK))
+    rank_of = {kind: i for i, kind in enumerate(GROUP_KINDS)}
+    groups.sort(key=lambda g: (rank_of[g.kind], -1 if g.layer is None else g.layer))
+    return groups
+
+
+def _blocks(prop: Propagation, comps: Components, members: list[Component], kind: str) -> list[Group]:
+    """Union of the components that share the same parameters (one layer's MLP or attention)."""
+    by_params: dict[frozenset, list[Component]] = defaultdict(list)
+    for comp in members:
+        by_params[frozenset(name for name, _ in comp.params)].append(comp)
+    groups = []
+    for parts in by_params.values():
+        slices: dict[tuple[str, int], list[int]] = defaultdict(list)
+        for comp in parts:
+            for key, index in comp.slices.items():
+                slices[key].extend(index)
+        slices = {key: sorted(index) for key, index in slices.items()}
+        slices.update(_writer_biases(prop, comps, {c.label for c in parts}))
+        groups.append(_group(kind, dict(slices), prop))
+    return groups
+
+
+def _query_heads(prop: Propagation) -> list[Group]:
+    """The i-th query head of every KV group: components of repeat_kv's broadcast factor."""
+    repeat = [f for p in prop.table.products for f, b in zip(p.factors, p.broadcast, strict=True) if b]
+    if not repeat:
+        return []  # no GQA: a query head is its KV group
+    comps = Components(prop, QUERY_HEADS)
+    marked = comps.having(repeat)
+    bad = comps.having(prop.embedding_columns) | comps.having(prop.rank_atoms) | comps.having(prop.output_atoms)
+    return [_group(QUERY_HEAD, c.slices, prop) for c in comps.components if c.label in marked and c.label not in bad]

@@ -1,0 +1,26 @@
+"""build_graph: trace the model, propagate channels, assemble the groups."""
+
+from __future__ import annotations
+
+import torch
+
+from lorashear.graph.assemble import assemble
+from lorashear.graph.propagate import propagate
+from lorashear.graph.structures import DEFAULT_KINDS, StructureGraph
+from lorashear.graph.trace import trace_model
+
+
+def build_graph(
+    model: torch.nn.Module,
+    kinds: tuple[str, ...] = DEFAULT_KINDS,
+    example_input: torch.Tensor | None = None,
+) -> StructureGraph:
+    """Discover the minimally removable structures of `model` (peft LoRA attached or not)."""
+    trace = trace_model(model, example_input)
+    prop = propagate(trace)
+    groups = assemble(prop, tuple(kinds))
+    shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    config = getattr(model, "config", None)
+    if config is None and hasattr(model, "get_base_model"):
+        config = getattr(model.get_base_model(), "config", None)
+    return StructureGraph(groups, shapes, getattr(config, "model_type", "") or "")

@@ -1,0 +1,29 @@
+"""The analyze subcommand on a tiny saved model folder."""
+
+from __future__ import annotations
+
+import json
+
+from graph_tiny import HIDDEN, LAYERS, MLP, tiny_model
+
+from lorashear.cli import main
+
+
+def test_analyze_prints_counts_and_writes_json(tmp_path, capsys):
+    folder = tmp_path / "tiny-llama"
+    tiny_model("llama").save_pretrained(folder)
+    out = tmp_path / "groups.json"
+    assert main(["analyze", str(folder), "--lora", "--kinds", "kv_group,mlp_channel,hidden_channel", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"mlp_channel      {LAYERS * MLP:8d} {LAYERS * MLP:9d}" in printed
+    data = json.loads(out.read_text())
+    kinds = [g["kind"] for g in data["groups"]]
+    assert kinds.count("hidden_channel") == HIDDEN and kinds.count("kv_group") == LAYERS * 2
+    assert any("lora_B" in s["param"] for g in data["groups"] for s in g["slices"])
+
+
+def test_analyze_rejects_unknown_kind(tmp_path, capsys):
+    folder = tmp_path / "tiny-llama"
+    tiny_model("llama").save_pretrained(folder)
+    assert main(["analyze", str(folder), "--kinds", "heads"]) == 2
+    assert "unknown group kinds" in capsys.readouterr().err

@@ -1,0 +1,239 @@
+"""Discovered groups: counts per architecture, structure, and a zeroing oracle."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from graph_tiny import (
+    ARCHS,
+    HEAD_DIM,
+    HEADS,
+    HIDDEN,
+    KV_HEADS,
+    LAYERS,
+    MHA_ARCHS,
+    MLP,
+    model_and_graph,
+    tiny_model,
+)
+
+from lorashear.errors import LorashearError
+from lorashear.graph import (
+    ATTENTION_BLOCK,
+    HIDDEN_CHANNEL,
+    KV_GROUP,
+    MLP_BLOCK,
+    MLP_CHANNEL,
+    QUERY_HEAD,
+    Group,
+    StructureGraph,
+    build_graph,
+)
+
+LORA_ARCHS = ["llama", "phi3", "gpt2", "qwen3"]
+CASES = [(a, False) for a in ARCHS] + [(a, True) for a in LORA_ARCHS]
+
+
+def expected_counts(model_type: str) -> dict[str, int]:
+    kv = HEADS if model_type in MHA_ARCHS else KV_HEADS
+    n_rep = HEADS // kv
+    return {
+        ATTENTION_BLOCK: LAYERS,
+        MLP_BLOCK: LAYERS,
+        KV_GROUP: LAYERS * kv,
+        QUERY_HEAD: LAYERS * n_rep if n_rep > 1 else 0,
+        MLP_CHANNEL: LAYERS * MLP,
+        HIDDEN_CHANNEL: HIDDEN,
+    }
+
+
+@pytest.mark.parametrize("model_type,lora", CASES)
+def test_counts_match_config(model_type, lora):
+    _, graph = model_and_graph(model_type, lora)
+    counts = {kind: len(graph.of_kind(kind)) for kind in expected_counts(model_type)}
+    assert counts == expected_counts(model_type)
+    assert all(g.prunable for g in graph.groups)
+    layers = sorted({g.layer for g in graph.of_kind(KV_GROUP)})
+    assert layers == list(range(LAYERS))
+
+
+@pytest.mark.parametrize("model_type,lora", CASES)
+def test_lora_rank_never_sliced(model_type, lora):
+    _, graph = model_and_graph(model_type, lora)
+    for group in graph.groups:
+        for s in group.slices:
+            assert not ("lora_A" in s.param and s.dim == 0), (group.kind, s)
+            assert not ("lora_B" in s.param and s.dim == 1), (group.kind, s)
+    names = {s.param for g in graph.groups for s in g.slices}
+    assert any("lora_" in n for n in names) == lora
+
+
+def _rows(group: Group, needle: str, dim: int) -> tuple[int, ...]:
+    found = [s.index for s in group.slices if needle in s.param and s.dim == dim]
+    assert len(found) == 1, (needle, dim, group.slices)
+    return found[0]
+
+
+def test_llama_kv_group_structure_with_lora():
+    _, graph = model_and_graph("llama", True)
+    n_rep = HEADS // KV_HEADS
+    for group in graph.of_kind(KV_GROUP):
+        k_rows = _rows(group, "k_proj.base_layer", 0)
+        kv = k_rows[0] // HEAD_DIM
+        assert k_rows == tuple(range(kv * HEAD_DIM, (kv + 1) * HEAD_DIM))
+        q_rows = tuple(range(kv * n_rep * HEAD_DIM, (kv + 1) * n_rep * HEAD_DIM))
+        assert _rows(group, "q_proj.base_layer", 0) == q_rows
+        assert _rows(group, "q_proj.lora_B", 0) == q_rows
+        assert _rows(group, "v_proj.base_layer", 0) == k_rows == _rows(group, "v_proj.lora_B", 0)
+        assert _rows(group, "o_proj.base_layer", 1) == q_rows == _rows(group, "o_proj.lora_A", 1)
+        assert len(group.slices) == 8
+        assert group.meta["inputs"] == [[s.param, s.dim] for s in group.slices if "o_proj" in s.param]
+
+
+def test_query_head_takes_ith_head_of_every_kv_group():
+    _, graph = model_and_graph("llama")
+    n_rep = HEADS // KV_HEADS
+    for group in graph.of_kind(QUERY_HEAD):
+        q_rows = _rows(group, "q_proj", 0)
+        heads = sorted({r // HEAD_DIM for r in q_rows})
+        assert len(heads) == KV_HEADS and len({h % n_rep for h in heads}) == 1
+        assert {s.param.split(".")[-2] for s in group.slices} == {"q_proj", "o_proj"}
+
+
+def test_fused_projections_take_row_slices():
+    _, graph = model_and_graph("phi3")
+    group = graph.of_kind(KV_GROUP)[1]
+    rows = _rows(group, "qkv_proj", 0)
+    q = HEADS * HEAD_DIM
+    assert rows == tuple(range(32, 64)) + tuple(range(q + 16, q + 32)) + tuple(range(q + 48, q + 64))
+    channel = graph.of_kind(MLP_CHANNEL)[5]
+    assert _rows(channel, "gate_up_proj", 0) == (5, MLP + 5)
+
+
+def test_gpt2_conv1d_head_is_three_column_ranges():
+    _, graph = model_and_graph("gpt2")
+    group = graph.of_kind(KV_GROUP)[1]
+    cols = _rows(group, "c_attn.weight", 1)
+    assert cols == tuple(range(16, 32)) + tuple(range(HIDDEN + 16, HIDDEN + 32)) + tuple(range(2 * HIDDEN + 16, 2 * HIDDEN + 32))
+    assert _rows(group, "c_attn.bias", 0) == cols
+    assert _rows(group, "attn.c_proj.weight", 0) == tuple(range(16, 32))
+
+
+@pytest.mark.parametrize("model_type,tied_name", [("gemma", "embed_tokens"), ("gpt2", "wte"), ("llama", None)])
+def test_embeddings_appear_once(model_type, tied_name):
+    model, graph = model_and_graph(model_type)
+    channel = graph.of_kind(HIDDEN_CHANNEL)[3]
+    params = [s.param for s in channel.slices]
+    assert len(params) == len(set(params))
+    if tied_name:
+        assert any(tied_name in p for p in params) and not any("lm_head" in p for p in params)
+    else:
+        assert any("lm_head" in p for p in params) and any("embed_tokens" in p for p in params)
+    assert all(s.index == (3,) for s in channel.slices)
+
+
+def test_norm_types_in_meta():
+    _, llama = model_and_graph("llama")
+    _, opt = model_and_graph("opt")
+    assert set(llama.of_kind(HIDDEN_CHANNEL)[0].meta["norm_types"].values()) == {"rmsnorm"}
+    assert len(llama.of_kind(HIDDEN_CHANNEL)[0].meta["norm_types"]) == 2 * LAYERS + 1
+    assert set(opt.of_kind(HIDDEN_CHANNEL)[0].meta["norm_types"].values()) == {"layernorm"}
+    _, olmo2 = model_and_graph("olmo2")  # q_norm over the whole projection: its elements join the heads
+    assert any("q_norm" in s.param for s in olmo2.of_kind(KV_GROUP)[0].slices)
+
+
+def test_save_and_load_roundtrip(tmp_path):
+    _, graph = model_and_graph("qwen2")
+    graph.save(tmp_path / "g.json")
+    import json
+
+    again = StructureGraph.from_dict(json.loads((tmp_path / "g.json").read_text()))
+    assert again.to_dict() == graph.to_dict()
+
+
+def test_unknown_operator_is_a_clear_error(monkeypatch):
+    from lorashear.graph import ops
+
+    monkeypatch.delitem(ops.OPS, torch.ops.aten.silu.default)
+    with pytest.raises(LorashearError, match="aten.silu"):
+        build_graph(tiny_model("llama"))
+
+
+# --- zeroing oracle ----------------------------------------------------------------------
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids, use_cache=False).logits
+
+
+def _edit(model, slices, fill):
+    with torch.no_grad():
+        for s in slices:
+            p = model.get_parameter(s.param)
+            index = torch.tensor(s.index)
+            if fill == 0:
+                p.index_fill_(s.dim, index, 0.0)
+            else:
+                p.index_copy_(s.dim, index, torch.randn_like(p.index_select(s.dim, index)))
+
+
+def _sides(group: Group):
+    inputs = {tuple(x) for x in group.meta["inputs"]}
+    reading = [s for s in group.slices if (s.param, s.dim) in inputs]
+    writing = [s for s in group.slices if (s.param, s.dim) not in inputs]
+    return reading, writing
+
+
+# Which side may be zeroed so the other side is dead. "write": zero the writing side (rows,
+# biases, norm elements), the reading side (input columns) then reads zeros. "read": zero the
+# reading side, nothing downstream sees the writing side. Query heads only allow "read" (q = 0
+# is uniform attention, not zero output); hidden channels only "write" (norm statistics);
+# OLMo2's q_norm spans every head: its kv groups only allow "write", its query heads neither.
+DIRECTIONS = {
+    KV_GROUP: ("write", "read"),
+    QUERY_HEAD: ("read",),
+    MLP_CHANNEL: ("write", "read"),
+    HIDDEN_CHANNEL: ("write",),
+    ATTENTION_BLOCK: ("write",),
+    MLP_BLOCK: ("write",),
+}
+ORACLE_CASES = [(a, False) for a in ARCHS] + [("llama", True), ("gpt2", True), ("phi3", True)]
+
+
+@pytest.mark.parametrize("model_type,lora", ORACLE_CASES)
+def test_zeroing_oracle(model_type, lora):
+    model, graph = model_and_graph(model_type, lora)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    ids = torch.randint(0, 100, (2, 9), generator=torch.Generator().manual_seed(1))
+    rng = random.Random(0)
+    try:
+        for kind, directions in DIRECTIONS.items():
+            groups = graph.of_kind(kind)
+            if not groups:
+                continue
+            group = rng.choice(groups)
+            reading, writing = _sides(group)
+            assert reading and writing, (kind, group.slices)
+            if model_type == "olmo2" and kind in (KV_GROUP, QUERY_HEAD):
+                directions = ("write",) if kind == KV_GROUP else ()
+            for direction in directions:
+                zeroed, perturbed = (writing, reading) if direction == "write" else (reading, writing)
+                if kind == HIDDEN_CHANNEL:  # an embedding column writes the stream (tied: it also reads it)
+                    embeddings = [s for s in perturbed if any(e in s.param for e in ("embed", "wte", "wpe"))]
+                    perturbed = [s for s in perturbed if s not in embeddings]
+                    zeroed = zeroed + embeddings
+                model.load_state_dict(state)
+                base = _logits(model, ids)
+                _edit(model, perturbed, fill=1)
+                assert (_logits(model, ids) - base).abs().max() > 1e-4, "perturbation must matter when nothing is zeroed"
+                model.load_state_dict(state)
+                _edit(model, zeroed, fill=0)
+                before = _logits(model, ids)
+                _edit(model, perturbed, fill=1)
+                delta = (_logits(model, ids) - before).abs().max().item()
+                assert delta <= 1e-5, (kind, direction, group.layer, delta)
+    finally:
+        model.load_state_dict(state)

@@ -1,0 +1,68 @@
+"""Random plans: target ratio reached, uniform layers alike, bad input refused."""
+
+from __future__ import annotations
+
+import collections
+import copy
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from lorashear.cli.prune_cmd import tied_aliases
+from lorashear.compress import compress, count_params
+from lorashear.errors import LorashearError
+from lorashear.graph import build_graph
+from lorashear.prune import PruningPlan, random_plan
+
+
+@pytest.fixture(scope="module")
+def model_and_graph():
+    torch.manual_seed(0)
+    config = AutoConfig.for_model(
+        "llama",
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=96,
+        vocab_size=128,
+        head_dim=16,
+    )
+    model = AutoModelForCausalLM.from_config(config).eval()
+    return model, build_graph(model, ("kv_group", "mlp_channel"))
+
+
+@pytest.mark.parametrize("uniform", [False, True])
+def test_ratio_reached_and_counts_exact(model_and_graph, uniform):
+    model, graph = model_and_graph
+    plan = random_plan(
+        graph, 0.2, ["kv_group", "mlp_channel"], uniform=uniform, seed=1, aliases=tied_aliases(model)
+    )
+    assert plan.params_total == count_params(model)
+    assert abs(plan.achieved_ratio - 0.2) < 0.01
+    pruned = compress(copy.deepcopy(model), plan.groups)
+    assert count_params(pruned) == plan.params_total - plan.params_removed
+    if uniform:
+        per_layer = collections.Counter((g.kind, g.layer) for g in plan.groups)
+        for kind in ("kv_group", "mlp_channel"):
+            assert len({n for (k, _), n in per_layer.items() if k == kind}) <= 1
+    assert PruningPlan.from_dict(plan.to_dict()).groups == plan.groups
+
+
+def test_seed_changes_plan(model_and_graph):
+    _, graph = model_and_graph
+    a = random_plan(graph, 0.2, ["mlp_channel"], seed=1)
+    b = random_plan(graph, 0.2, ["mlp_channel"], seed=2)
+    assert a.groups != b.groups
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1.0, -0.1])
+def test_bad_ratio(model_and_graph, ratio):
+    with pytest.raises(LorashearError, match="ratio"):
+        random_plan(model_and_graph[1], ratio, ["mlp_channel"])
+
+
+def test_nothing_prunable(model_and_graph):
+    with pytest.raises(LorashearError, match="no prunable group"):
+        random_plan(model_and_graph[1], 0.2, ["hidden_channel"])
