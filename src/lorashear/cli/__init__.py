@@ -15,9 +15,8 @@ from lorashear.errors import LorashearError
 # One module per subcommand, in the order of the pipeline.
 COMMAND_MODULES = [
     "lorashear.cli.assets_cmd",
-    "lorashear.cli.prune_cmd",
     "lorashear.cli.analyze_cmd",
-
+    "lorashear.cli.prune_cmd",
 ]
 
 
