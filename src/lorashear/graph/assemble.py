@@ -16,7 +16,7 @@ from functools import cache
 import numpy as np
 
 from lorashear.graph.atoms import BLOCKS, HEADS, QUERY_HEADS
-from lorashear.graph.propagate import Propagation
+from lorashear.graph.propagate import Propagation, Stem
 from lorashear.graph.structures import (
     ATTENTION_BLOCK,
     GROUP_KINDS,
@@ -128,6 +128,31 @@ def _writer_biases(prop: Propagation, comps: Components, labels: set[int]) -> di
     return out
 
 
+def _dead_factors(prop: Propagation, slices: dict[tuple[str, int], list[int]]) -> dict[tuple[str, int], list[int]]:
+    """LoRA factors a block leaves dead, whole along their channel dim (never the rank dim).
+
+    A's output only feeds B: when the block removes all of B's outputs, A goes too; B only reads
+    A: when the block removes all of A's inputs, B goes too. Without them the block's module
+    would stay, cut to zero width.
+    """
+
+    def dim(stem: Stem, atoms: np.ndarray) -> int | None:
+        dims = prop.param_atoms.get(stem.weight or "", [])
+        return next((d for d, a in enumerate(dims) if a is atoms), None)
+
+    def full(stem: Stem, atoms: np.ndarray) -> bool:
+        d = dim(stem, atoms)
+        return d is not None and len(slices.get((stem.weight, d), ())) == len(atoms)
+
+    out: dict[tuple[str, int], list[int]] = {}
+    for a, b in prop.factor_pairs:
+        for dead, side, other, other_side in ((a, a.in_atoms, b, b.out_atoms), (b, b.out_atoms, a, a.in_atoms)):
+            d = dim(dead, side)
+            if d is not None and full(other, other_side):
+                out[(dead.weight, d)] = list(range(len(side)))
+    return out
+
+
 def assemble(prop: Propagation, kinds: tuple[str, ...]) -> list[Group]:
     """Every group of the requested kinds."""
     unknown = set(kinds) - set(GROUP_KINDS)
@@ -188,6 +213,7 @@ def _blocks(prop: Propagation, comps: Components, members: list[Component], kind
                 slices[key].extend(index)
         slices = {key: sorted(index) for key, index in slices.items()}
         slices.update(_writer_biases(prop, comps, {c.label for c in parts}))
+        slices.update(_dead_factors(prop, slices))
         groups.append(_group(kind, dict(slices), prop))
     return groups
 

@@ -46,9 +46,11 @@ class Propagation:
     lookup_rows: list[np.ndarray] = field(default_factory=list)  # embedding rows: indexed, not channels
     output_atoms: list[np.ndarray] = field(default_factory=list)
     stems: list[Stem] = field(default_factory=list)
+    factor_pairs: list[tuple[Stem, Stem]] = field(default_factory=list)  # (A, B) of a factorized linear
     norm_kinds: dict[str, str] = field(default_factory=dict)  # state_dict name -> rmsnorm | layernorm
     param_order: dict[str, int] = field(default_factory=dict)  # state_dict name -> first use
     input_dims: set[tuple[str, int]] | None = None  # filled by assembly
+    _stem_of: dict[str, Stem] = field(default_factory=dict)  # node name -> stem
 
     # --- helpers for the operator handlers ---
 
@@ -80,12 +82,16 @@ class Propagation:
         return self.param_nodes.get(node.name) if isinstance(node, Node) else None
 
     def note_stem(self, node: Node, x: Node, weight: Node, bias, in_atoms, out_atoms) -> None:
-        self.stems.append(Stem(node, self.param_name(weight), self.param_name(bias), in_atoms, out_atoms))
+        stem = Stem(node, self.param_name(weight), self.param_name(bias), in_atoms, out_atoms)
+        self.stems.append(stem)
+        self._stem_of[node.name] = stem
         source = _through(x, LINEAR_PASS_OPS)
         # A stem reading another stem's output with nothing nonlinear between: the middle dim is
         # the rank of a factorized linear (LoRA A then B); it is never pruned.
         if source.op == "call_function" and source.target in STEM_OPS:
             self.rank_atoms.append(self.get(x)[-1])
+            if source.name in self._stem_of:
+                self.factor_pairs.append((self._stem_of[source.name], stem))
 
     def note_norm(self, param: Node, kind: str) -> None:
         name = self.param_name(param)
