@@ -1,17 +1,37 @@
-"""Tiny random models of every architecture the graph claims (no download)."""
+"""Tiny random models of every architecture the graph claims (no download), shared by graph and oracle tests."""
 
 from __future__ import annotations
 
+import logging
 from functools import cache
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
+
+# pytest's log capture turns torch.export's structured trace logging on, which makes tracing slow.
+logging.getLogger("torch.__trace").setLevel(logging.WARNING)
 
 HIDDEN, LAYERS, HEADS, KV_HEADS, HEAD_DIM, MLP, VOCAB = 64, 2, 4, 2, 16, 96, 128
 
 ARCHS = ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "granite", "olmo2",
          "gpt2", "opt"]
 MHA_ARCHS = {"gpt2", "opt"}  # no grouped-query attention in these configs
+# Per architecture: (tied embeddings, attention implementation, LoRA in the oracle). Together they
+# cover tied and untied, eager and sdpa (gemma2 needs eager), with and without LoRA.
+VARIANTS = {
+    "llama": (True, "sdpa", True),
+    "mistral": (False, "eager", False),
+    "qwen2": (False, "sdpa", True),
+    "qwen3": (True, "eager", True),
+    "gemma": (True, "sdpa", False),
+    "gemma2": (True, "eager", True),
+    "gemma3_text": (True, "sdpa", True),
+    "phi3": (False, "eager", True),
+    "granite": (True, "sdpa", False),
+    "olmo2": (False, "sdpa", True),
+    "gpt2": (True, "eager", True),
+    "opt": (True, "sdpa", False),
+}
 
 
 def config_kwargs(model_type: str) -> dict:
@@ -28,10 +48,18 @@ def config_kwargs(model_type: str) -> dict:
 
 
 def tiny_model(model_type: str, lora: bool = False, seed: int = 0, **overrides) -> torch.nn.Module:
-    """A 2-layer random model; with `lora`, peft LoRA (r=8, all linear) with random (non-zero) B."""
+    """A 2-layer random model with its VARIANTS settings and non-trivial norms and biases; with `lora`,
+    peft LoRA (r=8, all linear) with random (non-zero) B."""
     torch.manual_seed(seed)
-    config = AutoConfig.for_model(model_type, **{**config_kwargs(model_type), **overrides})
+    tied, attn, _ = VARIANTS[model_type]
+    config = AutoConfig.for_model(model_type, **{**config_kwargs(model_type), "tie_word_embeddings": tied,
+                                                 **overrides})
+    config._attn_implementation = attn
     model = AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():  # norms of ones and zero biases would hide compensation errors
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn_like(p) * 0.1)
     if lora:
         from peft import LoraConfig, get_peft_model
 
@@ -41,7 +69,7 @@ def tiny_model(model_type: str, lora: bool = False, seed: int = 0, **overrides) 
 
 @cache
 def model_and_graph(model_type: str, lora: bool = False):
-    """One model and its graph (all kinds) per architecture, shared by the tests."""
+    """One model and its graph (all kinds) per architecture, shared by the tests (do not modify them)."""
     from lorashear.graph import GROUP_KINDS, build_graph
 
     model = tiny_model(model_type, lora)

@@ -15,6 +15,7 @@ from graph_tiny import (
     LAYERS,
     MHA_ARCHS,
     MLP,
+    VARIANTS,
     model_and_graph,
     tiny_model,
 )
@@ -32,8 +33,8 @@ from lorashear.graph import (
     build_graph,
 )
 
-LORA_ARCHS = ["llama", "phi3", "gpt2", "qwen3"]
-CASES = [(a, False) for a in ARCHS] + [(a, True) for a in LORA_ARCHS]
+# The oracle's variants (traces shared through model_and_graph's cache) and two without LoRA.
+CASES = [(a, VARIANTS[a][2]) for a in ARCHS] + [("llama", False), ("gpt2", False)]
 
 
 def expected_counts(model_type: str) -> dict[str, int]:
@@ -103,13 +104,14 @@ def test_query_head_takes_ith_head_of_every_kv_group():
 
 
 def test_fused_projections_take_row_slices():
-    _, graph = model_and_graph("phi3")
+    _, graph = model_and_graph("phi3", True)
     group = graph.of_kind(KV_GROUP)[1]
-    rows = _rows(group, "qkv_proj", 0)
+    rows = _rows(group, "qkv_proj.base_layer", 0)
+    assert _rows(group, "qkv_proj.lora_B", 0) == rows
     q = HEADS * HEAD_DIM
     assert rows == tuple(range(32, 64)) + tuple(range(q + 16, q + 32)) + tuple(range(q + 48, q + 64))
     channel = graph.of_kind(MLP_CHANNEL)[5]
-    assert _rows(channel, "gate_up_proj", 0) == (5, MLP + 5)
+    assert _rows(channel, "gate_up_proj.base_layer", 0) == (5, MLP + 5)
 
 
 def test_gpt2_conv1d_head_is_three_column_ranges():
@@ -121,7 +123,7 @@ def test_gpt2_conv1d_head_is_three_column_ranges():
     assert _rows(group, "attn.c_proj.weight", 0) == tuple(range(16, 32))
 
 
-@pytest.mark.parametrize("model_type,tied_name", [("gemma", "embed_tokens"), ("gpt2", "wte"), ("llama", None)])
+@pytest.mark.parametrize("model_type,tied_name", [("gemma", "embed_tokens"), ("gpt2", "wte"), ("mistral", None)])
 def test_embeddings_appear_once(model_type, tied_name):
     model, graph = model_and_graph(model_type)
     channel = graph.of_kind(HIDDEN_CHANNEL)[3]
@@ -140,12 +142,12 @@ def test_norm_types_in_meta():
     assert set(llama.of_kind(HIDDEN_CHANNEL)[0].meta["norm_types"].values()) == {"rmsnorm"}
     assert len(llama.of_kind(HIDDEN_CHANNEL)[0].meta["norm_types"]) == 2 * LAYERS + 1
     assert set(opt.of_kind(HIDDEN_CHANNEL)[0].meta["norm_types"].values()) == {"layernorm"}
-    _, olmo2 = model_and_graph("olmo2")  # q_norm over the whole projection: its elements join the heads
+    _, olmo2 = model_and_graph("olmo2", True)  # q_norm over the whole projection: its elements join the heads
     assert any("q_norm" in s.param for s in olmo2.of_kind(KV_GROUP)[0].slices)
 
 
 def test_save_and_load_roundtrip(tmp_path):
-    _, graph = model_and_graph("qwen2")
+    _, graph = model_and_graph("qwen2", True)
     graph.save(tmp_path / "g.json")
     import json
 
@@ -170,6 +172,8 @@ def _logits(model, ids):
 
 
 def _edit(model, slices, fill):
+    """Zero the slices (fill=0) or overwrite them with seeded random values (fill=1)."""
+    generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for s in slices:
             p = model.get_parameter(s.param)
@@ -177,7 +181,8 @@ def _edit(model, slices, fill):
             if fill == 0:
                 p.index_fill_(s.dim, index, 0.0)
             else:
-                p.index_copy_(s.dim, index, torch.randn_like(p.index_select(s.dim, index)))
+                shape = p.index_select(s.dim, index).shape
+                p.index_copy_(s.dim, index, torch.randn(shape, generator=generator))
 
 
 def _sides(group: Group):
@@ -200,10 +205,20 @@ DIRECTIONS = {
     ATTENTION_BLOCK: ("write",),
     MLP_BLOCK: ("write",),
 }
-ORACLE_CASES = [(a, False) for a in ARCHS] + [("llama", True), ("gpt2", True), ("phi3", True)]
 
 
-@pytest.mark.parametrize("model_type,lora", ORACLE_CASES)
+def _zeroed_and_perturbed(group: Group, direction: str) -> tuple[list, list]:
+    reading, writing = _sides(group)
+    assert reading and writing, (group.kind, group.slices)
+    zeroed, perturbed = (writing, reading) if direction == "write" else (reading, writing)
+    if group.kind == HIDDEN_CHANNEL:  # an embedding column writes the stream (tied: it also reads it)
+        embeddings = [s for s in perturbed if any(e in s.param for e in ("embed", "wte", "wpe"))]
+        perturbed = [s for s in perturbed if s not in embeddings]
+        zeroed = zeroed + embeddings
+    return zeroed, perturbed
+
+
+@pytest.mark.parametrize("model_type,lora", CASES)
 def test_zeroing_oracle(model_type, lora):
     model, graph = model_and_graph(model_type, lora)
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -214,22 +229,20 @@ def test_zeroing_oracle(model_type, lora):
             groups = graph.of_kind(kind)
             if not groups:
                 continue
-            group = rng.choice(groups)
-            reading, writing = _sides(group)
-            assert reading and writing, (kind, group.slices)
             if model_type == "olmo2" and kind in (KV_GROUP, QUERY_HEAD):
                 directions = ("write",) if kind == KV_GROUP else ()
+            base = _logits(model, ids)
             for direction in directions:
-                zeroed, perturbed = (writing, reading) if direction == "write" else (reading, writing)
-                if kind == HIDDEN_CHANNEL:  # an embedding column writes the stream (tied: it also reads it)
-                    embeddings = [s for s in perturbed if any(e in s.param for e in ("embed", "wte", "wpe"))]
-                    perturbed = [s for s in perturbed if s not in embeddings]
-                    zeroed = zeroed + embeddings
-                model.load_state_dict(state)
-                base = _logits(model, ids)
-                _edit(model, perturbed, fill=1)
-                assert (_logits(model, ids) - base).abs().max() > 1e-4, "perturbation must matter when nothing is zeroed"
-                model.load_state_dict(state)
+                # A random group whose perturbation matters when nothing is zeroed (behind a ReLU,
+                # some MLP channels are inactive on these few tokens: try a few).
+                for group in rng.sample(groups, min(5, len(groups))):
+                    zeroed, perturbed = _zeroed_and_perturbed(group, direction)
+                    _edit(model, perturbed, fill=1)
+                    live = (_logits(model, ids) - base).abs().max() > 1e-4
+                    model.load_state_dict(state)
+                    if live:
+                        break
+                assert live, f"perturbing {kind} groups must matter when nothing is zeroed"
                 _edit(model, zeroed, fill=0)
                 before = _logits(model, ids)
                 _edit(model, perturbed, fill=1)
