@@ -86,7 +86,6 @@ def export(
             raise LorashearError("this model was not compressed by lorashear.compress; nothing to export")
         base.config.lorashear = None
         plain = is_plain(base)
-        base.save_pretrained(tmp)
         base.config.lorashear = info
         config = copy.deepcopy(base.config)
         if plain:
@@ -98,7 +97,13 @@ def export(
             config.lorashear = {"version": 1, "plain": False, "removed": info["removed"]}
             config.auto_map = {"AutoModelForCausalLM": f"{REMOTE_FILE.stem}.LorashearForCausalLM"}
             shutil.copy(REMOTE_FILE, tmp / REMOTE_FILE.name)
-        config.save_pretrained(tmp)
+        # Saved with the config it ships: the pruned sizes may not validate (hidden size no longer a
+        # multiple of the head count) and are only meant for the live model.
+        pruned_config, base.config = base.config, config
+        try:
+            base.save_pretrained(tmp)
+        finally:
+            base.config = pruned_config
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         plan = {

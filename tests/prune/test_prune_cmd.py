@@ -1,0 +1,112 @@
+"""`lorashear prune` end to end on tiny saved model folders."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+import lorashear
+from lorashear.cli import main
+from lorashear.compress import count_params, zero_groups
+from lorashear.graph import Group
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "graph"))
+from graph_tiny import tiny_model  # noqa: E402
+
+IDS = torch.randint(1, 100, (2, 7), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> dict[str, Path]:
+    """Tiny llama (GQA, tied) and gpt2 (no GQA) folders, without tokenizer."""
+    out = {}
+    for arch in ("llama", "gpt2"):
+        out[arch] = tmp_path_factory.mktemp(arch)
+        tiny_model(arch).save_pretrained(out[arch])
+    return out
+
+
+def logits(model) -> torch.Tensor:
+    with torch.no_grad():
+        return model(IDS).logits
+
+
+def error_lines(capsys) -> list[str]:
+    """Our lines on stderr (transformers' loading progress bars aside)."""
+    return [line for line in capsys.readouterr().err.splitlines() if line.startswith("lorashear prune: error:")]
+
+
+def check_folder(source: Path, out: Path, ratio: float) -> dict:
+    """pruning.json counts are exact, and its slices, zeroed in the original, give the pruned logits."""
+    plan = json.loads((out / "pruning.json").read_text())
+    original = AutoModelForCausalLM.from_pretrained(source).eval()
+    pruned = lorashear.load(str(out), device="cpu")
+    assert plan["params_before"] == count_params(original)
+    assert plan["params_after"] == count_params(pruned)
+    assert abs(1 - plan["params_after"] / plan["params_before"] - ratio) <= 0.01
+    removed = [Group.from_dict(g) for g in plan["removed"]]
+    zero_groups(original, removed)
+    assert (logits(original) - logits(pruned)).abs().max().item() <= 1e-4
+    return plan
+
+
+def test_uniform_gives_a_plain_folder(folders, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["prune", str(folders["llama"]), "--ratio", "0.2", "--uniform", "--structures", "kv_group,mlp_channel",
+            "-o", str(out)]
+    assert main(argv) == 0
+    assert "removed" in capsys.readouterr().out
+    plan = check_folder(folders["llama"], out, 0.2)
+    assert plan["plain"] and not (out / "modeling_lorashear.py").exists()
+    config = json.loads((out / "config.json").read_text())
+    assert "auto_map" not in config
+    stock = AutoModelForCausalLM.from_pretrained(out).eval()  # no remote code
+    assert (logits(stock) - logits(lorashear.load(str(out), device="cpu"))).abs().max().item() == 0
+    assert stock.generate(IDS, max_new_tokens=4, do_sample=False).shape == (2, 11)
+
+
+def test_non_uniform_needs_remote_code(folders, tmp_path):
+    out = tmp_path / "out"
+    argv = ["prune", str(folders["llama"]), "--ratio", "0.3", "--seed", "3",
+            "--structures", "kv_group,query_head,mlp_channel,hidden_channel", "-o", str(out)]
+    assert main(argv) == 0
+    plan = check_folder(folders["llama"], out, 0.3)
+    assert not plan["plain"] and {g["kind"] for g in plan["removed"]} >= {"mlp_channel", "hidden_channel"}
+    config = json.loads((out / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_lorashear.LorashearForCausalLM"
+    remote = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()
+    assert (logits(remote) - logits(lorashear.load(str(out), device="cpu"))).abs().max().item() == 0
+    cached = remote.generate(IDS, max_new_tokens=4, do_sample=False, use_cache=True)
+    assert torch.equal(cached, remote.generate(IDS, max_new_tokens=4, do_sample=False, use_cache=False))
+
+
+@pytest.mark.parametrize(
+    "arch,extra,message",
+    [
+        ("llama", ["--ratio", "0"], "--ratio must be in (0, 1)"),
+        ("llama", ["--ratio", "1.5"], "--ratio must be in (0, 1)"),
+        ("llama", ["--ratio", "0.2", "--structures", "heads"], "unknown --structures ['heads']"),
+        ("gpt2", ["--ratio", "0.2", "--structures", "query_head"], "no prunable group"),
+    ],
+)
+def test_bad_input_is_one_line_and_leaves_nothing(folders, tmp_path, capsys, arch, extra, message):
+    out = tmp_path / "out"
+    assert main(["prune", str(folders[arch]), *extra, "-o", str(out)]) == 2
+    [line] = error_lines(capsys)
+    assert message in line
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_unsupported_operator_is_named(folders, tmp_path, capsys, monkeypatch):
+    from lorashear.graph import ops
+
+    monkeypatch.delitem(ops.OPS, torch.ops.aten.silu.default)
+    out = tmp_path / "out"
+    assert main(["prune", str(folders["llama"]), "--ratio", "0.2", "-o", str(out)]) == 2
+    [line] = error_lines(capsys)
+    assert "aten.silu" in line and not out.exists()
