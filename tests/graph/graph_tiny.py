@@ -8,7 +8,7 @@ from functools import cache
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-# pytest's log capture turns torch.export's structured trace logging on, which makes tracing slow.
+# pytest's log capture turns torch tracing's structured trace logging on, which makes tracing slow.
 logging.getLogger("torch.__trace").setLevel(logging.WARNING)
 
 HIDDEN, LAYERS, HEADS, KV_HEADS, HEAD_DIM, MLP, VOCAB = 64, 2, 4, 2, 16, 96, 128

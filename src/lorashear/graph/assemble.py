@@ -46,19 +46,34 @@ class Component:
 
 
 class Components:
-    """Components of one granularity, with the flags the classifier needs."""
+    """Components of one granularity: labels of every atom, and parameter slices on demand."""
 
     def __init__(self, prop: Propagation, mode: str):
         self.labels = prop.table.components(mode)
         self.prop = prop
+
+    def flag(self, atom_arrays: list[np.ndarray]) -> np.ndarray:
+        """Per label: whether its component contains any of these atoms."""
+        flags = np.zeros(int(self.labels.max()) + 1 if len(self.labels) else 0, dtype=bool)
+        if atom_arrays:
+            flags[self.labels[np.concatenate(atom_arrays)]] = True
+        return flags
+
+    def collect(self, keep: np.ndarray) -> list[Component]:
+        """The parameter slices of every component whose label `keep` marks, ordered by label."""
         entries_label, entries_key, entries_index = [], [], []
         keys: list[tuple[str, int]] = []
-        for name, param_atoms in prop.param_atoms.items():
+        for name, param_atoms in self.prop.param_atoms.items():
             for dim, atoms in enumerate(param_atoms):
-                keys.append((name, dim))
-                entries_label.append(self.labels[atoms])
-                entries_key.append(np.full(len(atoms), len(keys) - 1))
-                entries_index.append(np.arange(len(atoms)))
+                labels = self.labels[atoms]
+                kept = np.flatnonzero(keep[labels])
+                if len(kept):
+                    keys.append((name, dim))
+                    entries_label.append(labels[kept])
+                    entries_key.append(np.full(len(kept), len(keys) - 1))
+                    entries_index.append(kept)
+        if not keys:
+            return []
         label = np.concatenate(entries_label)
         key = np.concatenate(entries_key)
         index = np.concatenate(entries_index)
@@ -70,19 +85,15 @@ class Components:
         starts, ends = np.r_[0, change].tolist(), np.r_[change, len(label)].tolist()
         run_label, run_key = label[starts].tolist(), key[starts].tolist()
         indices = index.tolist()
-        self.components: list[Component] = []
-        current: dict[tuple[str, int], list[int]] | None = None
+        components: list[Component] = []
+        current: dict[tuple[str, int], list[int]] = {}
+        previous = None
         for lab, k, lo, hi in zip(run_label, run_key, starts, ends, strict=True):
-            if current is None or lab != self.components[-1].label:
-                current = {}
-                self.components.append(Component(lab, current))
+            if lab != previous:
+                current, previous = {}, lab
+                components.append(Component(lab, current))
             current[keys[k]] = indices[lo:hi]
-
-    def having(self, atom_arrays: list[np.ndarray]) -> set[int]:
-        """Labels of the components that contain any of these atoms."""
-        if not atom_arrays:
-            return set()
-        return set(np.unique(self.labels[np.concatenate(atom_arrays)]).tolist())
+        return components
 
 
 @cache
@@ -94,21 +105,30 @@ def _layer_in_name(name: str) -> int | None:
 
 def _group(kind: str, comp_slices: dict[tuple[str, int], list[int]], prop: Propagation,
            unprunable: str | None = None) -> Group:
+    """A group from a component's slices; what depends only on which parameters it holds is cached."""
+    params = tuple(comp_slices)
+    layout = prop.group_layouts.get((kind, params))
+    if layout is None:
+        layout = prop.group_layouts[(kind, params)] = _layout(kind, params, prop)
+    ordered, layer, meta = layout
+    slices = [Slice(name, dim, tuple(comp_slices[(name, dim)])) for name, dim in ordered]
+    return Group(kind, layer, slices, unprunable, dict(meta))
+
+
+def _layout(kind: str, params: tuple[tuple[str, int], ...], prop: Propagation) -> tuple[list, int | None, dict]:
+    """Slice order (first use in the graph), layer and meta of groups holding these (parameter, dim)s."""
     order = prop.param_order
-    slices = [
-        Slice(name, dim, tuple(index))
-        for (name, dim), index in sorted(comp_slices.items(), key=lambda kv: (order.get(kv[0][0], 0), kv[0][1]))
-    ]
+    ordered = sorted(params, key=lambda key: (order.get(key[0], 0), key[1]))
     layer = None
     if kind != HIDDEN_CHANNEL:
-        layer = next((n for n in (_layer_in_name(s.param) for s in slices) if n is not None), None)
+        layer = next((n for n in (_layer_in_name(name) for name, _ in ordered) if n is not None), None)
     meta: dict = {}
-    norms = {s.param: prop.norm_kinds[s.param] for s in slices if s.param in prop.norm_kinds}
+    norms = {name: prop.norm_kinds[name] for name, _ in ordered if name in prop.norm_kinds}
     if norms:
         meta["norm_types"] = norms
     # The reading side: input columns of linear maps. Zeroing it makes the rest of the group unread.
-    meta["inputs"] = [[s.param, s.dim] for s in slices if (s.param, s.dim) in _input_dims(prop)]
-    return Group(kind, layer, slices, unprunable, meta)
+    meta["inputs"] = [[name, dim] for name, dim in ordered if (name, dim) in _input_dims(prop)]
+    return ordered, layer, meta
 
 
 def _input_dims(prop: Propagation) -> set[tuple[str, int]]:
@@ -160,27 +180,29 @@ def assemble(prop: Propagation, kinds: tuple[str, ...]) -> list[Group]:
         raise ValueError(f"unknown group kinds {sorted(unknown)}; choose from {GROUP_KINDS}")
     groups: list[Group] = []
     heads = Components(prop, HEADS)
-    embed = heads.having(prop.embedding_columns)
-    rank = heads.having(prop.rank_atoms) | heads.having(prop.lookup_rows)
-    output = heads.having(prop.output_atoms)
-    closed = heads.having([prop.table.closed_atoms(HEADS)])
-    inner = heads.having([f for p in prop.table.products for f in p.factors])
+    embed = heads.flag(prop.embedding_columns)
+    rank = heads.flag(prop.rank_atoms) | heads.flag(prop.lookup_rows)
+    output = heads.flag(prop.output_atoms)
+    closed = heads.flag([prop.table.closed_atoms(HEADS)])
+    inner = heads.flag([f for p in prop.table.products for f in p.factors])
+    # Classify every component by its flags, then collect slices only for the wanted ones:
+    # LoRA rank, vocabulary rows and head_dim channels are never groups.
+    is_hidden = ~rank & embed
+    is_head = ~rank & ~embed & ~output & closed
+    is_mlp = ~rank & ~embed & ~output & ~closed & ~inner
+    keep = np.zeros_like(rank)
+    for wanted, flags in ((HIDDEN_CHANNEL in kinds, is_hidden), (KV_GROUP in kinds, is_head),
+                          (MLP_CHANNEL in kinds or MLP_BLOCK in kinds, is_mlp)):
+        if wanted:
+            keep |= flags
     mlp_channels: list[Component] = []
-    for comp in heads.components:
+    for comp in heads.collect(keep):
         label = comp.label
-        if label in rank:
-            continue  # LoRA rank (never pruned) or embedding rows (token ids, not channels)
-        if label in embed:
-            reason = OUTPUT_REASON if label in output else (UNRESOLVED_REASON if label in closed else None)
-            if HIDDEN_CHANNEL in kinds:
-                groups.append(_group(HIDDEN_CHANNEL, comp.slices, prop, unprunable=reason))
-        elif label in output:
-            continue  # vocabulary rows of the output head: no kind removes them
-        elif label in closed:
-            if KV_GROUP in kinds:
-                groups.append(_group(KV_GROUP, comp.slices, prop))
-        elif label in inner:
-            continue  # head_dim channels: inside a head, rotary-coupled
+        if is_hidden[label]:
+            reason = OUTPUT_REASON if output[label] else (UNRESOLVED_REASON if closed[label] else None)
+            groups.append(_group(HIDDEN_CHANNEL, comp.slices, prop, unprunable=reason))
+        elif is_head[label]:
+            groups.append(_group(KV_GROUP, comp.slices, prop))
         else:
             mlp_channels.append(comp)
     if MLP_CHANNEL in kinds:
@@ -191,9 +213,8 @@ def assemble(prop: Propagation, kinds: tuple[str, ...]) -> list[Group]:
         groups.extend(_query_heads(prop))
     if ATTENTION_BLOCK in kinds:
         blocks = Components(prop, BLOCKS)
-        closed_blocks = blocks.having([prop.table.closed_atoms(BLOCKS)])
-        bad = blocks.having(prop.embedding_columns) | blocks.having(prop.rank_atoms) | blocks.having(prop.output_atoms)
-        attention = [c for c in blocks.components if c.label in closed_blocks and c.label not in bad]
+        attention = blocks.collect(blocks.flag([prop.table.closed_atoms(BLOCKS)]) & ~blocks.flag(
+            prop.embedding_columns + prop.rank_atoms + prop.output_atoms))
         groups.extend(_blocks(prop, blocks, attention, ATTENTION_BLOCK))
     rank_of = {kind: i for i, kind in enumerate(GROUP_KINDS)}
     groups.sort(key=lambda g: (rank_of[g.kind], -1 if g.layer is None else g.layer))
@@ -224,6 +245,5 @@ def _query_heads(prop: Propagation) -> list[Group]:
     if not repeat:
         return []  # no GQA: a query head is its KV group
     comps = Components(prop, QUERY_HEADS)
-    marked = comps.having(repeat)
-    bad = comps.having(prop.embedding_columns) | comps.having(prop.rank_atoms) | comps.having(prop.output_atoms)
-    return [_group(QUERY_HEAD, c.slices, prop) for c in comps.components if c.label in marked and c.label not in bad]
+    keep = comps.flag(repeat) & ~comps.flag(prop.embedding_columns + prop.rank_atoms + prop.output_atoms)
+    return [_group(QUERY_HEAD, c.slices, prop) for c in comps.collect(keep)]

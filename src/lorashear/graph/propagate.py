@@ -50,6 +50,7 @@ class Propagation:
     norm_kinds: dict[str, str] = field(default_factory=dict)  # state_dict name -> rmsnorm | layernorm
     param_order: dict[str, int] = field(default_factory=dict)  # state_dict name -> first use
     input_dims: set[tuple[str, int]] | None = None  # filled by assembly
+    group_layouts: dict = field(default_factory=dict)  # filled by assembly: (kind, params) -> layout
     _stem_of: dict[str, Stem] = field(default_factory=dict)  # node name -> stem
 
     # --- helpers for the operator handlers ---
