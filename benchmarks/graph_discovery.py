@@ -1,45 +1,99 @@
-"""Discovery time and group counts of build_graph on a real model (default: SmolLM2-135M).
+"""Group discovery on a real model (default: SmolLM2-135M): counts and parameters per kind, discovery time.
 
-    PYTHONPATH=src python benchmarks/graph_discovery.py [--model smollm2-135m] [--lora]
+    PYTHONPATH=src python benchmarks/graph_discovery.py [--model smollm2-135m] [--repeats 2]
+
+Writes benchmarks/results/graph_discovery.{json,md}. Times are wall-clock on CPU; the load
+average is recorded next to them (the machine is shared).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
+import tempfile
 import time
-from collections import Counter
+from pathlib import Path
 
-from lorashear.graph import GROUP_KINDS, build_graph
+import torch
+
+from lorashear.cli.analyze_cmd import kind_stats
+from lorashear.graph import DEFAULT_KINDS, GROUP_KINDS, build_graph
 from lorashear.models import DEFAULT_MODEL, load_model
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def machine() -> dict:
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def write_results(name: str, data: dict, markdown: str) -> None:
+    """benchmarks/results/NAME.json and NAME.md, each written to a temp file and renamed."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for suffix, text in ((".json", json.dumps(data, indent=2)), (".md", markdown)):
+        with tempfile.NamedTemporaryFile("w", dir=RESULTS, prefix=f".{name}", delete=False) as f:
+            f.write(text)
+        Path(f.name).replace(RESULTS / f"{name}{suffix}")
+    print(f"wrote {RESULTS / name}.json and .md")
+
+
+def with_lora(model):
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(model, LoraConfig(r=8, target_modules="all-linear")).eval()
+
+
+def timed(fn, repeats: int) -> tuple[list[float], object]:
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(round(time.perf_counter() - start, 2))
+    return times, result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--lora", action="store_true", help="attach peft LoRA (r=8, all linear layers)")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
 
-    model = load_model(args.model)
-    if args.lora:
-        from peft import LoraConfig, get_peft_model
+    runs = {}
+    for lora in (False, True):
+        model = load_model(args.model, device="cpu")
+        if lora:
+            model = with_lora(model)
+        label = "lora" if lora else "base"
+        runs[label] = {"machine_before": machine()}
+        for kinds_label, kinds in (("default_kinds", DEFAULT_KINDS), ("all_kinds", GROUP_KINDS)):
+            times, graph = timed(lambda model=model, kinds=kinds: build_graph(model, kinds=kinds), args.repeats)
+            runs[label][kinds_label] = {"seconds": times, "kinds": kind_stats(graph, kinds)}
+            print(f"{args.model} {label} {kinds_label}: {min(times):.2f} s (runs {times}, load {os.getloadavg()[0]:.2f})")
+        runs[label]["machine_after"] = machine()
 
-        model = get_peft_model(model, LoraConfig(r=8, target_modules="all-linear")).eval()
-    results = {}
-    for label, kinds in (("default kinds", None), ("all kinds", GROUP_KINDS)):
-        times = []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            graph = build_graph(model) if kinds is None else build_graph(model, kinds=kinds)
-            times.append(time.perf_counter() - start)
-        counts = Counter(g.kind for g in graph.groups)
-        prunable = Counter(g.kind for g in graph.groups if g.prunable)
-        results[label] = {"seconds": [round(t, 2) for t in times], "groups": dict(counts), "prunable": dict(prunable)}
-        print(f"{args.model} lora={args.lora} {label}: {min(times):.2f} s (runs: {', '.join(f'{t:.2f}' for t in times)})")
-        for kind, n in counts.items():
-            print(f"  {kind:16s} {n:6d} groups, {prunable[kind]:6d} prunable")
-    print(json.dumps(results))
+    lines = [f"# Group discovery: {args.model}", "",
+             "`PYTHONPATH=src python benchmarks/graph_discovery.py`", "",
+             "| LoRA | kinds | seconds (runs) | load avg (1 min, before/after) |", "|---|---|---|---|"]
+    for label, run in runs.items():
+        for kinds_label in ("default_kinds", "all_kinds"):
+            lines.append(f"| {label} | {kinds_label} | {run[kinds_label]['seconds']} | "
+                         f"{run['machine_before']['load_average'][0]} / {run['machine_after']['load_average'][0]} |")
+    for label, run in runs.items():
+        lines += ["", f"## Groups per kind ({label})", "",
+                  "| kind | groups | prunable | params/group | params (all groups) |", "|---|---|---|---|---|"]
+        for kind, st in run["all_kinds"]["kinds"].items():
+            per = st["params_per_group"]
+            per = "-" if per is None else (str(per[0]) if per[0] == per[1] else f"{per[0]}-{per[1]}")
+            lines.append(f"| {kind} | {st['groups']} | {st['prunable']} | {per} | {st['params']:,} |")
+    lines += ["", "Parameters include LoRA factors when LoRA is attached (they are part of the group's slices).", ""]
+    write_results("graph_discovery", {"model": args.model, "runs": runs}, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import json
 from graph_tiny import HIDDEN, LAYERS, MLP, tiny_model
 
 from lorashear.cli import main
+from lorashear.graph import StructureGraph
 
 
 def test_analyze_prints_counts_and_writes_json(tmp_path, capsys):
@@ -20,6 +21,10 @@ def test_analyze_prints_counts_and_writes_json(tmp_path, capsys):
     kinds = [g["kind"] for g in data["groups"]]
     assert kinds.count("hidden_channel") == HIDDEN and kinds.count("kv_group") == LAYERS * 2
     assert any("lora_B" in s["param"] for g in data["groups"] for s in g["slices"])
+    graph = StructureGraph.from_dict(data)
+    for kind in ("kv_group", "mlp_channel", "hidden_channel"):  # the table's totals are the JSON's groups
+        row = next(line.split() for line in printed.splitlines() if line.startswith(kind + " "))
+        assert int(row[-1]) == sum(g.num_params(graph.param_shapes) for g in graph.of_kind(kind))
 
 
 def test_analyze_rejects_unknown_kind(tmp_path, capsys):

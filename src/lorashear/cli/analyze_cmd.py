@@ -40,19 +40,31 @@ def parse_kinds(text: str | None) -> tuple[str, ...]:
     return kinds
 
 
+def kind_stats(graph, kinds: tuple[str, ...]) -> dict[str, dict]:
+    """Per kind: number of groups, prunable groups, parameters per group (min, max) and in total."""
+    stats = {}
+    for kind in kinds:
+        sizes = [g.num_params(graph.param_shapes) for g in graph.of_kind(kind)]
+        stats[kind] = {
+            "groups": len(sizes),
+            "prunable": sum(g.prunable for g in graph.of_kind(kind)),
+            "params_per_group": [min(sizes), max(sizes)] if sizes else None,
+            "params": sum(sizes),
+        }
+    return stats
+
+
 def summarize(graph, kinds: tuple[str, ...], seconds: float) -> str:
     """Per kind: groups, prunable groups, parameters per group and in total; unprunable reasons."""
     lines = [f"{'kind':16s} {'groups':>8s} {'prunable':>9s} {'params/group':>13s} {'params':>12s}"]
-    unprunable = []
-    for kind in kinds:
-        groups = graph.of_kind(kind)
-        sizes = [g.num_params(graph.param_shapes) for g in groups]
-        per = f"{min(sizes)}" if sizes and min(sizes) == max(sizes) else (f"{min(sizes)}-{max(sizes)}" if sizes else "-")
-        lines.append(f"{kind:16s} {len(groups):8d} {sum(g.prunable for g in groups):9d} {per:>13s} {sum(sizes):12d}")
-        unprunable += [g for g in groups if not g.prunable]
-    for g in unprunable:
-        first = g.slices[0].param if g.slices else "?"
-        lines.append(f"unprunable {g.kind} layer={g.layer} ({first} ...): {g.unprunable}")
+    for kind, st in kind_stats(graph, kinds).items():
+        low, high = st["params_per_group"] or (None, None)
+        per = "-" if low is None else (f"{low}" if low == high else f"{low}-{high}")
+        lines.append(f"{kind:16s} {st['groups']:8d} {st['prunable']:9d} {per:>13s} {st['params']:12d}")
+    for g in graph.groups:
+        if g.kind in kinds and not g.prunable:
+            first = g.slices[0].param if g.slices else "?"
+            lines.append(f"unprunable {g.kind} layer={g.layer} ({first} ...): {g.unprunable}")
     lines.append(f"discovery time: {seconds:.2f} s")
     return "\n".join(lines)
 

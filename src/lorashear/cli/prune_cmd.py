@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 from lorashear.graph.structures import DEFAULT_KINDS, GROUP_KINDS
 
@@ -65,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
         params_before,
         merge_lora=not args.lora,
         overwrite=args.overwrite,
+        extra_files={"plan.json": json.dumps(plan.to_dict())},
     )
-    plan.save(folder / "plan.json")
     print(
         f"removed {plan.params_removed:,} of {plan.params_total:,} parameters ({plan.achieved_ratio:.2%}) -> {folder}"
     )

@@ -65,8 +65,10 @@ def export(
     params_before: int,
     merge_lora: bool = True,
     overwrite: bool = False,
+    extra_files: dict[str, str] | None = None,
 ) -> Path:
-    """Write the compressed `model` (LoRA merged, or kept as `adapter/`) and its tokenizer to `out_dir`."""
+    """Write the compressed `model` (LoRA merged, or kept as `adapter/`), its tokenizer and `extra_files`
+    (name -> text) to `out_dir`, through a temporary folder renamed at the end."""
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise LorashearError(f"{out_dir} exists and is not empty; choose another folder or pass overwrite")
@@ -114,6 +116,8 @@ def export(
             "removed": [g.to_dict() for g in removed],
         }
         (tmp / PLAN_FILE).write_text(json.dumps(plan))
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)

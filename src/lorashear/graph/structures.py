@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 # Group kinds, coarse to fine.
 ATTENTION_BLOCK = "attention_block"  # a layer's whole attention
@@ -22,9 +23,12 @@ GROUP_KINDS = (ATTENTION_BLOCK, MLP_BLOCK, KV_GROUP, QUERY_HEAD, MLP_CHANNEL, HI
 DEFAULT_KINDS = (KV_GROUP, MLP_CHANNEL)
 
 
-@dataclass(frozen=True)
-class Slice:
-    """Indices `index` along dimension `dim` of the state_dict tensor `param`."""
+class Slice(NamedTuple):
+    """Indices `index` along dimension `dim` of the state_dict tensor `param`.
+
+    A named tuple, not a frozen dataclass: large models have hundreds of thousands of slices and
+    a tuple is several times cheaper to build.
+    """
 
     param: str
     dim: int
