@@ -22,7 +22,7 @@ from lorashear.compress import compress, count_params, export, load_pruned, remo
 from lorashear.graph import ATTENTION_BLOCK, GROUP_KINDS, HIDDEN_CHANNEL, MLP_BLOCK, QUERY_HEAD
 
 sys.path.insert(0, str(Path(__file__).parent / "graph"))
-from graph_tiny import ARCHS, LAYERS, MHA_ARCHS, VARIANTS, model_and_graph  # noqa: E402
+from graph_tiny import ARCHS, LAYERS, MHA_ARCHS, VARIANTS, model_and_graph, single_thread  # noqa: E402, F401
 
 IDS = torch.randint(1, 100, (2, 9), generator=torch.Generator().manual_seed(1))
 

@@ -14,7 +14,7 @@ from lorashear.compress.remote.modeling_lorashear import RemovedAttention, Remov
 from lorashear.graph import ATTENTION_BLOCK, MLP_BLOCK
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "graph"))
-from graph_tiny import model_and_graph  # noqa: E402
+from graph_tiny import model_and_graph, single_thread  # noqa: E402, F401
 
 
 @pytest.mark.parametrize("model_type", ["gpt2", "llama"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from functools import cache
 
+import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -32,6 +33,15 @@ VARIANTS = {
     "gpt2": (True, "eager", True),
     "opt": (True, "sdpa", False),
 }
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Tiny models run fastest on one thread; on a busy machine two spinning threads cost up to 100x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def config_kwargs(model_type: str) -> dict:

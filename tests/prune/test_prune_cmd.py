@@ -16,7 +16,7 @@ from lorashear.compress import count_params, zero_groups
 from lorashear.graph import Group
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "graph"))
-from graph_tiny import tiny_model  # noqa: E402
+from graph_tiny import single_thread, tiny_model  # noqa: E402, F401
 
 IDS = torch.randint(1, 100, (2, 7), generator=torch.Generator().manual_seed(0))
 
