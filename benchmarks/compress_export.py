@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import shutil
 import tempfile
@@ -110,14 +111,14 @@ def main() -> None:
              "", "`PYTHONPATH=src python benchmarks/compress_export.py`", "",
              f"Discovery (default kinds, no LoRA): {discovery_s} s. Load average (1 min) before/after: "
              f"{before['load_average'][0]} / {data['machine_after']['load_average'][0]}.", "",
-             f"Dense greedy completion of \"{PROMPT}\": \"{dense_text}\"", "",
+             f"Dense greedy completion of \"{PROMPT}\": {json.dumps(dense_text)}", "",
              "| layers | folder | params before → after (ratio) | compress s | export s | load s | max abs Δ logits | cache == no cache | completion |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         lines.append(
             f"| {'uniform' if r['uniform'] else 'non-uniform'} | {r['loaded_with']} | {r['params_before']:,} → "
             f"{r['params_after']:,} ({r['achieved_ratio']:.2%}) | {r['compress_s']} | {r['export_s']} | {r['load_s']} | "
-            f"{r['max_abs_logit_delta_vs_in_memory']:.1e} | {r['cache_equals_no_cache']} | \"{r['completion']}\" |")
+            f"{r['max_abs_logit_delta_vs_in_memory']:.1e} | {r['cache_equals_no_cache']} | {json.dumps(r['completion'])} |")
     lines += ["", "Random groups, no recovery: the completion only shows that the exported folder loads and generates.", ""]
     write_results("compress_export", data, "\n".join(lines))
 
