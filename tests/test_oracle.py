@@ -130,3 +130,29 @@ def test_unmerged_adapter_reloads_onto_pruned_base(arch, tmp_path):
     with with_adapter.disable_adapter():  # the adapter matters
         assert (logits(with_adapter) - want).abs().max().item() > 1e-3
     assert (logits(load_pruned(folder)) - want).abs().max().item() <= 1e-4
+
+
+# Where a stock config cannot describe fewer heads, uniform head removal needs the remote code too.
+HEADS_NOT_PLAIN = {
+    "gpt2": "head_dim is derived as hidden_size / num_heads",
+    "opt": "head_dim is derived as hidden_size / num_heads",
+    "olmo2": "q_norm/k_norm normalise over all heads: removing heads rescales their eps",
+}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_uniform_removal_exports_a_plain_folder(arch, tmp_path):
+    """The same number of heads and MLP channels in every layer: stock `from_pretrained`, no remote code."""
+    _, graph = model_and_graph(arch, VARIANTS[arch][2])
+    removed = []
+    for layer in range(LAYERS):
+        if arch not in HEADS_NOT_PLAIN:
+            removed += [g for g in graph.of_kind("kv_group") if g.layer == layer][:1]
+        removed += [g for g in graph.of_kind("mlp_channel") if g.layer == layer][layer : layer + 10]
+    model, pruned, want = reference_and_pruned(arch, removed)
+    folder = export(pruned, None, tmp_path / "pruned", removed, count_params(model))
+    assert json.loads((folder / "pruning.json").read_text())["plain"]
+    assert not (folder / "modeling_lorashear.py").exists()
+    stock = AutoModelForCausalLM.from_pretrained(folder).eval()
+    assert (logits(stock) - want).abs().max().item() <= 1e-4
+    assert_generation_consistent(stock)
