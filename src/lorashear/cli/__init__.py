@@ -15,6 +15,7 @@ from lorashear.errors import LorashearError
 # One module per subcommand, in the order of the pipeline.
 COMMAND_MODULES = [
     "lorashear.cli.assets_cmd",
+    "lorashear.cli.eval_cmd",
 
 
 ]
