@@ -88,13 +88,21 @@ def run_zero_shot(
     """Score `model` zero-shot on `tasks` with lm-eval; `limit` = first N docs of each task."""
     tasks = check_tasks(list(tasks))
     limit = check_limit(limit)
-    _offline()
-    from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
 
     logging.getLogger("lm_eval").setLevel(logging.WARNING)  # it logs every request batch at INFO
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    return score_tasks(lm, tasks, limit=limit)
+
+
+def score_tasks(lm, tasks: Sequence[str], *, limit: int | None = None) -> dict[str, TaskScore]:
+    """Run lm-eval's `simple_evaluate` for any lm-eval `LM` on our locally sourced tasks."""
+    tasks = check_tasks(list(tasks))
+    limit = check_limit(limit)
+    _offline()
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
     with tempfile.TemporaryDirectory(prefix="lorashear-tasks-") as folder:
         write_task_configs(tasks, Path(folder))
         manager = TaskManager(include_path=folder, include_defaults=False)
