@@ -33,6 +33,7 @@ __all__ = [
     "TaskScore",
     "average",
     "evaluate",
+    "evaluate_config",
     "measure_speed",
     "perplexity",
     "run_zero_shot",
