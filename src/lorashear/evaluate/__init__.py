@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 from lorashear.data import ZERO_SHOT_TASKS
@@ -81,8 +81,10 @@ def evaluate(
     return evaluate_config(model, tokenizer, config, model_name=model_name)
 
 
-def evaluate_config(model, tokenizer, config: EvalConfig, *, model_name: str | None = None) -> EvalResult:
-    """`evaluate` driven by an `EvalConfig`."""
+def evaluate_config(
+    model, tokenizer, config: EvalConfig, *, model_name: str | None = None, log: Callable[[str], None] = print
+) -> EvalResult:
+    """`evaluate` driven by an `EvalConfig`; `log` reports each figure as soon as it is measured."""
     was_training = model.training
     model.eval()
     name = model_name or getattr(model.config, "_name_or_path", "") or type(model).__name__
@@ -93,9 +95,12 @@ def evaluate_config(model, tokenizer, config: EvalConfig, *, model_name: str | N
                 model, tokenizer, corpus, windows=config.ppl_windows, seq_len=config.seq_len,
                 batch_size=config.batch_size,
             )
+            log(f"ppl {corpus}: {result.ppl[corpus].ppl:.3f} ({config.ppl_windows} windows × {config.seq_len} tokens)")
         if config.tasks:
             result.tasks = run_zero_shot(model, tokenizer, config.tasks, limit=config.limit,
                                          batch_size=config.batch_size)
+            for task, score in result.tasks.items():
+                log(f"{task}: acc {score.acc:.4f}  acc_norm {score.acc_norm:.4f}  (n={score.n})")
         if config.speed:
             result.speed = measure_speed(model)
     finally:
