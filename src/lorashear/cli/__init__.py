@@ -16,7 +16,7 @@ from lorashear.errors import LorashearError
 COMMAND_MODULES = [
     "lorashear.cli.assets_cmd",
 
-
+    "lorashear.cli.recover_cmd",
 ]
 
 
