@@ -82,3 +82,38 @@ def material(tmp_path_factory) -> dict:
         path.write_text(json.dumps(records))
         sources.append(str(path))
     return {"root": root, "dense": str(dense), "pruned": str(pruned), "data": texts, "instruct": sources}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """Accelerate keeps process-wide singletons; each in-process run must start from a clean one."""
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    PartialState._reset_state()
+
+
+def tiny_config(material: dict, out: Path, **overrides):
+    """A recovery run of a few seconds on the tiny material."""
+    from lorashear.recover import RecoverConfig
+
+    values = dict(
+        pruned=material["pruned"],
+        dense=material["dense"],
+        out=str(out),
+        data=material["data"],
+        instruct=material["instruct"],
+        tokens=768,  # 12 steps of 2 x 32 tokens: 6 per stage
+        seq_len=32,
+        batch_size=2,
+        grad_accum=1,
+        lr=1e-2,
+        mix_interval=2,
+        mix_eta=20.0,
+        eval_sequences=4,
+        checkpoint_every=3,
+    )
+    values.update(overrides)
+    return RecoverConfig(**values)

@@ -28,13 +28,21 @@ def check_run_dir(out: str | Path, resume: bool) -> Path:
     work = partial_dir(out)
     if out.exists():
         raise LorashearError(f"{out} already exists; choose another output folder or remove it")
-    if work.exists() and not resume:
+    if not resume and latest_checkpoint(work):
         raise LorashearError(
-            f"an unfinished run is in {work}; pass --resume to continue it, or remove that folder to start over"
+            f"an unfinished run with checkpoints is in {work}; pass --resume to continue it, "
+            "or remove that folder to start over"
         )
     if resume and not latest_checkpoint(work):
         raise LorashearError(f"--resume: no checkpoint in {work / CHECKPOINTS}; start without --resume")
     return work
+
+
+def start_run_dir(work: Path, resume: bool) -> None:
+    """Create the temporary folder; a fresh run clears what a run that died before its first checkpoint left."""
+    if not resume and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
 
 
 def checkpoint_dir(work: Path, step: int) -> Path:

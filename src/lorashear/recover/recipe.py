@@ -91,14 +91,14 @@ def recover(config: RecoverConfig) -> RecoveryResult:
     config.validate()
     # ------------------------------------------------------------------ setup
     accelerator = make_accelerator(config)
-    work = ckpt.check_run_dir(config.out, config.resume)  # every process checks before anyone writes
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        work.mkdir(parents=True, exist_ok=True)
-        config.save(work / "recover_config.yaml")
-    accelerator.wait_for_everyone()
+    # Everything that can be wrong with the input fails here, before the run folder exists.
+    work = ckpt.check_run_dir(config.out, config.resume)
+    if config.resume:
+        _check_same_run(work, config)
+    for spec in (config.pruned, config.dense):
+        if spec is not None:
+            resolve_model(spec)
     set_seed(config.seed)
-
     tokenizer = _tokenizer(config)
     tokens_per_step = config.batch_size * config.seq_len * config.grad_accum * accelerator.num_processes
     stage1_tokens = round(config.tokens * config.stage_split)
@@ -113,6 +113,12 @@ def recover(config: RecoverConfig) -> RecoveryResult:
     if steps2:
         cats = instruction_categories(config.instruct, tokenizer, config.seq_len, config.held_out, config.seed)
         stages.append(_stage(INSTRUCT, cats, steps1, total_steps, config))
+
+    accelerator.wait_for_everyone()  # every process has checked before anyone writes
+    if accelerator.is_main_process:
+        ckpt.start_run_dir(work, config.resume)
+        config.save(work / "recover_config.yaml")
+    accelerator.wait_for_everyone()
 
     dense = None
     if config.dense is not None and (config.kd_weight > 0 or not (work / "reference_losses.json").is_file()):
@@ -211,6 +217,18 @@ def make_accelerator(config: RecoverConfig) -> Accelerator:
     return Accelerator(
         gradient_accumulation_steps=config.grad_accum, mixed_precision=precision, step_scheduler_with_optimizer=False
     )
+
+
+# Options that may change between a run and its resumption; any other change would train a different run.
+_RESUMABLE_CHANGES = {"resume", "stop_after_steps", "checkpoint_every", "keep_checkpoints"}
+
+
+def _check_same_run(work: Path, config: RecoverConfig) -> None:
+    saved = RecoverConfig.from_yaml(work / "recover_config.yaml").to_dict()
+    changed = sorted(k for k, v in config.to_dict().items() if k not in _RESUMABLE_CHANGES and saved.get(k) != v)
+    if changed:
+        diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {getattr(config, k)!r}" for k in changed)
+        raise LorashearError(f"--resume with different options than the interrupted run ({diffs}); use the same ones")
 
 
 def _tokenizer(config: RecoverConfig):
