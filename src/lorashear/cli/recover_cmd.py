@@ -70,3 +70,11 @@ def run(args: argparse.Namespace) -> int:
     if result.finished:
         print(f"recovered model written to {result.out} ({result.steps} steps, {result.tokens_seen:,} tokens)")
     return 0
+
+
+if __name__ == "__main__":  # `accelerate launch -m lorashear.cli.recover_cmd PRUNED -o OUT ...`
+    import sys
+
+    from lorashear.cli import main
+
+    sys.exit(main(["recover", *sys.argv[1:]]))
