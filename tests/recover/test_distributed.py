@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import tiny_config
+from recover_material import tiny_config
 
 from lorashear.recover import recover
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_config
+from recover_material import tiny_config
 from safetensors.torch import load_file
 
 from lorashear.models import load_model

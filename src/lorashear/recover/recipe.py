@@ -178,7 +178,7 @@ def recover(config: RecoverConfig) -> RecoveryResult:
 
     # ------------------------------------------------------------------ save
     final = {s.name: category_losses(model, s.stream.categories, config, accelerator) for s in stages}
-    save_merged(accelerator, model, tokenizer, config, work)
+    parameters = save_merged(accelerator, model, tokenizer, config, work)
     out = Path(config.out).expanduser().absolute()
     if accelerator.is_main_process:
         _write_mixture_log(stages, work)
@@ -188,7 +188,7 @@ def recover(config: RecoverConfig) -> RecoveryResult:
             "num_processes": accelerator.num_processes,
             "tokens_per_step": tokens_per_step,
             "mixed_precision": accelerator.mixed_precision,
-            "parameters": count_parameters(accelerator.unwrap_model(model).get_base_model()),
+            "parameters": parameters,
             "final_losses": final,
             "reference_losses": {s.name: s.reference for s in stages},
         }
@@ -349,8 +349,11 @@ def save_checkpoint(accelerator: Accelerator, work: Path, state: RunState, keep:
     return path
 
 
-def save_merged(accelerator: Accelerator, model, tokenizer, config: RecoverConfig, work: Path) -> None:
-    """Merge LoRA into the pruned weights and save a folder that loads the way the pruned model did."""
+def save_merged(accelerator: Accelerator, model, tokenizer, config: RecoverConfig, work: Path) -> int:
+    """Merge LoRA into the pruned weights and save a folder that loads the way the pruned model did.
+
+    Returns the merged model's parameter count (0 on processes other than the main one).
+    """
     # get_state_dict gathers sharded (FSDP) weights; every process must take part.
     state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
@@ -363,6 +366,7 @@ def save_merged(accelerator: Accelerator, model, tokenizer, config: RecoverConfi
         tokenizer.save_pretrained(work)
         ckpt.copy_model_extras(Path(resolve_model(config.pruned).location), work)
     accelerator.wait_for_everyone()
+    return count_parameters(merged) if accelerator.is_main_process else 0
 
 
 def _write_mixture_log(stages: list[Stage], work: Path) -> None:
