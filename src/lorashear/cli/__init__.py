@@ -17,6 +17,9 @@ COMMAND_MODULES = [
     "lorashear.cli.assets_cmd",
     "lorashear.cli.analyze_cmd",
     "lorashear.cli.prune_cmd",
+    "lorashear.cli.recover_cmd",
+    "lorashear.cli.eval_cmd",
+    "lorashear.cli.demo_cmd",
 ]
 
 

@@ -1,0 +1,26 @@
+"""`lorashear demo`: the main job on the embedded default model (what `make demo` runs)."""
+
+from __future__ import annotations
+
+import argparse
+
+from lorashear.models import DEFAULT_MODEL
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="evaluate the default model, prune it 20%%, evaluate the pruned folder")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model argument (default {DEFAULT_MODEL})")
+    p.add_argument("-o", "--output", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--ratio", type=float, default=0.2, help="fraction of parameters to remove (default 0.2)")
+    p.add_argument("--ppl-windows", type=int, default=32, help="perplexity windows of 512 tokens (default 32)")
+    p.add_argument("--limit", type=int, default=30, help="first N documents of each zero-shot task (default 30)")
+    p.add_argument("--no-speed", action="store_true", help="skip the speed measurement")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lorashear.demo import DemoConfig, run_demo
+
+    run_demo(DemoConfig(model=args.model, output=args.output, ratio=args.ratio, ppl_windows=args.ppl_windows,
+                        limit=args.limit, speed=not args.no_speed))
+    return 0

@@ -1,0 +1,47 @@
+"""`lorashear eval MODEL`: perplexity, zero-shot accuracy (lm-eval) and speed of a model."""
+
+from __future__ import annotations
+
+import argparse
+
+from lorashear.data import ZERO_SHOT_TASKS
+
+
+def _task_list(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate a model: perplexity, zero-shot tasks, speed")
+    p.add_argument("model", help="built-in name, local model folder (pruned ones included) or .gguf file")
+    p.add_argument("--ppl", action="append", metavar="CORPUS",
+                   help="corpus for perplexity (repeatable; default: wiki)")
+    p.add_argument("--no-ppl", action="store_true", help="skip perplexity")
+    p.add_argument("--ppl-windows", type=int, default=128, metavar="N",
+                   help="score the first N non-overlapping 512-token windows (default 128)")
+    p.add_argument("--tasks", type=_task_list, default=ZERO_SHOT_TASKS, metavar="LIST",
+                   help=f"comma-separated zero-shot tasks, or 'none' (default: {','.join(ZERO_SHOT_TASKS)})")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="first N documents of each task")
+    p.add_argument("--speed", action="store_true", help="also measure prefill/decode speed, memory and MACs")
+    p.add_argument("--batch-size", type=int, default=4, metavar="B", help="batch size for PPL and tasks")
+    p.add_argument("--json", metavar="PATH", help="write the results as one JSON object")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lorashear.evaluate import EvalConfig, evaluate_config, write_json
+    from lorashear.models import load_model, load_tokenizer
+
+    tasks = () if args.tasks == ("none",) else args.tasks
+    corpora = () if args.no_ppl else tuple(args.ppl or ("wiki",))
+    # Validate every setting before the (slow) model load.
+    config = EvalConfig(ppl_corpora=corpora, ppl_windows=args.ppl_windows, tasks=tasks, limit=args.limit,
+                        speed=args.speed, batch_size=args.batch_size)
+    tokenizer = load_tokenizer(args.model)
+    model = load_model(args.model, device=args.device)
+    result = evaluate_config(model, tokenizer, config, model_name=args.model)
+    print(result.to_markdown())
+    if args.json:
+        print(f"wrote {write_json(result, args.json)}")
+    return 0

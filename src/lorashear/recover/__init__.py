@@ -1,0 +1,32 @@
+"""Dynamic knowledge recovery (LoRAShear stage 4): staged LoRA fine-tuning of a pruned model on Accelerate.
+
+`recover(RecoverConfig(...))` runs the recipe (recipe.py); its components (mixture, streams,
+losses, checkpoint, logs) are small modules usable and tested on their own.
+
+    lorashear recover PRUNED --dense MODEL --tokens N -o OUT [--config recipes/recover.yaml]
+    ACCELERATE_USE_CPU=1 accelerate launch --config_file configs/accelerate/cpu_2proc.yaml \
+        -m lorashear.cli.recover_cmd PRUNED --dense MODEL --tokens N -o OUT
+    accelerate launch --config_file configs/accelerate/multi_gpu.yaml -m lorashear.cli.recover_cmd ...
+
+OUT holds the merged model and tokenizer, recover_config.yaml, recovery.json,
+logs/steps.jsonl, logs/mixture.json and plots/; until the run ends it is `.OUT.partial`.
+"""
+
+from lorashear.recover.config import RecoverConfig
+from lorashear.recover.losses import kd_loss, lm_loss, recovery_loss
+from lorashear.recover.mixture import DynamicMixture
+from lorashear.recover.recipe import RecoveryResult, recover
+from lorashear.recover.streams import Category, MixedStream, pack_instructions
+
+__all__ = [
+    "Category",
+    "DynamicMixture",
+    "MixedStream",
+    "RecoverConfig",
+    "RecoveryResult",
+    "kd_loss",
+    "lm_loss",
+    "pack_instructions",
+    "recover",
+    "recovery_loss",
+]
