@@ -24,11 +24,11 @@ import torch
 from graph_discovery import machine, write_results
 from transformers import AutoModelForCausalLM
 
-from lorashear.cli.prune_cmd import tied_aliases
 from lorashear.compress import compress, count_params, export
 from lorashear.graph import DEFAULT_KINDS, build_graph
 from lorashear.models import DEFAULT_MODEL, load_model, load_tokenizer
 from lorashear.prune import random_plan
+from lorashear.prune.api import tied_aliases
 
 PROMPT = "The capital of France is"
 

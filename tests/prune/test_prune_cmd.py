@@ -91,9 +91,9 @@ def test_non_uniform_needs_remote_code(folders, tmp_path):
 @pytest.mark.parametrize(
     "arch,extra,message",
     [
-        ("llama", ["--ratio", "0"], "--ratio must be in (0, 1)"),
-        ("llama", ["--ratio", "1.5"], "--ratio must be in (0, 1)"),
-        ("llama", ["--ratio", "0.2", "--structures", "heads"], "unknown --structures ['heads']"),
+        ("llama", ["--ratio", "0"], "ratio must be in (0, 1)"),
+        ("llama", ["--ratio", "1.5"], "ratio must be in (0, 1)"),
+        ("llama", ["--ratio", "0.2", "--structures", "heads"], "unknown structures ['heads']"),
         ("gpt2", ["--ratio", "0.2", "--structures", "query_head"], "no prunable group"),
     ],
 )

@@ -9,11 +9,11 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from lorashear.cli.prune_cmd import tied_aliases
 from lorashear.compress import compress, count_params
 from lorashear.errors import LorashearError
 from lorashear.graph import build_graph
 from lorashear.prune import PruningPlan, random_plan
+from lorashear.prune.api import tied_aliases
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from lorashear.graph.structures import DEFAULT_KINDS, GROUP_KINDS
 
@@ -31,56 +30,18 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lorashear.compress import compress, count_params, export
-    from lorashear.errors import LorashearError
-    from lorashear.graph import build_graph
-    from lorashear.models import load_model, load_tokenizer
-    from lorashear.prune import METHODS
+    from lorashear.prune.api import PruneConfig, prune_model
 
-    kinds = [k.strip() for k in args.structures.split(",") if k.strip()]
-    unknown = sorted(set(kinds) - set(GROUP_KINDS))
-    if unknown:
-        raise LorashearError(f"unknown --structures {unknown}; choose from {', '.join(GROUP_KINDS)}")
-    if not 0.0 < args.ratio < 1.0:
-        raise LorashearError(f"--ratio must be in (0, 1), got {args.ratio}")
-    model = load_model(args.model, device="cpu")
-    try:
-        tokenizer = load_tokenizer(args.model)
-    except LorashearError as err:  # a bare model folder: export without a tokenizer
-        print(f"warning: {err}; the pruned folder will have no tokenizer")
-        tokenizer = None
-    try:
-        graph = build_graph(model, tuple(kinds))
-    except NotImplementedError as err:
-        raise LorashearError(f"cannot trace this model: {err}") from err
-    plan = METHODS[args.method](
-        graph, args.ratio, kinds, uniform=args.uniform, seed=args.seed, aliases=tied_aliases(model)
-    )
-    params_before = count_params(model)
-    compress(model, plan.groups)
-    folder = export(
-        model,
-        tokenizer,
-        args.output,
-        plan.groups,
-        params_before,
+    config = PruneConfig(
+        model=args.model,
+        output=args.output,
+        method=args.method,
+        ratio=args.ratio,
+        kinds=tuple(k.strip() for k in args.structures.split(",") if k.strip()),
+        uniform=args.uniform,
+        seed=args.seed,
         merge_lora=not args.lora,
         overwrite=args.overwrite,
-        extra_files={"plan.json": json.dumps(plan.to_dict())},
     )
-    print(
-        f"removed {plan.params_removed:,} of {plan.params_total:,} parameters ({plan.achieved_ratio:.2%}) -> {folder}"
-    )
+    prune_model(config)
     return 0
-
-
-def tied_aliases(model) -> dict[str, str]:
-    """state_dict names that share a tensor with an earlier name (tied embeddings) -> that name."""
-    first: dict[int, str] = {}
-    aliases = {}
-    for name, t in model.state_dict(keep_vars=True).items():
-        if id(t) in first:
-            aliases[name] = first[id(t)]
-        else:
-            first[id(t)] = name
-    return aliases

@@ -5,6 +5,7 @@ The `lorashear prune` command and the demo both go through here, so the recipe l
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -100,8 +101,7 @@ def prune_model(config: PruneConfig, log: Callable[[str], None] = print) -> Prun
 
     start = time.perf_counter()
     folder = export(model, tokenizer, out, plan.groups, params_before, merge_lora=config.merge_lora,
-                    overwrite=config.overwrite)
-    plan.save(folder / "plan.json")
+                    overwrite=config.overwrite, extra_files={"plan.json": json.dumps(plan.to_dict())})
     seconds["export"] = time.perf_counter() - start
     log(f"removed {plan.params_removed:,} of {plan.params_total:,} parameters "
         f"({plan.achieved_ratio:.2%}) -> {folder}")
