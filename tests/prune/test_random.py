@@ -66,3 +66,11 @@ def test_bad_ratio(model_and_graph, ratio):
 def test_nothing_prunable(model_and_graph):
     with pytest.raises(LorashearError, match="no prunable group"):
         random_plan(model_and_graph[1], 0.2, ["hidden_channel"])
+
+
+def test_unreachable_ratio_is_refused_with_the_reachable_maximum(model_and_graph):
+    model, graph = model_and_graph
+    # MLP channels are ~half of this tiny model; 90% can never be removed through them
+    with pytest.raises(LorashearError, match=r"not reachable .* removes only \d+\.\d+%"):
+        random_plan(graph, 0.9, ["mlp_channel"], aliases=tied_aliases(model))
+    assert abs(random_plan(graph, 0.3, ["mlp_channel"], aliases=tied_aliases(model)).achieved_ratio - 0.3) < 0.01

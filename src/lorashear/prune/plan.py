@@ -130,6 +130,7 @@ def select(
 
     counter = ParamCounter(graph, aliases)
     target = ratio * counter.total
+    _check_reachable(graph, tiers, counter, ratio, kinds, aliases)
     chosen: list[int] = []
     skipped: list[tuple[int, list[int]]] = []
     for tier in tiers:
@@ -160,3 +161,22 @@ def select(
         params_removed=counter.removed_params,
         settings=settings or {},
     )
+
+
+def _check_reachable(
+    graph: StructureGraph,
+    tiers: list[list[int]],
+    counter: ParamCounter,
+    ratio: float,
+    kinds: list[str],
+    aliases: dict[str, str] | None,
+) -> None:
+    """Refuse a ratio that removing every candidate group could not reach (within 1% of the total)."""
+    everything = ParamCounter(graph, aliases)
+    most = everything.cost([graph.groups[i] for tier in tiers for i in tier]) / counter.total
+    if most < ratio - 0.01:
+        raise LorashearError(
+            f"a ratio of {ratio:.2%} is not reachable with structures {list(kinds)}: removing every prunable "
+            f"group (one of each kind kept per layer) removes only {most:.2%} of the parameters "
+            "(embeddings and norms belong to no such group); lower --ratio or add structures such as hidden_channel"
+        )
