@@ -214,9 +214,17 @@ def make_accelerator(config: RecoverConfig) -> Accelerator:
             precision = "no"
     # The scheduler counts optimiser steps of the *global* batch, so it must step once per
     # optimiser step, not once per process (Accelerate's default).
-    return Accelerator(
+    accelerator = Accelerator(
         gradient_accumulation_steps=config.grad_accum, mixed_precision=precision, step_scheduler_with_optimizer=False
     )
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != accelerator.num_processes:
+        # e.g. `accelerate launch --multi_gpu` on a machine without GPUs: every process would train alone.
+        raise LorashearError(
+            f"{launched} processes were launched but Accelerate runs {accelerator.num_processes} as one job; "
+            "on CPUs set ACCELERATE_USE_CPU=1 (see configs/accelerate/cpu_2proc.yaml)"
+        )
+    return accelerator
 
 
 # Options that may change between a run and its resumption; any other change would train a different run.
