@@ -7,6 +7,7 @@ model computed in memory.
 from __future__ import annotations
 
 import copy
+import shutil
 
 import pytest
 import torch
@@ -76,3 +77,25 @@ def test_recovered_pruned_folder_reloads_with_its_shapes_and_outputs(material, p
     stock = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=kind == "remote")
     assert _shapes(stock) == _shapes(pruned)
     torch.testing.assert_close(_logits(stock), logits, atol=1e-6, rtol=0)
+
+
+def test_an_adapter_kept_by_prune_is_merged_before_recovery(material, pruned_folders, tmp_path):
+    """`lorashear prune --lora` folders carry adapter/; recovery starts from pruned weights + that adapter."""
+    from peft import LoraConfig, get_peft_model
+
+    folder = tmp_path / "with_adapter"
+    shutil.copytree(pruned_folders["plain"], folder)
+    torch.manual_seed(0)
+    adapted = get_peft_model(load_model(str(folder), device="cpu"), LoraConfig(r=2, target_modules="all-linear"))
+    for name, p in adapted.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(std=0.5)  # a trained-looking adapter, not the zero init
+    adapted.save_pretrained(folder / "adapter")
+    expected = _logits(load_model(str(folder), device="cpu"))  # load_model applies the adapter
+    assert not torch.allclose(expected, _logits(load_model(pruned_folders["plain"], device="cpu")), atol=1e-3)
+
+    out = tmp_path / "recovered"
+    recover(tiny_config(material, out, pruned=str(folder), tokens=128, lr=1e-12, mix="uniform", checkpoint_every=0))
+    recovered = load_model(str(out), device="cpu")
+    assert not (out / "adapter").exists() and not any("lora" in n for n in _shapes(recovered))
+    torch.testing.assert_close(_logits(recovered), expected, atol=1e-4, rtol=0)  # lr ~ 0: the adapted model
