@@ -34,6 +34,7 @@ from lorashear.models import count_parameters, load_model, load_tokenizer
 from lorashear.recover import RecoverConfig, recover
 
 RESULTS = Path(__file__).resolve().parent / "results"
+STEM = "recovery_smollm2"
 VARIANTS = {  # name -> RecoverConfig overrides
     "dynamic": {"mix": "dynamic", "kd_weight": 0.0},
     "uniform": {"mix": "uniform", "kd_weight": 0.0},
@@ -137,10 +138,32 @@ def run(args: argparse.Namespace, command: str) -> dict:
     return results
 
 
+def add_variants(args: argparse.Namespace, command: str) -> dict:
+    """More variants against an earlier run's pruned model (`--add-to PRUNED`), merged into its results file."""
+    path = RESULTS / f"{STEM}.json"
+    earlier = json.loads(path.read_text())
+    ignored = {"variants", "workdir", "add_to"}
+    differ = sorted(k for k, v in vars(args).items() if k not in ignored and earlier["settings"].get(k) != v)
+    if differ:
+        raise SystemExit(f"--add-to needs the earlier run's settings; these differ: {', '.join(differ)}")
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    for name in args.variants:
+        variant = recover_variant(name, Path(args.add_to), work, args)
+        variant["evaluate"] = evaluate_folder(variant["folder"], args)
+        variant["command"] = command
+        write_atomic(work / f"variant_{name}.json", json.dumps(variant, indent=2))
+        results = json.loads(path.read_text())  # re-read: the earlier run may still be adding variants
+        results["variants"][name] = variant
+        results["load_average_end"] = os.getloadavg()
+        save(results)
+    return results
+
+
 def save(results: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    write_atomic(RESULTS / "recovery_smollm2.json", json.dumps(results, indent=2) + "\n")
-    write_atomic(RESULTS / "recovery_smollm2.md", markdown(results))
+    write_atomic(RESULTS / f"{STEM}.json", json.dumps(results, indent=2) + "\n")
+    write_atomic(RESULTS / f"{STEM}.md", markdown(results))
 
 
 def _pct(value: float | None) -> str:
@@ -249,9 +272,11 @@ def main() -> int:
     p.add_argument("--limit", type=int, default=50, help="docs per zero-shot task")
     p.add_argument("--eval-batch-size", type=int, default=4)
     p.add_argument("--workdir", default="runs/bench-recovery")
+    p.add_argument("--add-to", metavar="PRUNED", help="run --variants on an earlier run's pruned folder, merging "
+                   "them into its results (same settings)")
     args = p.parse_args()
     command = "PYTHONPATH=src python benchmarks/recovery.py " + " ".join(sys.argv[1:])
-    results = run(args, command.strip())
+    results = add_variants(args, command.strip()) if args.add_to else run(args, command.strip())
     print(markdown(results))
     return 0
 
