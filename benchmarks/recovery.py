@@ -230,7 +230,11 @@ def markdown(results: dict) -> str:
                     shown = ", ".join(f"{k} {w:.3f}" for k, w in weights.items())
                     lines.append(f"- {name} / {stage} ({v['mixture_updates'][stage]} updates): {shown}")
     if "seconds" in results:
-        lines += ["", f"Total wall time: {results['seconds']} s."]
+        lines += ["", f"Wall time of the first command: {results['seconds']} s."]
+    for name, v in results["variants"].items():
+        if "command" in v:
+            lines += ["", f"{name} was run by `{v['command']}` on the same pruned folder, alongside the first "
+                      "command (so both ran slower)."]
     lines += ["", *reading(results)]
     return "\n".join(lines) + "\n"
 
