@@ -9,10 +9,17 @@ from lorashear.models import load_model
 from lorashear.recover import recover
 from lorashear.recover.checkpoint import partial_dir
 
+RUN = {"kd_weight": 0.5, "tokens": 384}  # 6 steps of 2 x 32 tokens: 3 per stage, mixture updates every 2
 
-def test_run_writes_a_loadable_merged_model_and_logs(material, tmp_path):
-    out = tmp_path / "recovered"
-    result = recover(tiny_config(material, out, kd_weight=0.5, tokens=384))
+
+@pytest.fixture(scope="module")
+def whole(material, tmp_path_factory):
+    """One uninterrupted run, shared by the output test and the resume test."""
+    return recover(tiny_config(material, tmp_path_factory.mktemp("whole") / "recovered", **RUN))
+
+
+def test_run_writes_a_loadable_merged_model_and_logs(material, whole):
+    result, out = whole, whole.out
     assert result.finished and result.out == out and result.steps == 6 and result.tokens_seen == 384
     assert not partial_dir(out).exists()
     model = load_model(str(out), device="cpu")
@@ -36,15 +43,14 @@ def test_run_writes_a_loadable_merged_model_and_logs(material, tmp_path):
     assert (out / "recover_config.yaml").is_file() and not (out / "checkpoints").exists()
 
 
-def test_resumed_run_matches_an_uninterrupted_one(material, tmp_path):
-    whole = recover(tiny_config(material, tmp_path / "whole", tokens=384))
-    # Stop in stage 1 after a checkpoint; the folder must not look finished.
-    cut = tiny_config(material, tmp_path / "cut", tokens=384, stop_after_steps=2)
+def test_resumed_run_matches_an_uninterrupted_one(material, whole, tmp_path):
+    # Stop in stage 1 after a checkpoint, before a mixture update; the folder must not look finished.
+    cut = tiny_config(material, tmp_path / "cut", stop_after_steps=2, **RUN)
     first = recover(cut)
     assert not first.finished and not (tmp_path / "cut").exists() and partial_dir(tmp_path / "cut").is_dir()
     cut.stop_after_steps, cut.resume = None, True
     resumed = recover(cut)
-    assert resumed.finished and resumed.tokens_seen == whole.tokens_seen
+    assert resumed.finished and resumed.tokens_seen == whole.tokens_seen and resumed.steps == whole.steps
 
     def losses(out):
         return [json.loads(line)["loss"] for line in (out / "logs" / "steps.jsonl").read_text().splitlines()]

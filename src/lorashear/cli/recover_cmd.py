@@ -26,7 +26,7 @@ def register(subparsers) -> None:
         "recover",
         help="fine-tune a pruned model with LoRA (pretraining-like text, then instructions) and merge",
         description="Dynamic knowledge recovery. Multi-process: `accelerate launch [--config_file "
-        "configs/accelerate/...] -m lorashear.cli recover ...`.",
+        "configs/accelerate/...] -m lorashear recover ...`.",
     )
     p.add_argument("pruned", help="the pruned model (folder, built-in name, .gguf)")
     p.add_argument("-o", "--out", required=True, help="output folder (must not exist)")
@@ -70,11 +70,3 @@ def run(args: argparse.Namespace) -> int:
     if result.finished:
         print(f"recovered model written to {result.out} ({result.steps} steps, {result.tokens_seen:,} tokens)")
     return 0
-
-
-if __name__ == "__main__":  # `accelerate launch -m lorashear.cli.recover_cmd PRUNED -o OUT ...`
-    import sys
-
-    from lorashear.cli import main
-
-    sys.exit(main(["recover", *sys.argv[1:]]))

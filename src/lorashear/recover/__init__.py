@@ -4,9 +4,9 @@
 losses, checkpoint, logs) are small modules usable and tested on their own.
 
     lorashear recover PRUNED --dense MODEL --tokens N -o OUT [--config recipes/recover.yaml]
-    ACCELERATE_USE_CPU=1 accelerate launch --config_file configs/accelerate/cpu_2proc.yaml \
-        -m lorashear.cli.recover_cmd PRUNED --dense MODEL --tokens N -o OUT
-    accelerate launch --config_file configs/accelerate/multi_gpu.yaml -m lorashear.cli.recover_cmd ...
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 \
+        -m lorashear recover PRUNED --dense MODEL --tokens N -o OUT        # 2 CPU processes (gloo)
+    accelerate launch --config_file configs/accelerate/multi_gpu.yaml -m lorashear recover ...
 
 OUT holds the merged model and tokenizer, recover_config.yaml, recovery.json,
 logs/steps.jsonl, logs/mixture.json and plots/; until the run ends it is `.OUT.partial`.

@@ -128,7 +128,7 @@ def recover(config: RecoverConfig) -> RecoveryResult:
     if teacher is None:
         del dense  # the reference losses are cached; free the memory
 
-    model = _lora_model(load_model(config.pruned, device=accelerator.device), config)
+    model = _lora_model(load_pruned_base(config.pruned, accelerator.device), config)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
     )
@@ -214,9 +214,17 @@ def make_accelerator(config: RecoverConfig) -> Accelerator:
             precision = "no"
     # The scheduler counts optimiser steps of the *global* batch, so it must step once per
     # optimiser step, not once per process (Accelerate's default).
-    return Accelerator(
+    accelerator = Accelerator(
         gradient_accumulation_steps=config.grad_accum, mixed_precision=precision, step_scheduler_with_optimizer=False
     )
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != accelerator.num_processes:
+        # e.g. `accelerate launch --multi_gpu` on a machine without GPUs: every process would train alone.
+        raise LorashearError(
+            f"{launched} processes were launched but Accelerate runs {accelerator.num_processes} as one job; "
+            "on CPUs set ACCELERATE_USE_CPU=1 (see configs/accelerate/cpu_2proc.yaml)"
+        )
+    return accelerator
 
 
 # Options that may change between a run and its resumption; any other change would train a different run.
@@ -245,6 +253,14 @@ def _stage(name: str, categories: list[Category], start: int, end: int, config: 
     names = [c.name for c in categories]
     mixture = DynamicMixture(names, eta=config.mix_eta, smoothing=config.mix_smoothing, dynamic=config.mix == "dynamic")
     return Stage(name, MixedStream(categories, seed=config.seed + start), mixture, {}, start, end)
+
+
+def load_pruned_base(spec: str, device) -> torch.nn.Module:
+    """The pruned model without adapters: a LoRA adapter kept by `lorashear prune --lora` is merged first."""
+    model = load_model(spec, device=device)
+    if hasattr(model, "peft_config"):
+        model = model.merge_and_unload()
+    return model
 
 
 def _lora_model(model: torch.nn.Module, config: RecoverConfig):
@@ -358,7 +374,7 @@ def save_merged(accelerator: Accelerator, model, tokenizer, config: RecoverConfi
     state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
         # Rebuild through the same loader as the input (plain HF or lorashear's pruned layout) and merge there.
-        fresh = _lora_model(load_model(config.pruned, device="cpu"), config)
+        fresh = _lora_model(load_pruned_base(config.pruned, "cpu"), config)
         fresh.load_state_dict({k: v.to("cpu") for k, v in state_dict.items()})
         merged = fresh.merge_and_unload()
         merged.config.use_cache = True
