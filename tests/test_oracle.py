@@ -10,19 +10,15 @@ from __future__ import annotations
 import copy
 import json
 import random
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import ARCHS, LAYERS, MHA_ARCHS, VARIANTS, model_and_graph, single_thread  # noqa: F401
 from torch import nn
 from transformers import AutoModelForCausalLM
 
 from lorashear.compress import compress, count_params, export, load_pruned, removed_indices, zero_groups
 from lorashear.graph import ATTENTION_BLOCK, GROUP_KINDS, HIDDEN_CHANNEL, MLP_BLOCK, QUERY_HEAD
-
-sys.path.insert(0, str(Path(__file__).parent / "graph"))
-from graph_tiny import ARCHS, LAYERS, MHA_ARCHS, VARIANTS, model_and_graph, single_thread  # noqa: E402, F401
 
 IDS = torch.randint(1, 100, (2, 9), generator=torch.Generator().manual_seed(1))
 

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import copy
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import model_and_graph, single_thread  # noqa: F401
 
 from lorashear.compress import compress, zero_groups
 from lorashear.compress.remote.modeling_lorashear import RemovedAttention, RemovedModule
 from lorashear.graph import ATTENTION_BLOCK, MLP_BLOCK
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "graph"))
-from graph_tiny import model_and_graph, single_thread  # noqa: E402, F401
 
 
 @pytest.mark.parametrize("model_type", ["gpt2", "llama"])

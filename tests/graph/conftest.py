@@ -1,3 +1,3 @@
 """Graph tests run their tiny models on one thread."""
 
-from graph_tiny import single_thread  # noqa: F401
+from tiny_models import single_thread  # noqa: F401

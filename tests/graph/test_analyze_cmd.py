@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from graph_tiny import HIDDEN, LAYERS, MLP, tiny_model
+from tiny_models import HIDDEN, LAYERS, MLP, tiny_model
 
 from lorashear.cli import main
 from lorashear.graph import StructureGraph

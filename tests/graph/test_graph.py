@@ -6,7 +6,7 @@ import random
 
 import pytest
 import torch
-from graph_tiny import (
+from tiny_models import (
     ARCHS,
     HEAD_DIM,
     HEADS,

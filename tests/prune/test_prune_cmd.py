@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import single_thread, tiny_model  # noqa: F401
 from transformers import AutoModelForCausalLM
 
 import lorashear
 from lorashear.cli import main
 from lorashear.compress import count_params, zero_groups
 from lorashear.graph import Group
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "graph"))
-from graph_tiny import single_thread, tiny_model  # noqa: E402, F401
 
 IDS = torch.randint(1, 100, (2, 7), generator=torch.Generator().manual_seed(0))
 

@@ -6,8 +6,7 @@ import collections
 import copy
 
 import pytest
-import torch
-from transformers import AutoConfig, AutoModelForCausalLM
+from tiny_models import tiny_model
 
 from lorashear.compress import compress, count_params
 from lorashear.errors import LorashearError
@@ -18,18 +17,7 @@ from lorashear.prune.api import tied_aliases
 
 @pytest.fixture(scope="module")
 def model_and_graph():
-    torch.manual_seed(0)
-    config = AutoConfig.for_model(
-        "llama",
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=96,
-        vocab_size=128,
-        head_dim=16,
-    )
-    model = AutoModelForCausalLM.from_config(config).eval()
+    model = tiny_model("llama", tie_word_embeddings=False)
     return model, build_graph(model, ("kv_group", "mlp_channel"))
 
 
