@@ -84,3 +84,24 @@ def model_and_graph(model_type: str, lora: bool = False):
 
     model = tiny_model(model_type, lora)
     return model, build_graph(model, kinds=GROUP_KINDS)
+
+
+def tiny_llama(vocab_size: int, **overrides) -> torch.nn.Module:
+    """A 2-layer random LLaMA (GQA: 4 query heads, 2 KV heads, head_dim 16, tied) over a real tokenizer's vocabulary."""
+    config = AutoConfig.for_model(
+        "llama",
+        **{
+            "hidden_size": HIDDEN,
+            "intermediate_size": 128,
+            "num_hidden_layers": LAYERS,
+            "num_attention_heads": HEADS,
+            "num_key_value_heads": KV_HEADS,
+            "head_dim": HEAD_DIM,
+            "vocab_size": vocab_size,
+            "max_position_embeddings": 1024,
+            "tie_word_embeddings": True,
+            **overrides,
+        },
+    )
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config).eval()
