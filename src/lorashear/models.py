@@ -148,12 +148,8 @@ def load_tokenizer(spec: str):
     return tokenizer
 
 
-def count_parameters(model: torch.nn.Module) -> int:
-    """Parameters of a model, shared (tied) tensors counted once."""
-    seen: set[int] = set()
-    total = 0
-    for p in model.parameters():  # parameters() already yields a shared tensor once
-        if id(p) not in seen:
-            seen.add(id(p))
-            total += p.numel()
-    return total
+def count_parameters(model: torch.nn.Module, include_lora: bool = True) -> int:
+    """Parameters of a model, shared (tied) tensors counted once; `include_lora=False` counts the base
+    model only (LoRA factors merge into it)."""
+    # named_parameters() yields a shared tensor once, under its first name
+    return sum(p.numel() for name, p in model.named_parameters() if include_lora or ".lora_" not in name)

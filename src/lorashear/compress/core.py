@@ -21,6 +21,7 @@ from lorashear.compress.remote.modeling_lorashear import (
 )
 from lorashear.errors import LorashearError
 from lorashear.graph.structures import Group
+from lorashear.models import count_parameters
 
 # Config attributes of the intermediate (MLP) size, by architecture family.
 INTERMEDIATE_ATTRS = ("intermediate_size", "n_inner", "ffn_dim")
@@ -64,13 +65,7 @@ def base_model_of(model: nn.Module) -> nn.Module:
 
 def count_params(model: nn.Module) -> int:
     """Parameters of the base model (LoRA factors excluded: they merge into it; tied counted once)."""
-    seen, total = set(), 0
-    for name, p in model.named_parameters(remove_duplicate=False):
-        if ".lora_" in name or id(p) in seen:
-            continue
-        seen.add(id(p))
-        total += p.numel()
-    return total
+    return count_parameters(model, include_lora=False)
 
 
 def compress(model: nn.Module, groups: list[Group]) -> nn.Module:
