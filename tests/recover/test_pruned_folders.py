@@ -7,6 +7,7 @@ model computed in memory.
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 
 import pytest
@@ -91,6 +92,8 @@ def test_an_adapter_kept_by_prune_is_merged_before_recovery(material, pruned_fol
         if "lora_B" in name:
             p.data.normal_(std=0.5)  # a trained-looking adapter, not the zero init
     adapted.save_pretrained(folder / "adapter")
+    plan = json.loads((folder / "pruning.json").read_text())
+    (folder / "pruning.json").write_text(json.dumps({**plan, "lora": "adapter"}))  # as `prune --lora` writes it
     expected = _logits(load_model(str(folder), device="cpu"))  # load_model applies the adapter
     assert not torch.allclose(expected, _logits(load_model(pruned_folders["plain"], device="cpu")), atol=1e-3)
 
@@ -98,4 +101,5 @@ def test_an_adapter_kept_by_prune_is_merged_before_recovery(material, pruned_fol
     recover(tiny_config(material, out, pruned=str(folder), tokens=128, lr=1e-12, mix="uniform", checkpoint_every=0))
     recovered = load_model(str(out), device="cpu")
     assert not (out / "adapter").exists() and not any("lora" in n for n in _shapes(recovered))
+    assert json.loads((out / "pruning.json").read_text())["lora"] == "merged"  # says what the folder holds
     torch.testing.assert_close(_logits(recovered), expected, atol=1e-4, rtol=0)  # lr ~ 0: the adapted model

@@ -10,6 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
+from lorashear.compress.export import PLAN_FILE
 from lorashear.errors import LorashearError
 
 CHECKPOINTS = "checkpoints"
@@ -79,6 +80,8 @@ def prune_checkpoints(work: Path, keep: int) -> None:
 def copy_model_extras(source: Path, target: Path) -> None:
     """Copy what `save_pretrained` does not write (remote modeling code, lorashear metadata) from the source folder.
 
+    The pruning record (`pruning.json`) is copied with `"lora": "merged"`: any adapter is in the weights now.
+
     Pruned lorashear folders carry per-layer shapes in config.json under `lorashear` and may carry
     code; the merged model must reload through the same path as the pruned one.
     """
@@ -89,6 +92,9 @@ def copy_model_extras(source: Path, target: Path) -> None:
             continue
         if item.is_file() and not (target / item.name).exists():
             shutil.copy2(item, target / item.name)
+    plan = target / PLAN_FILE
+    if plan.is_file():  # the adapter `prune --lora` kept is merged into the recovered weights now
+        plan.write_text(json.dumps({**json.loads(plan.read_text()), "lora": "merged"}))
     source_config = source / "config.json"
     target_config = target / "config.json"
     if source_config.is_file() and target_config.is_file():
