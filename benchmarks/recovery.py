@@ -34,7 +34,6 @@ from lorashear.models import count_parameters, load_model, load_tokenizer
 from lorashear.recover import RecoverConfig, recover
 
 RESULTS = Path(__file__).resolve().parent / "results"
-STEM = "recovery_smollm2"
 VARIANTS = {  # name -> RecoverConfig overrides
     "dynamic": {"mix": "dynamic", "kd_weight": 0.0},
     "uniform": {"mix": "uniform", "kd_weight": 0.0},
@@ -56,12 +55,12 @@ def prune(model: str, ratio: float, seed: int, out: Path) -> list[str]:
     return argv
 
 
-def evaluate_folder(folder: str, args: argparse.Namespace, tasks: bool = True) -> dict:
-    """`lorashear.evaluate` on a model folder: wiki PPL and (with `tasks`) the seven zero-shot tasks."""
+def evaluate_folder(folder: str, args: argparse.Namespace) -> dict:
+    """`lorashear.evaluate` on a model folder: wiki PPL and the seven zero-shot tasks."""
     started = time.time()
     model = load_model(folder, device="cpu")
     result = evaluate(
-        model, load_tokenizer(folder), ppl_windows=args.ppl_windows, tasks=ZERO_SHOT_TASKS if tasks else (),
+        model, load_tokenizer(folder), ppl_windows=args.ppl_windows, tasks=ZERO_SHOT_TASKS,
         limit=args.limit, batch_size=args.eval_batch_size, model_name=folder,
     )
     del model
@@ -121,7 +120,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
         + ("cuda: " + torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"),
         "load_average_start": os.getloadavg(),
-        "dense": evaluate_folder(args.model, args, tasks=False),
+        "dense": evaluate_folder(args.model, args),
         "pruned": None,
         "variants": {},
     }
@@ -140,7 +139,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
 
 def add_variants(args: argparse.Namespace, command: str) -> dict:
     """More variants against an earlier run's pruned model (`--add-to PRUNED`), merged into its results file."""
-    path = RESULTS / f"{STEM}.json"
+    path = RESULTS / f"{args.stem}.json"
     earlier = json.loads(path.read_text())
     ignored = {"variants", "workdir", "add_to"}
     differ = sorted(k for k, v in vars(args).items() if k not in ignored and earlier["settings"].get(k) != v)
@@ -161,9 +160,10 @@ def add_variants(args: argparse.Namespace, command: str) -> dict:
 
 
 def save(results: dict) -> None:
+    stem = results["settings"]["stem"]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    write_atomic(RESULTS / f"{STEM}.json", json.dumps(results, indent=2) + "\n")
-    write_atomic(RESULTS / f"{STEM}.md", markdown(results))
+    write_atomic(RESULTS / f"{stem}.json", json.dumps(results, indent=2) + "\n")
+    write_atomic(RESULTS / f"{stem}.md", markdown(results))
 
 
 def _pct(value: float | None) -> str:
@@ -195,15 +195,12 @@ def markdown(results: dict) -> str:
         "| model | train tokens | train s | eval s | wiki PPL | avg | " + " | ".join(tasks) + " |",
         "|---|---:|---:|---:|---:|---:|" + "---:|" * len(tasks),
     ]
-    dense = results["dense"]
-    lines.append(f"| dense (reference) | | | {dense['eval_seconds']} | {dense['ppl']['wiki']:.2f} | see "
-                 "dense_smollm2.json |" + " |" * len(tasks))
-
     def row(label: str, ev: dict, tokens: str = "", seconds: str = "") -> str:
         cells = [_pct(ev["tasks"][t]["acc_norm" if ev["avg_metric"][t] == "acc_norm" else "acc"]) for t in tasks]
         return (f"| {label} | {tokens} | {seconds} | {ev['eval_seconds']} | {ev['ppl']['wiki']:.2f} | "
                 f"{_pct(ev['avg'])} | " + " | ".join(cells) + " |")
 
+    lines.append(row("dense (reference)", results["dense"]))
     if pruned:
         lines.append(row("pruned, no recovery", pruned, "0"))
     for name, v in results["variants"].items():
@@ -276,6 +273,7 @@ def main() -> int:
     p.add_argument("--limit", type=int, default=50, help="docs per zero-shot task")
     p.add_argument("--eval-batch-size", type=int, default=4)
     p.add_argument("--workdir", default="runs/bench-recovery")
+    p.add_argument("--stem", default="recovery_smollm2", help="results file name under benchmarks/results/")
     p.add_argument("--add-to", metavar="PRUNED", help="run --variants on an earlier run's pruned folder, merging "
                    "them into its results (same settings)")
     args = p.parse_args()
