@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 from tiny_models import tiny_llama
 
-from lorashear.models import load_tokenizer
-
 
 @pytest.fixture(scope="session")
-def tokenizer():
-    return load_tokenizer("smollm2-135m")
+def tokenizer(default_tokenizer):
+    """The session's one copy of the default tokenizer (tests/conftest.py), under a shorter name."""
+    return default_tokenizer
 
 
 @pytest.fixture(scope="session")
