@@ -1,0 +1,24 @@
+"""The published benchmark reports are what the scripts write from their JSON results."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_recovery_report_is_rendered_from_its_json():
+    """recovery_smollm2.md (quoted in the README) is `markdown()` of recovery_smollm2.json, byte for byte."""
+    recovery = _script("recovery")
+    results = json.loads((BENCHMARKS / "results" / "recovery_smollm2.json").read_text())
+    assert recovery.markdown(results) == (BENCHMARKS / "results" / "recovery_smollm2.md").read_text()
+    assert set(results["variants"]) == set(recovery.VARIANTS)  # every variant of the issue was measured
