@@ -76,3 +76,35 @@ def test_default_model_says_paris():
     completion = tok.decode(out[0, ids["input_ids"].shape[1] :])
     assert completion.startswith(" Paris"), completion
     assert 134_000_000 < count_parameters(model) < 135_000_000
+
+
+def _adapter_folder(base_dir, out):
+    """A peft LoRA adapter (non-zero B, so it matters) over the folder `base_dir`, saved to `out`."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    model = get_peft_model(load_model(str(base_dir), device="cpu"), LoraConfig(r=2, target_modules="all-linear"))
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(std=0.2)
+    model.save_pretrained(out)
+    return model.eval()
+
+
+def test_adapter_folder_loads_onto_its_base(tiny_llama_dir, tmp_path):
+    """A peft adapter folder is a model argument: its base (any model argument) with the adapter applied."""
+    adapted = _adapter_folder(tiny_llama_dir, tmp_path / "adapter")
+    loaded = load_model(str(tmp_path / "adapter"), device="cpu")
+    assert hasattr(loaded, "peft_config") and not loaded.training
+    ids = torch.tensor([[1, 5, 9, 3]])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, adapted(ids).logits, atol=1e-5, rtol=0)
+    assert len(load_tokenizer(str(tmp_path / "adapter"))) == len(load_tokenizer(str(tiny_llama_dir)))
+
+
+def test_adapter_folder_with_a_missing_base_is_a_clear_error(tiny_llama_dir, tmp_path):
+    _adapter_folder(tiny_llama_dir, tmp_path / "adapter")
+    config = tmp_path / "adapter" / "adapter_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "base_model_name_or_path": str(tmp_path / "gone")}))
+    with pytest.raises(LorashearError, match="adapter_config.json names base model"):
+        load_model(str(tmp_path / "adapter"), device="cpu")

@@ -1,7 +1,9 @@
 """Models: resolve a model argument to a loadable HF folder, and load it.
 
 A model argument is one of: a built-in name (`smollm2-135m`), a local HF folder (pruned
-lorashear folders included), a local `.gguf` file, or a hub id (`org/name`, for real users).
+lorashear folders included), a peft LoRA adapter folder (loaded onto the base model its
+adapter_config.json names, itself any model argument), a local `.gguf` file, or a hub id
+(`org/name`, for real users).
 GGUF files are converted once into a safetensors HF folder in the cache, so later loads take
 about a second.
 """
@@ -25,15 +27,17 @@ BUILTIN_MODELS = {
     "smollm2-135m": (SMOLLM2, "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 DEFAULT_MODEL = "smollm2-135m"
+ADAPTER_CONFIG = "adapter_config.json"  # what makes a folder a peft adapter
 
 
 @dataclass(frozen=True)
 class ModelSource:
-    """Where a model argument points: a local HF folder, or a hub id."""
+    """Where a model argument points: a local HF folder, or a hub id (plus a LoRA adapter folder, if any)."""
 
     spec: str
-    location: str  # folder path, or the hub id
+    location: str  # folder path, or the hub id (of the base model, for an adapter)
     is_local: bool
+    adapter: str | None = None  # a peft adapter folder to apply on top of `location`
 
 
 def default_device() -> torch.device:
@@ -55,6 +59,8 @@ def resolve_model(spec: str) -> ModelSource:
             raise LorashearError(f"{filename} is missing from {package.pip_name}; reinstall it")
         return ModelSource(spec, str(gguf_to_folder(gguf)), True)
     path = Path(spec).expanduser()
+    if path.is_dir() and (path / ADAPTER_CONFIG).is_file() and not (path / "config.json").is_file():
+        return _resolve_adapter(spec, path)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise LorashearError(f"{spec} is a folder but not a Hugging Face model (no config.json)")
@@ -72,6 +78,21 @@ def resolve_model(spec: str) -> ModelSource:
         f"unknown model '{spec}': not a built-in name ({names}), an existing folder or .gguf file, "
         "or a hub id of the form org/name"
     )
+
+
+def _resolve_adapter(spec: str, folder: Path) -> ModelSource:
+    """A peft adapter folder: its base model (resolved like any model argument) plus the adapter."""
+    base = json.loads((folder / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+    if not base:
+        raise LorashearError(f"{spec}: {ADAPTER_CONFIG} names no base model (base_model_name_or_path)")
+    try:
+        source = resolve_model(base)
+    except LorashearError as err:
+        raise LorashearError(
+            f"{spec}: {ADAPTER_CONFIG} names base model '{base}', which cannot be found ({err}); "
+            "edit base_model_name_or_path to point at it"
+        ) from err
+    return ModelSource(spec, source.location, source.is_local, adapter=str(folder))
 
 
 def gguf_to_folder(gguf: Path) -> Path:
@@ -129,18 +150,23 @@ def load_model(spec: str, device: str | torch.device | None = None, dtype: torch
             model = load_pruned(source.location, dtype=dtype)
         else:
             model = AutoModelForCausalLM.from_pretrained(source.location, dtype=dtype)
+        if source.adapter:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, source.adapter)
     except (OSError, ValueError) as err:
         raise LorashearError(f"could not load model '{spec}': {err}") from err
     return model.to(device).eval()
 
 
 def load_tokenizer(spec: str):
-    """Load the tokenizer that belongs to a model argument."""
+    """Load the tokenizer that belongs to a model argument (an adapter's own, else its base model's)."""
     from transformers import AutoTokenizer
 
     source = resolve_model(spec)
+    has_own = source.adapter and (Path(source.adapter) / "tokenizer_config.json").is_file()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source.location)
+        tokenizer = AutoTokenizer.from_pretrained(source.adapter if has_own else source.location)
     except (OSError, ValueError) as err:
         raise LorashearError(f"could not load the tokenizer of '{spec}': {err}") from err
     if tokenizer.pad_token is None:

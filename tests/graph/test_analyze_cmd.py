@@ -32,3 +32,18 @@ def test_analyze_rejects_unknown_kind(tmp_path, capsys):
     tiny_model("llama").save_pretrained(folder)
     assert main(["analyze", str(folder), "--kinds", "heads"]) == 2
     assert "unknown group kinds" in capsys.readouterr().err
+
+
+def test_analyze_an_adapter_folder_sees_its_lora(tmp_path, capsys):
+    """A peft adapter folder is analyzed with its adapter; --lora on it (a second adapter) is refused."""
+    from peft import LoraConfig, get_peft_model
+
+    tiny_model("llama").save_pretrained(tmp_path / "base")
+    get_peft_model(tiny_model("llama"), LoraConfig(r=2, target_modules="all-linear")).save_pretrained(tmp_path / "ad")
+    config = tmp_path / "ad" / "adapter_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "base_model_name_or_path": str(tmp_path / "base")}))
+    out = tmp_path / "groups.json"
+    assert main(["analyze", str(tmp_path / "ad"), "--json", str(out)]) == 0
+    assert any("lora_B" in s["param"] for g in json.loads(out.read_text())["groups"] for s in g["slices"])
+    assert main(["analyze", str(tmp_path / "ad"), "--lora"]) == 2
+    assert "already has an adapter; drop --lora" in capsys.readouterr().err

@@ -110,3 +110,34 @@ def test_unsupported_operator_is_named(folders, tmp_path, capsys, monkeypatch):
     assert main(["prune", str(folders["llama"]), "--ratio", "0.2", "-o", str(out)]) == 2
     [line] = error_lines(capsys)
     assert "aten.silu" in line and not out.exists()
+
+
+def test_lora_keeps_the_adapter_of_an_adapter_folder(tiny_llama_dir, tmp_path):
+    """`prune ADAPTER_FOLDER --lora` prunes base and adapter together and keeps the adapter unmerged."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    adapted = get_peft_model(lorashear.load(str(tiny_llama_dir), device="cpu"), LoraConfig(r=2, target_modules="all-linear"))
+    for name, p in adapted.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(std=0.2)
+    adapted.save_pretrained(tmp_path / "adapter")
+    common = ["--ratio", "0.01", "--uniform", "--seed", "1"]  # the vocabulary is most of this tiny model
+    assert main(["prune", str(tmp_path / "adapter"), *common, "--lora", "-o", str(tmp_path / "kept")]) == 0
+    assert main(["prune", str(tmp_path / "adapter"), *common, "-o", str(tmp_path / "merged")]) == 0
+
+    assert (tmp_path / "kept" / "adapter").is_dir() and not (tmp_path / "merged" / "adapter").exists()
+    assert json.loads((tmp_path / "kept" / "pruning.json").read_text())["lora"] == "adapter"
+    kept, merged = lorashear.load(str(tmp_path / "kept"), device="cpu"), lorashear.load(str(tmp_path / "merged"), device="cpu")
+    assert hasattr(kept, "peft_config") and not hasattr(merged, "peft_config")
+    assert (logits(kept) - logits(merged)).abs().max().item() <= 1e-4  # the same pruned model, adapter apart
+    with kept.disable_adapter():  # and the adapter matters
+        assert (logits(kept) - logits(merged)).abs().max().item() > 1e-3
+
+
+def test_lora_without_an_adapter_is_a_clear_error(folders, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["prune", str(folders["llama"]), "--ratio", "0.2", "--lora", "-o", str(out)]) == 2
+    [line] = error_lines(capsys)
+    assert "--lora keeps the model's LoRA adapter" in line and "has none" in line
+    assert not out.exists()

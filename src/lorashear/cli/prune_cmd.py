@@ -9,7 +9,7 @@ from lorashear.graph.structures import DEFAULT_KINDS, GROUP_KINDS
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("prune", help="remove structures from a model and save it as a HF folder")
-    p.add_argument("model", help="model name, folder or GGUF")
+    p.add_argument("model", help="model name, folder, peft adapter folder or GGUF")
     p.add_argument("--method", default="random", choices=["random"])
     p.add_argument(
         "--ratio", type=float, required=True, help="fraction of all parameters to remove, in (0, 1)"
@@ -23,7 +23,11 @@ def register(subparsers) -> None:
         help=f"kinds, comma-separated: {', '.join(GROUP_KINDS)}",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lora", action="store_true", help="keep the model's LoRA adapter unmerged (adapter/)")
+    p.add_argument(
+        "--lora",
+        action="store_true",
+        help="MODEL is a peft adapter folder: prune the adapter with its base and keep it unmerged (adapter/)",
+    )
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(handler=run)

@@ -27,7 +27,7 @@ class PruneConfig:
     kinds: tuple[str, ...] = DEFAULT_KINDS
     uniform: bool = False
     seed: int = 0
-    merge_lora: bool = True
+    merge_lora: bool = True  # False keeps the LoRA adapter of an adapter-folder model unmerged (adapter/)
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -80,6 +80,11 @@ def prune_model(config: PruneConfig, log: Callable[[str], None] = print) -> Prun
         raise LorashearError(f"{out} exists and is not empty; choose another folder or pass --overwrite")
     seconds: dict[str, float] = {}
     model = load_model(config.model, device="cpu")
+    if not config.merge_lora and not hasattr(model, "peft_config"):
+        raise LorashearError(
+            f"--lora keeps the model's LoRA adapter unmerged, but {config.model} has none; "
+            "pass a peft adapter folder (with adapter_config.json) or drop --lora"
+        )
     try:
         tokenizer = load_tokenizer(config.model)
     except LorashearError as err:  # a bare model folder: export without a tokenizer
