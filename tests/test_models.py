@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+from tiny_models import with_random_lora
 
 from lorashear import LorashearError, load
 from lorashear.models import (
@@ -80,15 +81,10 @@ def test_default_model_says_paris():
 
 def _adapter_folder(base_dir, out):
     """A peft LoRA adapter (non-zero B, so it matters) over the folder `base_dir`, saved to `out`."""
-    from peft import LoraConfig, get_peft_model
-
     torch.manual_seed(0)
-    model = get_peft_model(load_model(str(base_dir), device="cpu"), LoraConfig(r=2, target_modules="all-linear"))
-    for name, p in model.named_parameters():
-        if "lora_B" in name:
-            p.data.normal_(std=0.2)
+    model = with_random_lora(load_model(str(base_dir), device="cpu"))
     model.save_pretrained(out)
-    return model.eval()
+    return model
 
 
 def test_adapter_folder_loads_onto_its_base(tiny_llama_dir, tmp_path):

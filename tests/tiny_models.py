@@ -70,11 +70,14 @@ def tiny_model(model_type: str, lora: bool = False, seed: int = 0, **overrides) 
         for p in model.parameters():
             if p.dim() == 1:
                 p.add_(torch.randn_like(p) * 0.1)
-    if lora:
-        from peft import LoraConfig, get_peft_model
+    return with_random_lora(model, r=8) if lora else model
 
-        model = get_peft_model(model, LoraConfig(r=8, target_modules="all-linear", init_lora_weights=False)).eval()
-    return model
+
+def with_random_lora(model: torch.nn.Module, r: int = 2) -> torch.nn.Module:
+    """`model` with peft LoRA on every linear layer, B random rather than zero (so the adapter matters)."""
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(model, LoraConfig(r=r, target_modules="all-linear", init_lora_weights=False)).eval()
 
 
 @cache

@@ -59,9 +59,9 @@ def resolve_model(spec: str) -> ModelSource:
             raise LorashearError(f"{filename} is missing from {package.pip_name}; reinstall it")
         return ModelSource(spec, str(gguf_to_folder(gguf)), True)
     path = Path(spec).expanduser()
-    if path.is_dir() and (path / ADAPTER_CONFIG).is_file() and not (path / "config.json").is_file():
-        return _resolve_adapter(spec, path)
     if path.is_dir():
+        if (path / ADAPTER_CONFIG).is_file() and not (path / "config.json").is_file():
+            return _resolve_adapter(spec, path)
         if not (path / "config.json").is_file():
             raise LorashearError(f"{spec} is a folder but not a Hugging Face model (no config.json)")
         return ModelSource(spec, str(path), True)

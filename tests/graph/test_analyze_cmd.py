@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tiny_models import HIDDEN, LAYERS, MLP, tiny_model
+from tiny_models import HIDDEN, LAYERS, MLP, tiny_model, with_random_lora
 
 from lorashear.cli import main
 from lorashear.graph import StructureGraph
@@ -36,10 +36,8 @@ def test_analyze_rejects_unknown_kind(tmp_path, capsys):
 
 def test_analyze_an_adapter_folder_sees_its_lora(tmp_path, capsys):
     """A peft adapter folder is analyzed with its adapter; --lora on it (a second adapter) is refused."""
-    from peft import LoraConfig, get_peft_model
-
     tiny_model("llama").save_pretrained(tmp_path / "base")
-    get_peft_model(tiny_model("llama"), LoraConfig(r=2, target_modules="all-linear")).save_pretrained(tmp_path / "ad")
+    with_random_lora(tiny_model("llama")).save_pretrained(tmp_path / "ad")
     config = tmp_path / "ad" / "adapter_config.json"
     config.write_text(json.dumps({**json.loads(config.read_text()), "base_model_name_or_path": str(tmp_path / "base")}))
     out = tmp_path / "groups.json"

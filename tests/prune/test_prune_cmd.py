@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import single_thread, tiny_model  # noqa: F401
+from tiny_models import single_thread, tiny_model, with_random_lora  # noqa: F401
 from transformers import AutoModelForCausalLM
 
 import lorashear
@@ -114,13 +114,8 @@ def test_unsupported_operator_is_named(folders, tmp_path, capsys, monkeypatch):
 
 def test_lora_keeps_the_adapter_of_an_adapter_folder(tiny_llama_dir, tmp_path):
     """`prune ADAPTER_FOLDER --lora` prunes base and adapter together and keeps the adapter unmerged."""
-    from peft import LoraConfig, get_peft_model
-
     torch.manual_seed(0)
-    adapted = get_peft_model(lorashear.load(str(tiny_llama_dir), device="cpu"), LoraConfig(r=2, target_modules="all-linear"))
-    for name, p in adapted.named_parameters():
-        if "lora_B" in name:
-            p.data.normal_(std=0.2)
+    adapted = with_random_lora(lorashear.load(str(tiny_llama_dir), device="cpu"))
     adapted.save_pretrained(tmp_path / "adapter")
     common = ["--ratio", "0.01", "--uniform", "--seed", "1"]  # the vocabulary is most of this tiny model
     assert main(["prune", str(tmp_path / "adapter"), *common, "--lora", "-o", str(tmp_path / "kept")]) == 0

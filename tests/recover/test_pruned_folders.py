@@ -13,6 +13,7 @@ import shutil
 import pytest
 import torch
 from recover_material import tiny_config
+from tiny_models import with_random_lora
 from transformers import AutoModelForCausalLM
 
 from lorashear.cli import main
@@ -82,15 +83,10 @@ def test_recovered_pruned_folder_reloads_with_its_shapes_and_outputs(material, p
 
 def test_an_adapter_kept_by_prune_is_merged_before_recovery(material, pruned_folders, tmp_path):
     """`lorashear prune --lora` folders carry adapter/; recovery starts from pruned weights + that adapter."""
-    from peft import LoraConfig, get_peft_model
-
     folder = tmp_path / "with_adapter"
     shutil.copytree(pruned_folders["plain"], folder)
     torch.manual_seed(0)
-    adapted = get_peft_model(load_model(str(folder), device="cpu"), LoraConfig(r=2, target_modules="all-linear"))
-    for name, p in adapted.named_parameters():
-        if "lora_B" in name:
-            p.data.normal_(std=0.5)  # a trained-looking adapter, not the zero init
+    adapted = with_random_lora(load_model(str(folder), device="cpu"))  # a trained-looking adapter, not the zero init
     adapted.save_pretrained(folder / "adapter")
     plan = json.loads((folder / "pruning.json").read_text())
     (folder / "pruning.json").write_text(json.dumps({**plan, "lora": "adapter"}))  # as `prune --lora` writes it

@@ -74,10 +74,11 @@ def run(args: argparse.Namespace) -> int:
 
     kinds = parse_kinds(args.kinds)
     model = load(args.model)
-    if args.lora and hasattr(model, "peft_config"):
-        raise LorashearError(f"{args.model} is a LoRA adapter folder and already has an adapter; drop --lora")
     if args.lora:
         from peft import LoraConfig, get_peft_model
+
+        if hasattr(model, "peft_config"):
+            raise LorashearError(f"{args.model} is a LoRA adapter folder and already has an adapter; drop --lora")
 
         model = get_peft_model(model, LoraConfig(r=8, target_modules="all-linear")).eval()
     start = time.perf_counter()
