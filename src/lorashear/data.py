@@ -150,6 +150,11 @@ def _read_hub(name: str) -> list[dict]:
     return [dict(r) for r in ds]
 
 
+def refuse_evaluation_data(spec: str) -> None:
+    """Raise a clear error when `spec` names evaluation-only data (before any loading)."""
+    _check_purpose(spec, TRAIN)
+
+
 def _check_purpose(spec: str, purpose: str) -> None:
     corpus = CORPORA.get(spec)
     eval_only = (corpus is not None and corpus.purpose == EVAL) or spec in ZERO_SHOT_TASKS

@@ -61,7 +61,7 @@ def test_uniform_gives_a_plain_folder(folders, tmp_path, capsys):
     plan = check_folder(folders["llama"], out, 0.2)
     assert plan["plain"] and not (out / "modeling_lorashear.py").exists()
     settings = json.loads((out / "plan.json").read_text())
-    assert (settings["method"], settings["uniform"], settings["settings"]) == ("random", True, {"seed": 0})
+    assert (settings["method"], settings["uniform"], settings["settings"]) == ("random", True, {"seed": 0, "knowledge": None})
     assert settings["groups"] == plan["removed"]
     config = json.loads((out / "config.json").read_text())
     assert "auto_map" not in config

@@ -16,6 +16,7 @@ from lorashear.errors import LorashearError
 COMMAND_MODULES = [
     "lorashear.cli.assets_cmd",
     "lorashear.cli.analyze_cmd",
+    "lorashear.cli.knowledge_cmd",
     "lorashear.cli.prune_cmd",
     "lorashear.cli.recover_cmd",
     "lorashear.cli.eval_cmd",

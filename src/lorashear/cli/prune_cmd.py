@@ -1,16 +1,28 @@
-"""`lorashear prune MODEL --method random --ratio R -o OUT`: plan, compress, export."""
+"""`lorashear prune MODEL --method M --ratio R -o OUT`: knowledge analysis, plan, compress, export."""
 
 from __future__ import annotations
 
 import argparse
 
+from lorashear.cli.options import (
+    add_calibration_args,
+    add_knowledge_args,
+    add_score_option_arg,
+    calibration_config,
+    knowledge_config,
+    score_options,
+)
 from lorashear.graph.structures import DEFAULT_KINDS, GROUP_KINDS
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("prune", help="remove structures from a model and save it as a HF folder")
+    from lorashear.prune import METHODS
+
+    p = subparsers.add_parser("prune", help="remove structures from a model and save it as a HF folder",
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              epilog="methods:\n" + "\n".join(f"  {m.name:10s} {m.description}" for m in METHODS.values()))
     p.add_argument("model", help="model name, folder, peft adapter folder or GGUF")
-    p.add_argument("--method", default="random", choices=["random"])
+    p.add_argument("--method", default="random", choices=list(METHODS))
     p.add_argument(
         "--ratio", type=float, required=True, help="fraction of all parameters to remove, in (0, 1)"
     )
@@ -28,12 +40,16 @@ def register(subparsers) -> None:
         action="store_true",
         help="MODEL is a peft adapter folder: prune the adapter with its base and keep it unmerged (adapter/)",
     )
+    add_score_option_arg(p)
+    add_calibration_args(p)
+    add_knowledge_args(p, default_rule=None)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from lorashear.prune import METHODS
     from lorashear.prune.api import PruneConfig, prune_model
 
     config = PruneConfig(
@@ -46,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         merge_lora=not args.lora,
         overwrite=args.overwrite,
+        score_options=score_options(args.score_option),
+        calibration=calibration_config(args),
+        knowledge=knowledge_config(args, METHODS[args.method].criterion),
+        batch_size=args.batch_size,
     )
     prune_model(config)
     return 0

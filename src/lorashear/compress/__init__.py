@@ -1,6 +1,6 @@
 """Stage 5: physically remove groups, export Hugging Face folders, load them back."""
 
-from lorashear.compress.core import compress, count_params, removed_indices, zero_groups
+from lorashear.compress.core import compress, count_params, removed_indices, zero_groups, zeroed
 from lorashear.compress.export import export, is_pruned_folder, load_pruned
 
 __all__ = [
@@ -11,4 +11,5 @@ __all__ = [
     "load_pruned",
     "removed_indices",
     "zero_groups",
+    "zeroed",
 ]

@@ -7,6 +7,9 @@ norm's statistics (mean and variance over the kept channels), which zeroing cann
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -47,6 +50,30 @@ def zero_groups(model: nn.Module, groups: list[Group]) -> None:
             t = state[name]
             for d, ix in dims.items():
                 t.index_fill_(d, torch.tensor(ix, dtype=torch.long, device=t.device), 0.0)
+
+
+@contextmanager
+def zeroed(model: nn.Module, groups: list[Group]) -> Iterator[None]:
+    """Zero the groups' slices in place for the duration of the block, then restore them exactly.
+
+    Only the affected slices are copied, so probing a 7B model needs no second model.
+    """
+    state = model.state_dict(keep_vars=True)
+    saved = []
+    with torch.no_grad():
+        for name, dims in removed_indices(groups).items():
+            t = state[name]
+            for d, ix in dims.items():
+                index = torch.tensor(ix, dtype=torch.long, device=t.device)
+                saved.append((t, d, index, t.index_select(d, index)))
+        for t, d, index, _ in saved:
+            t.index_fill_(d, index, 0.0)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for t, d, index, values in reversed(saved):  # reversed: overlapping slices end as they began
+                t.index_copy_(d, index, values)
 
 
 def base_name(name: str) -> str | None:

@@ -66,9 +66,11 @@ def export(
     merge_lora: bool = True,
     overwrite: bool = False,
     extra_files: dict[str, str] | None = None,
+    record: dict | None = None,
 ) -> Path:
     """Write the compressed `model` (LoRA merged, or kept as `adapter/`), its tokenizer and `extra_files`
-    (name -> text) to `out_dir`, through a temporary folder renamed at the end."""
+    (name -> text) to `out_dir`, through a temporary folder renamed at the end; `record` (how the groups
+    were chosen) goes into pruning.json."""
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise LorashearError(f"{out_dir} exists and is not empty; choose another folder or pass overwrite")
@@ -113,6 +115,7 @@ def export(
             "params_after": count_params(base),
             "plain": plain,
             "lora": "merged" if merge_lora or not peft else ADAPTER_DIR,
+            **(record or {}),
             "removed": [g.to_dict() for g in removed],
         }
         (tmp / PLAN_FILE).write_text(json.dumps(plan))

@@ -1,9 +1,19 @@
 """Stage 4: choose groups to remove. Every method produces a `PruningPlan` through `select`."""
 
-from lorashear.prune.plan import ParamCounter, PruningPlan, select
+from lorashear.prune.context import PruneContext
+from lorashear.prune.methods import METHODS, Method, criterion_plan, register_method
+from lorashear.prune.plan import ParamCounter, PruningPlan, group_sizes, select
 from lorashear.prune.random import random_plan
 
-# Method name -> plan function (graph, ratio, kinds, uniform, seed, aliases) -> PruningPlan.
-METHODS = {"random": random_plan}
-
-__all__ = ["METHODS", "ParamCounter", "PruningPlan", "random_plan", "select"]
+__all__ = [
+    "METHODS",
+    "Method",
+    "ParamCounter",
+    "PruneContext",
+    "PruningPlan",
+    "criterion_plan",
+    "group_sizes",
+    "random_plan",
+    "register_method",
+    "select",
+]

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from lorashear.errors import LorashearError
 from lorashear.graph.structures import DEFAULT_KINDS, GROUP_KINDS
+from lorashear.importance.calibration import CalibrationConfig
+from lorashear.knowledge.analysis import KnowledgeConfig, KnowledgeResult
 from lorashear.prune.plan import PruningPlan
 
 
@@ -29,8 +31,13 @@ class PruneConfig:
     seed: int = 0
     merge_lora: bool = True  # False keeps the LoRA adapter of an adapter-folder model unmerged (adapter/)
     overwrite: bool = False
+    score_options: dict = field(default_factory=dict)  # options of the method's criterion (e.g. variant)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    knowledge: KnowledgeConfig | None = None  # None: the method's default rule
+    batch_size: int = 4
 
     def __post_init__(self) -> None:
+        from lorashear.importance import get_criterion
         from lorashear.prune import METHODS
 
         self.kinds = tuple(self.kinds)
@@ -43,6 +50,15 @@ class PruneConfig:
             raise LorashearError(f"ratio must be in (0, 1), got {self.ratio}")
         if self.method not in METHODS:
             raise LorashearError(f"unknown method '{self.method}'; choose from {', '.join(METHODS)}")
+        method = METHODS[self.method]
+        if self.score_options and method.criterion is None:
+            raise LorashearError(f"method '{self.method}' ranks by no criterion; drop --score-option")
+        if method.criterion is not None:
+            get_criterion(method.criterion, **self.score_options)  # refuses unknown options now
+        if self.knowledge is None:
+            self.knowledge = KnowledgeConfig(rule=method.knowledge, criterion=method.criterion or "wanda-sp")
+        if self.knowledge.probes:
+            get_criterion(self.knowledge.criterion)
 
 
 @dataclass
@@ -69,17 +85,18 @@ def tied_aliases(model) -> dict[str, str]:
 
 
 def prune_model(config: PruneConfig, log: Callable[[str], None] = print) -> PruneResult:
-    """Load, discover groups, plan with `config.method`, compress and export to `config.output`."""
+    """Load → graph → knowledge analysis → the method's plan → compress → export to `config.output`."""
     from lorashear.compress import compress, count_params, export
     from lorashear.graph import build_graph
     from lorashear.models import load_model, load_tokenizer
     from lorashear.prune import METHODS
+    from lorashear.prune.context import PruneContext
 
     out = Path(config.output)
     if out.exists() and any(out.iterdir()) and not config.overwrite:
         raise LorashearError(f"{out} exists and is not empty; choose another folder or pass --overwrite")
     seconds: dict[str, float] = {}
-    model = load_model(config.model, device="cpu")
+    model = load_model(config.model)
     if not config.merge_lora and not hasattr(model, "peft_config"):
         raise LorashearError(
             f"--lora keeps the model's LoRA adapter unmerged, but {config.model} has none; "
@@ -94,20 +111,62 @@ def prune_model(config: PruneConfig, log: Callable[[str], None] = print) -> Prun
     start = time.perf_counter()
     graph = build_graph(model, config.kinds)
     seconds["discover"] = time.perf_counter() - start
+    ctx = PruneContext(config, model, tokenizer, graph, tied_aliases(model), log)
 
-    plan = METHODS[config.method](
-        graph, config.ratio, list(config.kinds), uniform=config.uniform, seed=config.seed,
-        aliases=tied_aliases(model),
-    )
+    start = time.perf_counter()
+    ctx.knowledge = knowledge_stage(ctx)
+    seconds["knowledge"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    plan = METHODS[config.method].plan(ctx)
+    plan.settings["knowledge"] = ctx.knowledge.to_dict() if ctx.knowledge else None
+    seconds["plan"] = time.perf_counter() - start
+
     params_before = count_params(model)
     start = time.perf_counter()
     compress(model, plan.groups)
     seconds["compress"] = time.perf_counter() - start
 
     start = time.perf_counter()
+    extra = {"plan.json": json.dumps(plan.to_dict())}
+    if ctx.knowledge is not None:
+        extra["knowledge.json"] = json.dumps(ctx.knowledge.to_dict(), indent=2)
     folder = export(model, tokenizer, out, plan.groups, params_before, merge_lora=config.merge_lora,
-                    overwrite=config.overwrite, extra_files={"plan.json": json.dumps(plan.to_dict())})
+                    overwrite=config.overwrite, extra_files=extra, record=plan_record(plan))
     seconds["export"] = time.perf_counter() - start
     log(f"removed {plan.params_removed:,} of {plan.params_total:,} parameters "
         f"({plan.achieved_ratio:.2%}) -> {folder}")
     return PruneResult(folder, plan, params_before, count_params(model), seconds)
+
+
+def knowledge_stage(ctx) -> KnowledgeResult | None:
+    """Run the knowledge analysis the config asks for and mark its unprunable groups on the graph."""
+    from lorashear.knowledge import analyze_knowledge, mark_unprunable
+
+    kc = ctx.config.knowledge
+    if kc.rule == "none":
+        return None
+    scores = ctx.scores(kc.criterion) if kc.probes else None
+    held_out = ctx.calibration().held_out if kc.probes else None
+    result = analyze_knowledge(ctx.model, ctx.graph, ctx.config.kinds, kc, scores, held_out,
+                               ctx.config.batch_size, ctx.log)
+    mark_unprunable(ctx.graph, result)
+    return result
+
+
+def plan_record(plan: PruningPlan) -> dict:
+    """What `pruning.json` says of how the plan was made (the full plan is in plan.json)."""
+    knowledge = plan.settings.get("knowledge")
+    return {
+        "method": plan.method,
+        "ratio": plan.ratio,
+        "achieved_ratio": plan.achieved_ratio,
+        "uniform": plan.uniform,
+        "kinds": plan.kinds,
+        "settings": {k: v for k, v in plan.settings.items() if k != "knowledge"},
+        "knowledge": None if knowledge is None else {
+            "rule": knowledge["settings"]["rule"],
+            "criterion": knowledge["settings"]["criterion"],
+            "unprunable": knowledge["unprunable"],
+        },
+    }

@@ -90,6 +90,12 @@ class ParamCounter:
         return self._apply(groups, commit=True)
 
 
+def group_sizes(graph: StructureGraph, indices, aliases: dict[str, str] | None = None) -> dict[int, int]:
+    """Base parameters each group removes on its own (LoRA factors and tied aliases not counted)."""
+    counter = ParamCounter(graph, aliases)
+    return {i: counter.cost([graph.groups[i]]) for i in indices}
+
+
 def select(
     graph: StructureGraph,
     scores: dict[int, float],

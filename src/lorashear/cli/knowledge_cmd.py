@@ -1,0 +1,70 @@
+"""`lorashear knowledge MODEL -o OUT`: the knowledge-distribution analysis alone (JSON table + heatmap)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lorashear.cli.options import (
+    add_calibration_args,
+    add_knowledge_args,
+    add_score_option_arg,
+    calibration_config,
+    knowledge_config,
+    score_options,
+    split_list,
+)
+from lorashear.errors import LorashearError
+from lorashear.graph.structures import DEFAULT_KINDS
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from lorashear.importance import CRITERIA
+
+    p = sub.add_parser("knowledge", help="find the clusters (layer attention/MLP) that must not be pruned")
+    p.add_argument("model", help="built-in name, HF folder, peft adapter folder, .gguf file or hub id")
+    p.add_argument("--structures", type=split_list, default=DEFAULT_KINDS, metavar="LIST",
+                   help=f"kinds whose clusters are probed (default: {','.join(DEFAULT_KINDS)})")
+    p.add_argument("--criterion", default="wanda-sp", choices=sorted(CRITERIA),
+                   help="ranks the groups inside a cluster; the lowest are zeroed (default wanda-sp)")
+    add_score_option_arg(p)
+    add_calibration_args(p)
+    add_knowledge_args(p, default_rule="auto")
+    p.add_argument("-o", "--output", required=True, type=Path,
+                   help="folder for knowledge.json and knowledge.png")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lorashear.graph import GROUP_KINDS, build_graph
+    from lorashear.importance import ScoreContext, get_criterion, load_calibration
+    from lorashear.knowledge import analyze_knowledge, heatmap
+    from lorashear.models import load_model, load_tokenizer
+    from lorashear.prune.api import tied_aliases
+
+    unknown = sorted(set(args.structures) - set(GROUP_KINDS))
+    if unknown or not args.structures:
+        raise LorashearError(f"unknown structures {unknown}; choose from {', '.join(GROUP_KINDS)}")
+    config = knowledge_config(args, args.criterion)
+    criterion = get_criterion(args.criterion, **score_options(args.score_option))
+    calibration = calibration_config(args)
+    if config.probes and calibration.held_out < 1:
+        raise LorashearError("--knowledge-samples must be at least 1 for the data-driven rules")
+    model = load_model(args.model)
+    tokenizer = load_tokenizer(args.model)
+    graph = build_graph(model, args.structures)
+    data = load_calibration(tokenizer, calibration)
+    scores = None
+    if config.probes:
+        ctx = ScoreContext(model, graph, data.batches if criterion.needs_data else None, args.batch_size,
+                           tied_aliases(model), tuple(args.structures))
+        scores = criterion.score(ctx)
+    result = analyze_knowledge(model, graph, tuple(args.structures), config, scores, data.held_out, args.batch_size)
+    result.settings["model"] = args.model
+    table = result.save(args.output / "knowledge.json")
+    picture = heatmap(result, args.output / "knowledge.png")
+    for c in result.clusters:
+        devs = "  ".join(f"{r}: {v:+.4f}" for r, v in c.deviation.items())
+        print(f"{c.name:22s} {len(c.groups):6d} groups  {devs}{'  UNPRUNABLE' if c.unprunable else ''}")
+    print(f"wrote {table} and {picture}")
+    return 0

@@ -1,0 +1,50 @@
+"""Stage 3: importance. A registered criterion gives every group of the graph one score.
+
+    criterion = get_criterion("taylor", variant="vector")
+    scores = criterion.score(ScoreContext(model, graph, batches=calibration.batches))
+
+Criteria (one module each): `magnitude`, `taylor` (LLM-Pruner), `wanda-sp`; LoRA-based criteria
+(LHSPG's W⊙BA proxies, LoRAPrune's LoRA gradients) plug in the same way: a `Criterion` subclass
+that yields element scores from `effective_weights` and the LoRA factors, `@register`ed.
+"""
+
+from lorashear.importance import magnitude, taylor, wanda  # noqa: F401  (register the criteria)
+from lorashear.importance.base import (
+    CRITERIA,
+    Criterion,
+    GroupScores,
+    ScoreContext,
+    aggregate,
+    effective_weights,
+    get_criterion,
+    lora_layers,
+    reduce_scores,
+    register,
+)
+from lorashear.importance.calibration import (
+    CalibrationConfig,
+    CalibrationData,
+    InputStats,
+    collect_input_stats,
+    load_calibration,
+    mean_loss,
+)
+
+__all__ = [
+    "CRITERIA",
+    "CalibrationConfig",
+    "CalibrationData",
+    "Criterion",
+    "GroupScores",
+    "InputStats",
+    "ScoreContext",
+    "aggregate",
+    "collect_input_stats",
+    "effective_weights",
+    "get_criterion",
+    "load_calibration",
+    "lora_layers",
+    "mean_loss",
+    "reduce_scores",
+    "register",
+]

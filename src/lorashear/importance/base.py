@@ -1,0 +1,214 @@
+"""The importance stage's pieces: a criterion turns (model, graph, data) into one score per group.
+
+Most criteria score *elements*: they yield, per parameter, a tensor of the parameter's shape
+(|W|², w·∂L/∂w, |W|·‖X‖ …). `aggregate` then sums each group's elements over all of its
+slices (heads, KV groups, MLP channels, hidden channels alike) and reduces the sum to one
+number. A criterion that needs something else (FLAP's standardised fluctuation) overrides
+`score`. Higher score = more important = pruned later.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from lorashear.errors import LorashearError
+from lorashear.graph.structures import StructureGraph
+
+# How a group's summed elements become its score.
+REDUCTIONS = ("sum", "mean", "abs-sum", "l2")
+NORMALIZATIONS = ("none", "l2")
+
+
+@dataclass
+class ScoreContext:
+    """What a criterion may read: the model (peft LoRA attached or not), its graph, calibration data."""
+
+    model: nn.Module
+    graph: StructureGraph
+    batches: torch.Tensor | None = None  # [n, seq_len] calibration token ids
+    batch_size: int = 4
+    aliases: dict[str, str] = field(default_factory=dict)  # tied state_dict names -> the name they share
+    kinds: tuple[str, ...] | None = None  # score only groups of these kinds (None: all)
+
+    def require_batches(self, criterion: str) -> torch.Tensor:
+        if self.batches is None or len(self.batches) == 0:
+            raise LorashearError(f"criterion '{criterion}' needs calibration data; pass --data/--calib-samples")
+        return self.batches
+
+    def wanted(self) -> list[int]:
+        """Indices (in graph.groups) of the groups to score."""
+        return [i for i, g in enumerate(self.graph.groups) if self.kinds is None or g.kind in self.kinds]
+
+
+@dataclass
+class GroupScores:
+    """One score per group (index in graph.groups -> score; higher = keep) and how it was made."""
+
+    criterion: str
+    scores: dict[int, float]
+    settings: dict = field(default_factory=dict)
+
+    def ranked(self, indices: Iterable[int]) -> list[int]:
+        """`indices` from least to most important."""
+        return sorted(indices, key=lambda i: self.scores[i])
+
+
+@dataclass
+class Criterion:
+    """Base of every criterion: options are the dataclass fields (defaults as in the papers)."""
+
+    name: ClassVar[str] = ""
+    needs_data: ClassVar[bool] = False
+    reduce: str = "sum"
+    normalize: str = "none"  # "l2": each parameter's element scores divided by their L2 norm (LoRAPrune)
+
+    def __post_init__(self) -> None:
+        if self.reduce not in REDUCTIONS:
+            raise LorashearError(f"{self.name}: reduce must be one of {', '.join(REDUCTIONS)}, got {self.reduce!r}")
+        if self.normalize not in NORMALIZATIONS:
+            raise LorashearError(
+                f"{self.name}: normalize must be one of {', '.join(NORMALIZATIONS)}, got {self.normalize!r}"
+            )
+
+    def settings(self) -> dict:
+        return {"criterion": self.name, **asdict(self)}
+
+    def elements(self, ctx: ScoreContext) -> Iterator[tuple[str, torch.Tensor]]:
+        """(state_dict name, element scores of that parameter's shape), one parameter at a time."""
+        raise NotImplementedError
+
+    def score(self, ctx: ScoreContext) -> GroupScores:
+        """One score per wanted group of `ctx.graph`."""
+        sums, counts = aggregate(ctx, self.elements(ctx), self.normalize)
+        return GroupScores(self.name, reduce_scores(sums, counts, self.reduce), self.settings())
+
+
+# ---------------------------------------------------------------- registry
+
+CRITERIA: dict[str, type[Criterion]] = {}
+
+
+def register(cls: type[Criterion]) -> type[Criterion]:
+    """Class decorator: make a criterion available by its `name`."""
+    CRITERIA[cls.name] = cls
+    return cls
+
+
+def get_criterion(name: str, **options: Any) -> Criterion:
+    """An instance of the registered criterion `name` with `options` (field names of its dataclass)."""
+    if name not in CRITERIA:
+        raise LorashearError(f"unknown criterion '{name}'; choose from {', '.join(sorted(CRITERIA))}")
+    cls = CRITERIA[name]
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise LorashearError(
+            f"criterion '{name}' has no option {', '.join(unknown)}; its options are {', '.join(known)}"
+        )
+    return cls(**{k: _coerce(v, known[k].default) for k, v in options.items()})
+
+
+def _coerce(value: Any, default: Any) -> Any:
+    """Options from the command line arrive as strings: convert them to the default's type."""
+    if not isinstance(value, str) or isinstance(default, str):
+        return value
+    try:
+        if isinstance(default, bool):
+            return value.lower() in ("1", "true", "yes")
+        return type(default)(value)
+    except (TypeError, ValueError) as err:
+        raise LorashearError(f"option value {value!r} is not a {type(default).__name__}") from err
+
+
+# ---------------------------------------------------------------- aggregation
+
+
+def _channel_sums(elements: torch.Tensor, dim: int) -> np.ndarray:
+    """Sum of `elements` over every dim but `dim`: one value per index along `dim` (float64)."""
+    moved = elements.detach().double().movedim(dim, 0)
+    return moved.reshape(moved.shape[0], -1).sum(dim=1).cpu().numpy()
+
+
+def aggregate(
+    ctx: ScoreContext, elements: Iterable[tuple[str, torch.Tensor]], normalize: str = "none"
+) -> tuple[dict[int, float], dict[int, int]]:
+    """Per wanted group: the sum of its element scores over all its slices, and how many elements that is.
+
+    LoRA factors and tied aliases are skipped (they merge into / are the same as the base weights).
+    """
+    wanted = ctx.wanted()
+    needed: dict[str, set[int]] = {}
+    for i in wanted:
+        for s in ctx.graph.groups[i].slices:
+            if ".lora_" not in s.param and s.param not in ctx.aliases:
+                needed.setdefault(s.param, set()).add(s.dim)
+    channel: dict[tuple[str, int], np.ndarray] = {}
+    per_index: dict[tuple[str, int], int] = {}
+    for name, elem in elements:
+        if name not in needed:
+            continue
+        if normalize == "l2":
+            norm = float(elem.double().norm())
+            elem = elem / norm if norm > 0 else elem
+        for d in needed[name]:
+            channel[(name, d)] = _channel_sums(elem, d)
+            per_index[(name, d)] = math.prod(elem.shape) // elem.shape[d]
+    sums: dict[int, float] = {}
+    counts: dict[int, int] = {}
+    for i in wanted:
+        total, count = 0.0, 0
+        for s in ctx.graph.groups[i].slices:
+            vec = channel.get((s.param, s.dim))
+            if vec is None:
+                continue
+            total += float(vec[list(s.index)].sum())
+            count += per_index[(s.param, s.dim)] * len(s.index)
+        sums[i], counts[i] = total, count
+    return sums, counts
+
+
+def reduce_scores(sums: dict[int, float], counts: dict[int, int], reduce: str) -> dict[int, float]:
+    """Group sums to scores: as they are, per element (`mean`), absolute (`abs-sum`), or square root (`l2`)."""
+    if reduce == "sum":
+        return dict(sums)
+    if reduce == "abs-sum":
+        return {i: abs(v) for i, v in sums.items()}
+    if reduce == "l2":
+        return {i: math.sqrt(max(v, 0.0)) for i, v in sums.items()}
+    return {i: (v / counts[i] if counts[i] else 0.0) for i, v in sums.items()}
+
+
+# ---------------------------------------------------------------- weights as the model computes them
+
+
+def lora_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """state_dict name of each LoRA layer's base weight -> the peft LoRA layer."""
+    out = {}
+    for name, module in model.named_modules():
+        if hasattr(module, "base_layer") and hasattr(module, "lora_A") and hasattr(module, "get_delta_weight"):
+            out[f"{name}.base_layer.weight"] = module
+    return out
+
+
+def effective_weights(model: nn.Module, names: Iterable[str] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+    """(state_dict name, W + s·B·A) for every weight of the model (W alone where no LoRA is attached)."""
+    lora = lora_layers(model)
+    state = model.state_dict()
+    for name in names if names is not None else state:
+        if ".lora_" in name or name not in state:
+            continue
+        w = state[name]
+        if name in lora:
+            layer = lora[name]
+            with torch.no_grad():
+                for adapter in layer.active_adapters:
+                    if adapter in layer.lora_A:
+                        w = w + layer.get_delta_weight(adapter).to(w.dtype)
+        yield name, w

@@ -1,0 +1,29 @@
+"""Knowledge-distribution analysis: find the clusters (layer attention / MLP) that must not be pruned."""
+
+from lorashear.knowledge.analysis import (
+    KNOWLEDGE_REASON,
+    RULES,
+    Cluster,
+    KnowledgeConfig,
+    KnowledgeResult,
+    analyze_knowledge,
+    choose_unprunable,
+    clusters_of,
+    mark_unprunable,
+    probe,
+)
+from lorashear.knowledge.plot import heatmap
+
+__all__ = [
+    "KNOWLEDGE_REASON",
+    "RULES",
+    "Cluster",
+    "KnowledgeConfig",
+    "KnowledgeResult",
+    "analyze_knowledge",
+    "choose_unprunable",
+    "clusters_of",
+    "heatmap",
+    "mark_unprunable",
+    "probe",
+]

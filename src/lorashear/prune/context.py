@@ -1,0 +1,65 @@
+"""`PruneContext`: everything a pruning method may use, built once per run and passed as one object.
+
+Expensive pieces (calibration text, group scores) are made on first use and shared, so the
+knowledge analysis and the method score the model once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+from lorashear.graph.structures import StructureGraph
+from lorashear.importance import CalibrationData, GroupScores, ScoreContext, get_criterion, load_calibration
+
+if TYPE_CHECKING:
+    from lorashear.knowledge import KnowledgeResult
+    from lorashear.prune.api import PruneConfig
+
+
+@dataclass
+class PruneContext:
+    """The model being pruned, its graph, the run's settings, and shared lazily-built inputs."""
+
+    config: PruneConfig
+    model: nn.Module
+    tokenizer: Any
+    graph: StructureGraph
+    aliases: dict[str, str]
+    log: Callable[[str], None] = print
+    knowledge: KnowledgeResult | None = None
+    _calibration: CalibrationData | None = None
+    _scores: dict[str, GroupScores] = field(default_factory=dict)
+
+    def calibration(self) -> CalibrationData:
+        """Calibration batches and held-out text (loaded once)."""
+        if self._calibration is None:
+            if self.tokenizer is None:
+                from lorashear.errors import LorashearError
+
+                raise LorashearError(f"method '{self.config.method}' needs calibration text, but the model has no tokenizer")
+            self._calibration = load_calibration(self.tokenizer, self.config.calibration)
+            self.log(f"calibration: {len(self._calibration.batches)} × {self.config.calibration.seq_len} tokens "
+                     f"from {', '.join(self.config.calibration.data)} (+{len(self._calibration.held_out)} held out)")
+        return self._calibration
+
+    def calibration_record(self) -> dict | None:
+        """What calibration text was used (None when the run needed none)."""
+        data = self._calibration
+        if data is None:
+            return None
+        return {"data": list(data.config.data), "samples": len(data.batches), "seq_len": data.config.seq_len,
+                "held_out": len(data.held_out), "seed": data.config.seed}
+
+    def scores(self, criterion: str, options: dict | None = None) -> GroupScores:
+        """Scores of every group of the run's kinds by `criterion` (computed once per criterion)."""
+        if criterion not in self._scores:
+            scorer = get_criterion(criterion, **(options or {}))
+            batches = self.calibration().batches if scorer.needs_data else None
+            ctx = ScoreContext(self.model, self.graph, batches, self.config.batch_size, self.aliases,
+                               tuple(self.config.kinds))
+            self._scores[criterion] = scorer.score(ctx)
+        return self._scores[criterion]

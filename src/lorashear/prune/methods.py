@@ -1,0 +1,63 @@
+"""The pruning methods: each turns a `PruneContext` into a `PruningPlan` through the one `select`.
+
+One-shot criterion methods (magnitude, taylor, wanda-sp) rank groups by a registered
+criterion; `random` ranks them at random. Trained methods (LHSPG, LoRAPrune) register here too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lorashear.prune.context import PruneContext
+from lorashear.prune.plan import PruningPlan, group_sizes, select
+from lorashear.prune.random import random_plan
+
+
+@dataclass(frozen=True)
+class Method:
+    """A pruning method: how it plans, which criterion it ranks by, its default knowledge rule."""
+
+    name: str
+    plan: Callable[[PruneContext], PruningPlan]
+    criterion: str | None = None
+    knowledge: str = "auto"  # default --unprunable rule
+    description: str = ""
+
+
+def _random(ctx: PruneContext) -> PruningPlan:
+    c = ctx.config
+    return random_plan(ctx.graph, c.ratio, list(c.kinds), uniform=c.uniform, seed=c.seed, aliases=ctx.aliases)
+
+
+def criterion_plan(ctx: PruneContext, criterion: str) -> PruningPlan:
+    """Remove the groups that `criterion` ranks lowest (per parameter they hold, so kinds compare fairly)."""
+    c = ctx.config
+    scores = ctx.scores(criterion, c.score_options)
+    ranking = dict(scores.scores)
+    if scores.settings.get("reduce") in ("sum", "abs-sum"):  # extensive scores: importance per parameter
+        sizes = group_sizes(ctx.graph, ranking, ctx.aliases)
+        ranking = {i: s / max(sizes[i], 1) for i, s in ranking.items()}
+    settings = {"scores": scores.settings, "calibration": ctx.calibration_record()}
+    return select(ctx.graph, ranking, c.ratio, c.uniform, list(c.kinds), c.method, settings, ctx.aliases)
+
+
+def _by(criterion: str) -> Callable[[PruneContext], PruningPlan]:
+    return lambda ctx: criterion_plan(ctx, criterion)
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("random", _random, None, "none", "uniformly random groups (the floor every criterion must beat)"),
+        Method("magnitude", _by("magnitude"), "magnitude", "auto", "group L2 norm of the weights, no data"),
+        Method("taylor", _by("taylor"), "taylor", "auto", "LLM-Pruner's first-order Taylor, one shot"),
+        Method("wanda-sp", _by("wanda-sp"), "wanda-sp", "auto", "|W|·‖X‖ from calibration activations"),
+    )
+}
+
+
+def register_method(method: Method) -> Method:
+    """Add a method (LHSPG, LoRAPrune, FLAP, ... register themselves here)."""
+    METHODS[method.name] = method
+    return method

@@ -1,0 +1,149 @@
+"""Each criterion equals a hand computation on a tiny model; the registry refuses bad names and options."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_models import single_thread, tiny_model  # noqa: F401
+
+from lorashear.errors import LorashearError
+from lorashear.graph import build_graph
+from lorashear.importance import CRITERIA, ScoreContext, get_criterion
+from lorashear.prune.api import tied_aliases
+
+BATCHES = torch.randint(0, 128, (6, 12), generator=torch.Generator().manual_seed(0))
+KINDS = ("kv_group", "mlp_channel", "hidden_channel")
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["plain", "lora"])
+def setup(request):
+    model = tiny_model("llama", lora=request.param, tie_word_embeddings=False)
+    graph = build_graph(model, KINDS)
+    return model, graph, ScoreContext(model, graph, BATCHES, batch_size=4, aliases=tied_aliases(model))
+
+
+def merged(model) -> torch.nn.Module:
+    """The same function without LoRA (W + s·BA merged), for hand computations on plain weights."""
+    import copy
+
+    return copy.deepcopy(model).merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+
+def mlp_group(graph, layer: int, channel: int) -> int:
+    for i, g in enumerate(graph.groups):
+        if g.kind == "mlp_channel" and g.layer == layer:
+            if any(s.param.endswith("gate_proj.weight") or s.param.endswith("gate_proj.base_layer.weight")
+                   for s in g.slices if s.index == (channel,)):
+                return i
+    raise AssertionError("channel not found")
+
+
+def mlp_weights(model, layer: int):
+    mlp = merged(model).model.layers[layer].mlp
+    return mlp.gate_proj.weight.detach(), mlp.up_proj.weight.detach(), mlp.down_proj.weight.detach()
+
+
+def test_magnitude_is_the_group_l2_norm_of_effective_weights(setup):
+    model, graph, ctx = setup
+    scores = get_criterion("magnitude").score(ctx).scores
+    gate, up, down = mlp_weights(model, 1)
+    c = 5
+    expected = (gate[c].pow(2).sum() + up[c].pow(2).sum() + down[:, c].pow(2).sum()).sqrt()
+    assert scores[mlp_group(graph, 1, c)] == pytest.approx(float(expected), rel=1e-5)
+    mean = get_criterion("magnitude", reduce="mean").score(ctx).scores
+    expected_mean = (gate[c].abs().sum() + up[c].abs().sum() + down[:, c].abs().sum()) / (3 * gate.shape[1])
+    assert mean[mlp_group(graph, 1, c)] == pytest.approx(float(expected_mean), rel=1e-5)
+
+
+def hand_gradients(model):
+    """∂(mean loss over BATCHES)/∂W of layer 0's MLP weights, by autograd on the merged model."""
+    plain = merged(model)
+    mlp = plain.model.layers[0].mlp
+    weights = (mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight)
+    for w in weights:
+        w.requires_grad_(True)
+    total = 0.0
+    for start in range(0, len(BATCHES), 4):
+        batch = BATCHES[start : start + 4]
+        total = total + plain(input_ids=batch, labels=batch).loss * len(batch) / len(BATCHES)
+    grads = torch.autograd.grad(total, weights)
+    for w in weights:
+        w.requires_grad_(False)
+    return [w.detach() for w in weights], grads
+
+
+def test_taylor_element_and_vector_match_autograd(setup):
+    model, graph, ctx = setup
+    (gate, up, down), (g_gate, g_up, g_down) = hand_gradients(model)
+    c = 3
+    wg = [(gate * g_gate)[c], (up * g_up)[c], (down * g_down)[:, c]]
+    element = sum(t.abs().sum() for t in wg)
+    vector = sum(t.sum() for t in wg).abs()
+    i = mlp_group(graph, 0, c)
+    assert get_criterion("taylor").score(ctx).scores[i] == pytest.approx(float(element), rel=1e-4)
+    assert get_criterion("taylor", variant="vector").score(ctx).scores[i] == pytest.approx(float(vector), rel=1e-4)
+    # frozen weights stay frozen, LoRA factors stay trainable, no gradient is left behind
+    assert all(p.grad is None for p in model.parameters())
+    assert all(p.requires_grad == (".lora_" in n) for n, p in model.named_parameters()) or not hasattr(
+        model, "peft_config")
+
+
+def test_wanda_sp_uses_input_norms(setup):
+    model, graph, ctx = setup
+    plain = merged(model)
+    mlp = plain.model.layers[1].mlp
+    seen = {}
+    hooks = [m.register_forward_hook(lambda m, i, o, key=key: seen.setdefault(key, []).append(i[0].reshape(-1, i[0].shape[-1])))
+             for key, m in (("in", mlp.gate_proj), ("mid", mlp.down_proj))]
+    with torch.no_grad():
+        for start in range(0, len(BATCHES), 4):
+            plain(input_ids=BATCHES[start : start + 4])
+    for h in hooks:
+        h.remove()
+    x_in = torch.cat(seen["in"]).double().norm(dim=0)
+    x_mid = torch.cat(seen["mid"]).double().norm(dim=0)
+    c = 7
+    expected = ((mlp.gate_proj.weight[c].abs() + mlp.up_proj.weight[c].abs()).double() * x_in).sum() + (
+        mlp.down_proj.weight[:, c].abs().double().sum() * x_mid[c])
+    assert get_criterion("wanda-sp").score(ctx).scores[mlp_group(graph, 1, c)] == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_l2_normalisation_divides_each_parameter_by_its_norm(setup):
+    model, graph, ctx = setup
+    scores = get_criterion("magnitude", reduce="sum", normalize="l2").score(ctx).scores
+    gate, up, down = mlp_weights(model, 0)
+    c = 2
+    expected = sum(a[idx].sum() / a.norm() for a, idx in (  # sum reduction: elements are |w|
+        (gate.abs(), (c,)), (up.abs(), (c,)), (down.abs(), (slice(None), c))))
+    assert scores[mlp_group(graph, 0, c)] == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_every_kind_gets_a_score(setup):
+    _, graph, ctx = setup
+    for name in CRITERIA:
+        scores = get_criterion(name).score(ctx).scores
+        assert set(scores) == set(range(len(graph.groups)))
+        assert all(v == v for v in scores.values())  # no NaN
+        per_kind = {g.kind for i, g in enumerate(graph.groups) if scores[i] != 0}
+        assert per_kind == set(KINDS), name
+
+
+def test_unknown_criterion_and_option_are_clear_errors():
+    with pytest.raises(LorashearError, match="unknown criterion 'nope'; choose from"):
+        get_criterion("nope")
+    with pytest.raises(LorashearError, match="has no option colour; its options are"):
+        get_criterion("taylor", colour="red")
+    with pytest.raises(LorashearError, match="variant must be one of"):
+        get_criterion("taylor", variant="second")
+    with pytest.raises(LorashearError, match="reduce must be one of"):
+        get_criterion("magnitude", reduce="max")
+
+
+def test_data_criteria_need_batches(setup):
+    model, graph, _ = setup
+    with pytest.raises(LorashearError, match="needs calibration data"):
+        get_criterion("taylor").score(ScoreContext(model, graph))
+
+
+def test_string_options_are_converted():
+    assert get_criterion("taylor", variant="vector").reduce == "abs-sum"

@@ -1,0 +1,107 @@
+"""Knowledge-distribution analysis: finds a cluster made critical by construction; probes restore the model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from tiny_models import single_thread, tiny_model  # noqa: F401
+
+from lorashear.errors import LorashearError
+from lorashear.graph import build_graph
+from lorashear.importance import ScoreContext, get_criterion
+from lorashear.knowledge import (
+    KnowledgeConfig,
+    analyze_knowledge,
+    choose_unprunable,
+    clusters_of,
+    heatmap,
+    mark_unprunable,
+)
+
+KINDS = ("kv_group", "mlp_channel")
+CRITICAL = 3  # layer whose MLP is made to carry the model
+
+
+@pytest.fixture(scope="module")
+def setup():
+    """A confident model (large lm_head) whose MLP output comes almost all from layer 3, and held-out text it
+    predicts itself (greedy): zeroing layer 3's MLP channels raises the loss, other MLPs barely matter."""
+    model = tiny_model("llama", num_hidden_layers=6, tie_word_embeddings=False)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(100.0)
+        for i, layer in enumerate(model.model.layers):
+            layer.mlp.down_proj.weight.mul_(30.0 if i == CRITICAL else 0.3)
+    prompts = torch.randint(0, 128, (4, 2), generator=torch.Generator().manual_seed(1))
+    held_out = model.generate(prompts, max_new_tokens=14, min_new_tokens=14, do_sample=False, pad_token_id=0)
+    graph = build_graph(model, KINDS)
+    scores = get_criterion("magnitude").score(ScoreContext(model, graph))
+    return model, graph, scores, held_out
+
+
+def test_clusters_are_each_layers_attention_and_mlp(setup):
+    _, graph, _, _ = setup
+    names = [c.name for c in clusters_of(graph, KINDS)]
+    assert names == [f"layer{i}.{k}" for i in range(6) for k in ("attention", "mlp")]
+
+
+def test_auto_rule_finds_the_critical_cluster_and_probes_restore_the_model(setup):
+    model, graph, scores, HELD_OUT = setup
+    before = {n: t.clone() for n, t in model.state_dict().items()}
+    result = analyze_knowledge(model, graph, KINDS, KnowledgeConfig(), scores, HELD_OUT, log=lambda s: None)
+    assert [c.name for c in result.unprunable] == [f"layer{CRITICAL}.mlp"]
+    assert all(torch.equal(before[n], t) for n, t in model.state_dict().items())  # restored exactly
+    mlps = [c for c in result.clusters if c.kind == "mlp"]
+    worst = max(mlps, key=lambda c: c.mean_deviation)
+    assert worst.name == f"layer{CRITICAL}.mlp" and set(worst.deviation) == {"0.25", "0.5"}
+    assert worst.mean_deviation > 10 * max(c.mean_deviation for c in mlps if c is not worst)
+    assert result.dense_loss > 0
+    gamma = analyze_knowledge(model, graph, KINDS, KnowledgeConfig(unprunable_ratio=0.25), scores, HELD_OUT,
+                              log=lambda s: None)
+    top = sorted(result.clusters, key=lambda c: c.mean_deviation, reverse=True)[:3]  # floor(0.25 × 12)
+    assert {c.name for c in gamma.unprunable} == {c.name for c in top}
+
+
+def test_mark_unprunable_records_the_reason(setup):
+    model, graph, scores, HELD_OUT = setup
+    import copy
+
+    graph = copy.deepcopy(graph)
+    result = analyze_knowledge(model, graph, KINDS, KnowledgeConfig(rule="fixed"), log=lambda s: None)
+    marked = mark_unprunable(graph, result)
+    # 6 layers: the first max(1, round(0.6)) = 1 layer and the last
+    assert {c.name for c in result.unprunable} == {"layer0.attention", "layer0.mlp", "layer5.attention", "layer5.mlp"}
+    reasons = {g.unprunable for g in graph.groups if g.layer in (0, 5)}
+    assert reasons == {"knowledge"} and marked == sum(g.layer in (0, 5) for g in graph.groups)
+    assert all(g.prunable for g in graph.groups if g.layer not in (0, 5))
+
+
+def test_none_rule_marks_nothing(setup):
+    _, graph, _, _ = setup
+    clusters = clusters_of(graph, KINDS)
+    choose_unprunable(clusters, KnowledgeConfig(rule="none"), 6)
+    assert not any(c.unprunable for c in clusters)
+
+
+def test_json_and_heatmap(setup, tmp_path):
+    model, graph, scores, HELD_OUT = setup
+    result = analyze_knowledge(model, graph, KINDS, KnowledgeConfig(ratios=(0.5,)), scores, HELD_OUT,
+                               log=lambda s: None)
+    table = json.loads(result.save(tmp_path / "k.json").read_text())
+    assert f"layer{CRITICAL}.mlp" in table["unprunable"] and len(table["clusters"]) == 12
+    row = table["clusters"][2 * CRITICAL + 1]
+    assert row["unprunable"] and row["layer"] == CRITICAL and row["kind"] == "mlp" and row["deviation"]["0.5"] > 0
+    png = heatmap(result, tmp_path / "k.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"unprunable_ratio": 1.0}, r"γ must be in \[0, 1\)"),
+    ({"unprunable_ratio": -0.1}, r"γ must be in \[0, 1\)"),
+    ({"rule": "sometimes"}, "must be one of"),
+    ({"ratios": (0.0,)}, "ratios must be in"),
+])
+def test_bad_settings(kwargs, match):
+    with pytest.raises(LorashearError, match=match):
+        KnowledgeConfig(**kwargs)
