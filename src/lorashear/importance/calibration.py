@@ -7,7 +7,7 @@ across corpora; sequences held out for the knowledge analysis are disjoint from 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -90,11 +90,15 @@ def iterate_batches(batches: torch.Tensor, batch_size: int, desc: str | None = N
 
 
 @torch.no_grad()
-def mean_loss(model: nn.Module, batches: torch.Tensor, batch_size: int = 4) -> float:
-    """Mean next-token NLL of the model over every predicted token of `batches`."""
+def mean_loss(
+    model: nn.Module, batches: torch.Tensor, batch_size: int = 4, on_batch: Callable[[int], None] | None = None
+) -> float:
+    """Mean next-token NLL of the model over every predicted token of `batches` (`on_batch(i)` before batch i)."""
     device = model_device(model)
     total, count = 0.0, 0
-    for batch in iterate_batches(batches, batch_size):
+    for index, batch in enumerate(iterate_batches(batches, batch_size)):
+        if on_batch is not None:
+            on_batch(index)
         batch = batch.to(device)
         logits = model(input_ids=batch, use_cache=False).logits[:, :-1].float()
         nll = torch.nn.functional.cross_entropy(

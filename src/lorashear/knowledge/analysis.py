@@ -32,7 +32,7 @@ from lorashear.graph.structures import (
     StructureGraph,
 )
 from lorashear.importance.base import GroupScores
-from lorashear.importance.calibration import mean_loss
+from lorashear.knowledge.replay import LayerReplay
 
 ATTENTION, MLP, HIDDEN = "attention", "mlp", "hidden"
 CLUSTER_KIND = {KV_GROUP: ATTENTION, QUERY_HEAD: ATTENTION, ATTENTION_BLOCK: ATTENTION,
@@ -144,14 +144,15 @@ def probe(
     batch_size: int = 4,
 ) -> float:
     """Fill every cluster's deviation (loss increase per ratio); returns the full model's loss."""
-    dense = mean_loss(model, held_out, batch_size)
+    replay = LayerReplay(model, held_out, batch_size)
+    dense = replay.dense_loss
     for cluster in tqdm(clusters, desc="knowledge analysis", unit="cluster"):
         ranked = scores.ranked(cluster.groups)
         for ratio in ratios:
             # At least one group; never all of them (select always keeps one group per layer and kind).
             k = min(max(1, round(ratio * len(ranked))), max(1, len(ranked) - 1))
             with zeroed(model, [graph.groups[i] for i in ranked[:k]]):
-                cluster.deviation[f"{ratio:g}"] = mean_loss(model, held_out, batch_size) - dense
+                cluster.deviation[f"{ratio:g}"] = replay.loss(cluster.layer) - dense
     return dense
 
 
