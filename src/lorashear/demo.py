@@ -54,10 +54,10 @@ def comparison_table(dense: EvalResult, pruned: EvalResult, speed: SpeedComparis
                                       ("decode", f"decode tok/s ({speed.decode_tokens} new)", 1)):
             rows.append((label, f"{reference.rate(metric).median:.{digits}f}", f"{other.rate(metric).median:.{digits}f}",
                          speed.ratio_text(other.name, metric)))
-        notes = ["", speed.describe(), *machine_notes(speed.machine, speed.warnings)]
+        notes = ["", speed.describe(), "", *machine_notes(speed.machine, speed.warnings)]
     lines = ["| | dense | pruned | pruned / dense |", "|---|---:|---:|---:|"]
     lines += [f"| {name} | {a} | {b} | {ratio} |" for name, a, b, ratio in rows]
-    return "\n".join(lines + notes)
+    return "\n".join(lines + notes).rstrip("\n")
 
 
 def run_demo(config: DemoConfig, log: Callable[[str], None] = print) -> dict:

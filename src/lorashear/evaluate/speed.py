@@ -59,7 +59,7 @@ class Machine:
     device_name: str  # the CUDA device's name, else the CPU's model name
     cpu_count: int
     torch_threads: int
-    load: tuple[float, ...]  # 1-minute load average before the first round and after each round
+    load: tuple[float, ...]  # 1-minute load average before the warm-up and after every round
 
     @property
     def busy(self) -> bool:
@@ -68,8 +68,8 @@ class Machine:
 
     def describe(self) -> str:
         load = f"load average {min(self.load):.1f}–{max(self.load):.1f}" if self.load else "load average unknown"
-        return (f"{self.device} ({self.device_name}), {self.cpu_count} cores, {self.torch_threads} torch threads, "
-                f"{load} (1 min, sampled every round)")
+        threads = f"{self.torch_threads} torch thread{'s' if self.torch_threads != 1 else ''}"
+        return f"{self.device} ({self.device_name}), {self.cpu_count} cores, {threads}, {load} (1 min, sampled every round)"
 
 
 @dataclass(frozen=True)
@@ -275,19 +275,17 @@ def spread_warnings(models: Sequence[ModelRounds], machine: Machine, max_spread:
     if machine.busy:
         warnings.append(f"busy machine: load average up to {max(machine.load):.1f} on {machine.cpu_count} cores; "
                         "absolute tok/s are pessimistic, compare only ratios measured together")
-    for model in models:
-        for metric in METRICS:
-            spread = model.rate(metric).relative
-            if spread > max_spread:
-                warnings.append(f"{model.name}: {metric} tok/s varied {spread:.0%} across rounds "
-                                f"(over {max_spread:.0%}): the machine's load changed during the measurement")
-    for model in models[1:]:
-        for metric in METRICS:
-            spread = model.ratio(models[0], metric).relative
-            if spread > max_spread:
-                warnings.append(f"{model.name} / {models[0].name}: {metric} ratio varied {spread:.0%} across rounds "
-                                f"(over {max_spread:.0%}): the load changed within rounds; use more rounds "
-                                "or a quieter machine")
+    rates = [f"{m.name} {metric} {m.rate(metric).relative:.0%}" for m in models for metric in METRICS
+             if m.rate(metric).relative > max_spread]
+    if rates:
+        warnings.append(f"tok/s varied across rounds by more than {max_spread:.0%} ({', '.join(rates)}): "
+                        "the machine's load changed during the measurement")
+    ratios = [f"{m.name} {metric} {m.ratio(models[0], metric).relative:.0%}" for m in models[1:] for metric in METRICS
+              if m.ratio(models[0], metric).relative > max_spread]
+    if ratios:
+        warnings.append(f"ratios to {models[0].name} varied across rounds by more than {max_spread:.0%} "
+                        f"({', '.join(ratios)}): the load changed within rounds; read the median and its range, "
+                        "or rerun with more rounds or on a quieter machine")
     return tuple(warnings)
 
 
@@ -389,9 +387,9 @@ def measure_speed(
 
 
 def machine_notes(machine: Machine | None, warnings: Sequence[str]) -> list[str]:
-    """Markdown lines that go under every speed table: the machine, then each warning."""
-    lines = [f"Machine: {machine.describe()}."] if machine is not None else []
-    return lines + [f"**Warning:** {warning}." for warning in warnings]
+    """Markdown lines that go under every speed table: the machine, then a list of warnings."""
+    lines = [f"Machine: {machine.describe()}.", ""] if machine is not None else []
+    return lines + [f"- **Warning:** {warning}." for warning in warnings] + ([""] if warnings else [])
 
 
 @dataclass(frozen=True)
@@ -400,7 +398,6 @@ class SpeedComparison:
 
     models: tuple[ModelRounds, ...]
     machine: Machine
-    warnings: tuple[str, ...]
     rounds: int
     warmup: int
     prefill_tokens: int
@@ -412,6 +409,10 @@ class SpeedComparison:
     @property
     def reference(self) -> ModelRounds:
         return self.models[0]
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return spread_warnings(self.models, self.machine, self.max_spread)
 
     def model(self, name: str) -> ModelRounds:
         return next(model for model in self.models if model.name == name)
@@ -445,12 +446,13 @@ class SpeedComparison:
             lines.append(f"| {m.name} | {m.params:,} | {m.rate('prefill').median:.0f} | {m.rate('decode').median:.1f} "
                          f"| {self.ratio_text(m.name, 'prefill')} | {self.ratio_text(m.name, 'decode')} "
                          f"| {m.macs_per_token:,} |")
-        return "\n".join([*lines, "", *machine_notes(self.machine, self.warnings)]) + "\n"
+        return "\n".join([*lines, "", *machine_notes(self.machine, self.warnings)])
 
     def to_dict(self) -> dict:
         """Settings, machine, warnings, and per model its per-round tok/s with their medians and ratios."""
         data = asdict(self)
         data["reference"] = self.reference.name
+        data["warnings"] = list(self.warnings)
         for entry, model in zip(data["models"], self.models, strict=True):
             entry["tokens_per_s"] = {metric: asdict(model.rate(metric)) for metric in METRICS}
             entry["ratio"] = {metric: asdict(model.ratio(self.reference, metric)) for metric in METRICS}
@@ -458,14 +460,14 @@ class SpeedComparison:
 
     @classmethod
     def from_dict(cls, data: dict) -> SpeedComparison:
-        """The comparison `to_dict` wrote (medians and ratios are recomputed from the rounds)."""
+        """The comparison `to_dict` wrote (medians, ratios and warnings are recomputed from the rounds)."""
         models = tuple(ModelRounds(m["name"], m["params"], m["macs_per_token"],
                                    {metric: tuple(values) for metric, values in m["rounds"].items()})
                        for m in data["models"])
         machine = Machine(**{**data["machine"], "load": tuple(data["machine"]["load"])})
         settings = {key: data[key] for key in ("rounds", "warmup", "prefill_tokens", "decode_tokens",
                                                "decode_prompt_tokens", "macs_context", "max_spread")}
-        return cls(models=models, machine=machine, warnings=tuple(data["warnings"]), **settings)
+        return cls(models=models, machine=machine, **settings)
 
 
 def compare(
@@ -489,7 +491,6 @@ def compare(
                                 decode_tokens=decode_tokens, decode_prompt_tokens=decode_prompt_tokens,
                                 macs_context=macs_context, clock=clock, log=log)
     machine = machine_state(_device_of(next(iter(models.values()))), loads)
-    return SpeedComparison(models=timed, machine=machine, warnings=spread_warnings(timed, machine, max_spread),
-                           rounds=rounds, warmup=warmup, prefill_tokens=prefill_tokens, decode_tokens=decode_tokens,
+    return SpeedComparison(models=timed, machine=machine, rounds=rounds, warmup=warmup, prefill_tokens=prefill_tokens, decode_tokens=decode_tokens,
                            decode_prompt_tokens=decode_prompt_tokens, macs_context=macs_context,
                            max_spread=max_spread)
