@@ -22,3 +22,14 @@ def test_recovery_report_is_rendered_from_its_json():
     results = json.loads((BENCHMARKS / "results" / "recovery_smollm2.json").read_text())
     assert recovery.markdown(results) == (BENCHMARKS / "results" / "recovery_smollm2.md").read_text()
     assert set(results["variants"]) == set(recovery.VARIANTS)  # every variant of the issue was measured
+
+
+def test_speed_report_is_rendered_from_its_json():
+    """speed_smollm2.md (quoted in the README) is `markdown()` of speed_smollm2.json: one alternating comparison."""
+    speed = _script("speed")
+    results = json.loads((BENCHMARKS / "results" / "speed_smollm2.json").read_text())
+    assert speed.markdown(results) == (BENCHMARKS / "results" / "speed_smollm2.md").read_text()
+    comparison = results["comparison"]
+    assert [m["name"] for m in comparison["models"]] == ["dense", "pruned 20%", "pruned 50%"]
+    assert all(len(m["rounds"]["decode"]) == comparison["rounds"] for m in comparison["models"])
+    assert comparison["machine"]["load"]  # the load it ran under is recorded with the figures

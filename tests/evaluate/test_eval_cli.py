@@ -1,3 +1,4 @@
+import functools
 import json
 
 import pytest
@@ -57,3 +58,26 @@ def test_bad_input_exits_non_zero_with_one_error_line(tiny_folder, capsys, argv,
     assert main(["eval", *argv]) != 0
     err_lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lorashear eval: error")]
     assert len(err_lines) == 1 and message in err_lines[0]
+
+
+def test_several_models_are_evaluated_and_timed_side_by_side(tiny_folder, make_tiny_llama, tokenizer, tmp_path,
+                                                              capsys, monkeypatch):
+    import lorashear.evaluate
+
+    smaller = tmp_path / "smaller"
+    make_tiny_llama(intermediate_size=64).save_pretrained(smaller)
+    tokenizer.save_pretrained(smaller)
+    short = functools.partial(lorashear.evaluate.compare, rounds=2, prefill_tokens=16, decode_tokens=2,
+                              decode_prompt_tokens=4)  # the tiny models' figures, not their size, are tested
+    monkeypatch.setattr(lorashear.evaluate, "compare", short)
+    out = tmp_path / "eval.json"
+    assert main(["eval", tiny_folder, str(smaller), "--no-ppl", "--tasks", "none", "--speed", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert [m["model"] for m in data["models"]] == [tiny_folder, str(smaller)]
+    assert all(m["speed"] is None for m in data["models"])  # speed is only the side-by-side comparison
+    assert data["speed"]["reference"] == tiny_folder and len(data["speed"]["models"][1]["rounds"]["prefill"]) == 2
+    ratio = data["speed"]["models"][1]["ratio"]["decode"]
+    stdout = capsys.readouterr().out
+    assert f"| {ratio['median']:.2f}× ({ratio['min']:.2f}–{ratio['max']:.2f}) |" in stdout and "Machine: cpu" in stdout
+    assert main(["eval", tiny_folder, tiny_folder, "--tasks", "none"]) == 2
+    assert "named twice" in capsys.readouterr().err

@@ -1,4 +1,8 @@
-"""`lorashear eval MODEL`: perplexity, zero-shot accuracy (lm-eval) and speed of a model."""
+"""`lorashear eval MODEL [MODEL ...]`: perplexity, zero-shot accuracy (lm-eval) and speed of models.
+
+Several models are evaluated one by one; with --speed they are timed side by side (alternating in one
+window, `evaluate.compare`), so their speed ratios hold on a busy machine.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,9 @@ def _task_list(text: str) -> tuple[str, ...]:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a model: perplexity, zero-shot tasks, speed")
     p.add_argument("model", help="built-in name, local model folder (pruned ones included) or .gguf file")
+    p.add_argument("others", nargs="*", metavar="MODEL",
+                   help="more models (before the options): each is evaluated; with --speed all are timed side by side, "
+                        "as ratios to the first")
     p.add_argument("--ppl", action="append", metavar="CORPUS",
                    help="corpus for perplexity (repeatable; default: wiki)")
     p.add_argument("--no-ppl", action="store_true", help="skip perplexity")
@@ -22,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tasks", type=_task_list, default=ZERO_SHOT_TASKS, metavar="LIST",
                    help=f"comma-separated zero-shot tasks, or 'none' (default: {','.join(ZERO_SHOT_TASKS)})")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="first N documents of each task")
-    p.add_argument("--speed", action="store_true", help="also measure prefill/decode speed, memory and MACs")
+    p.add_argument("--speed", action="store_true",
+                   help="also measure prefill/decode speed, memory and MACs (one model: absolute; several: compared)")
     p.add_argument("--batch-size", type=int, default=4, metavar="B", help="batch size for PPL and tasks")
     p.add_argument("--json", metavar="PATH", help="write the results as one JSON object")
     p.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
@@ -38,10 +46,42 @@ def run(args: argparse.Namespace) -> int:
     # Validate every setting before the (slow) model load.
     config = EvalConfig(ppl_corpora=corpora, ppl_windows=args.ppl_windows, tasks=tasks, limit=args.limit,
                         speed=args.speed, batch_size=args.batch_size)
+    if args.others:
+        return _run_several([args.model, *args.others], config, args)
     tokenizer = load_tokenizer(args.model)
     model = load_model(args.model, device=args.device)
     result = evaluate_config(model, tokenizer, config, model_name=args.model)
     print(result.to_markdown())
     if args.json:
         print(f"wrote {write_json(result, args.json)}")
+    return 0
+
+
+def _run_several(names: list[str], config, args: argparse.Namespace) -> int:
+    """Evaluate each model; with --speed, time them all together (`compare`: ratios to the first)."""
+    import dataclasses
+    import json
+
+    from lorashear.errors import LorashearError
+    from lorashear.evaluate import compare, evaluate_config
+    from lorashear.evaluate.files import write_atomic
+    from lorashear.models import load_model, load_tokenizer
+
+    if len(set(names)) < len(names):
+        raise LorashearError(f"a model is named twice in {names}: name each model once")
+    models, results = {}, []
+    for name in names:
+        model = load_model(name, device=args.device)
+        results.append(evaluate_config(model, load_tokenizer(name), dataclasses.replace(config, speed=False),
+                                       model_name=name))
+        print(results[-1].to_markdown())
+        if config.speed:
+            models[name] = model  # kept loaded: the models are timed side by side at the end
+    speed = compare(models, log=print) if config.speed else None
+    if speed is not None:
+        print(speed.to_markdown())
+    if args.json:
+        payload = {"models": [r.to_dict() for r in results], "speed": speed.to_dict() if speed else None}
+        written = write_atomic(args.json, json.dumps(payload, indent=2) + "\n")
+        print(f"wrote {written}")
     return 0

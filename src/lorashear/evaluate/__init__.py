@@ -18,7 +18,7 @@ from lorashear.evaluate.perplexity import (
     perplexity,
 )
 from lorashear.evaluate.report import EvalResult, write_json
-from lorashear.evaluate.speed import SpeedResult, measure_speed
+from lorashear.evaluate.speed import SpeedComparison, SpeedResult, compare, measure_speed
 from lorashear.evaluate.tasks import TASK_SOURCES, check_tasks
 from lorashear.evaluate.zeroshot import AVERAGE_METRIC, TaskScore, average, check_limit, run_zero_shot
 from lorashear.models import count_parameters
@@ -29,9 +29,11 @@ __all__ = [
     "EvalConfig",
     "EvalResult",
     "PerplexityResult",
+    "SpeedComparison",
     "SpeedResult",
     "TaskScore",
     "average",
+    "compare",
     "evaluate",
     "evaluate_config",
     "measure_speed",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lorashear.evaluate.files import write_atomic
 from lorashear.evaluate.perplexity import PerplexityResult
-from lorashear.evaluate.speed import SpeedResult
+from lorashear.evaluate.speed import SpeedResult, machine_notes
 from lorashear.evaluate.zeroshot import AVERAGE_METRIC, TaskScore, average, average_rule_text
 
 
@@ -59,7 +59,7 @@ class EvalResult:
         if self.speed is not None:
             s = self.speed
             lines += [
-                f"| speed ({s.device}) | value |",
+                f"| speed ({s.device}; absolute, single model: median of {s.repeats} after a warm-up) | value |",
                 "|---|---:|",
                 f"| prefill tok/s ({s.prefill_tokens} tokens, batch 1) | {s.prefill_tokens_per_s:.1f} |",
                 f"| decode tok/s (greedy, {s.decode_tokens} new, batch 1) | {s.decode_tokens_per_s:.1f} |",
@@ -67,6 +67,9 @@ class EvalResult:
                 f"| parameters | {s.params:,} |",
                 f"| MACs/token, linear layers | {s.linear_macs_per_token:,} |",
                 f"| MACs/token, + attention at context {s.macs_context} | {s.macs_per_token:,} |",
+                "",
+                *machine_notes(s.machine, s.warnings),
+                "To compare models, time them together: `lorashear eval A B --speed`.",
                 "",
             ]
         return "\n".join(lines)
