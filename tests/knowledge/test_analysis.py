@@ -105,3 +105,22 @@ def test_json_and_heatmap(setup, tmp_path):
 def test_bad_settings(kwargs, match):
     with pytest.raises(LorashearError, match=match):
         KnowledgeConfig(**kwargs)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma3_text"])
+def test_replaying_earlier_layers_gives_the_full_models_loss(arch):
+    from lorashear.compress import zeroed
+    from lorashear.importance import mean_loss
+    from lorashear.knowledge.replay import LayerReplay
+
+    model = tiny_model(arch, num_hidden_layers=3) if arch != "gpt2" else tiny_model(arch, n_layer=3)
+    graph = build_graph(model, KINDS)
+    batches = torch.randint(0, 128, (3, 10), generator=torch.Generator().manual_seed(2))
+    replay = LayerReplay(model, batches, batch_size=2)
+    assert replay.layers is not None and len(replay.layers) == 3
+    assert replay.dense_loss == pytest.approx(mean_loss(model, batches, 2), abs=1e-6)
+    for layer in (1, 2):
+        groups = [g for g in graph.groups if g.layer == layer][:3]
+        with zeroed(model, groups):
+            assert replay.loss(layer) == pytest.approx(mean_loss(model, batches, 2), abs=1e-5)
+    assert all(type(m).__name__ != "_Cached" for m in model.modules())  # the real layers are back

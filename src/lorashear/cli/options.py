@@ -32,8 +32,8 @@ def add_knowledge_args(p: argparse.ArgumentParser, default_rule: str | None) -> 
                    help="instead of the auto rule, keep the γ fraction of clusters with the largest deviation")
     g.add_argument("--knowledge-ratios", type=split_list, default=("0.25", "0.5"), metavar="LIST",
                    help="fractions of a cluster's groups zeroed when probing it (default 0.25,0.5)")
-    g.add_argument("--knowledge-samples", type=int, default=16, metavar="N",
-                   help="held-out calibration sequences the probe's loss is measured on (default 16)")
+    g.add_argument("--knowledge-samples", type=int, default=8, metavar="N",
+                   help="held-out calibration sequences the probe's loss is measured on (default 8)")
 
 
 def add_score_option_arg(p: argparse.ArgumentParser) -> None:

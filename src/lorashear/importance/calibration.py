@@ -25,7 +25,7 @@ class CalibrationConfig:
     data: tuple[str, ...] = PRETRAIN_CORPORA
     samples: int = 64
     seq_len: int = 256
-    held_out: int = 16  # sequences kept apart for the knowledge analysis's loss
+    held_out: int = 8  # sequences kept apart for the knowledge analysis's loss
     seed: int = 0
 
     def __post_init__(self) -> None:
