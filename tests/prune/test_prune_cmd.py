@@ -85,6 +85,17 @@ def test_non_uniform_needs_remote_code(folders, tmp_path):
     assert torch.equal(cached, remote.generate(IDS, max_new_tokens=4, do_sample=False, use_cache=False))
 
 
+def test_uniform_with_hidden_channels_exports(folders, tmp_path):
+    """The issue's command: uniform hidden-channel removal whose width the stock config refuses."""
+    out = tmp_path / "out"
+    argv = ["prune", str(folders["llama"]), "--ratio", "0.3", "--uniform",
+            "--structures", "kv_group,mlp_channel,hidden_channel", "-o", str(out)]
+    assert main(argv) == 0
+    plan = check_folder(folders["llama"], out, 0.3)
+    hidden = lorashear.load(str(out), device="cpu").get_input_embeddings().weight.shape[1]
+    assert hidden < 64 and plan["plain"] == (hidden % 4 == 0)  # the stock llama config wants heads | hidden
+
+
 @pytest.mark.parametrize(
     "arch,extra,message",
     [
