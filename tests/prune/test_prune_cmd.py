@@ -96,6 +96,19 @@ def test_uniform_with_hidden_channels_exports(folders, tmp_path):
     assert hidden < 64 and plan["plain"] == (hidden % 4 == 0)  # the stock llama config wants heads | hidden
 
 
+def test_multi_query_attention_prunes_query_heads(tmp_path, capsys):
+    """One KV head per layer: its kv_group is the whole attention (refused, with the reason); query heads go."""
+    source = tmp_path / "mqa"
+    tiny_model("llama", num_key_value_heads=1).save_pretrained(source)
+    argv = ["prune", str(source), "--ratio", "0.1", "-o"]
+    assert main([*argv, str(tmp_path / "kv"), "--structures", "kv_group"]) == 2
+    [line] = error_lines(capsys)
+    assert "no prunable group" in line and "only KV head" in line and "query_head" in line
+    assert main([*argv, str(tmp_path / "q"), "--structures", "query_head"]) == 0
+    plan = check_folder(source, tmp_path / "q", 0.1)
+    assert {g["kind"] for g in plan["removed"]} == {"query_head"}
+
+
 @pytest.mark.parametrize(
     "arch,extra,message",
     [

@@ -113,8 +113,10 @@ def select(
             slots.setdefault((g.kind, g.layer), []).append(i)
     slots = {k: sorted(ix, key=lambda i: scores[i])[:-1] for k, ix in slots.items()}  # keep the best
     if not any(slots.values()):
+        reasons = {g.kind: g.unprunable for g in graph.groups if g.kind in kinds and g.unprunable}
+        why = "".join(f" ({kind}: {reason})" for kind, reason in reasons.items())
         raise LorashearError(
-            f"no prunable group of kinds {list(kinds)} in this model; try other --structures"
+            f"no prunable group of kinds {list(kinds)} in this model{why}; try other --structures"
         )
     # Tiers are removed whole: one group each, or (uniform) the k-th lowest of a kind in every layer.
     tiers: list[list[int]] = []
