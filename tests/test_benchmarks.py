@@ -22,3 +22,13 @@ def test_recovery_report_is_rendered_from_its_json():
     results = json.loads((BENCHMARKS / "results" / "recovery_smollm2.json").read_text())
     assert recovery.markdown(results) == (BENCHMARKS / "results" / "recovery_smollm2.md").read_text()
     assert set(results["variants"]) == set(recovery.VARIANTS)  # every variant of the issue was measured
+
+
+def test_dense_report_is_rendered_from_its_json():
+    """dense_smollm2.md (quoted in the README) is `markdown()` of dense_smollm2.json; each part names its command."""
+    dense = _script("dense_baseline")
+    results = json.loads((BENCHMARKS / "results" / "dense_smollm2.json").read_text())
+    assert dense.markdown(results) == (BENCHMARKS / "results" / "dense_smollm2.md").read_text()
+    parts = dense.parts_of(results["settings"])
+    assert set(parts) == set(dense.PARTS) and all("benchmarks/dense_baseline.py" in p["command"] for p in parts.values())
+    assert results["settings"]["ppl"]["wiki"]["bos"] is not None  # measured with the BOS convention

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from lorashear.evaluate import AVERAGE_METRIC, EvalConfig, EvalResult, evaluate_config, write_json
 from lorashear.evaluate.files import write_atomic
+from lorashear.evaluate.report import cell
 from lorashear.models import DEFAULT_MODEL, load_model, load_tokenizer
 from lorashear.prune.api import PruneConfig, prune_model
 
@@ -34,7 +35,7 @@ def comparison_table(dense: EvalResult, pruned: EvalResult) -> str:
     """Dense vs pruned, one row per figure."""
     rows = [("parameters", f"{dense.params:,}", f"{pruned.params:,}")]
     for corpus in dense.ppl:
-        rows.append((f"PPL {corpus} ({dense.ppl[corpus].windows}×{dense.ppl[corpus].seq_len} tokens)",
+        rows.append((f"PPL {corpus} ({cell(dense.ppl[corpus].describe())})",
                      f"{dense.ppl[corpus].ppl:.2f}", f"{pruned.ppl[corpus].ppl:.2f}"))
     for task in dense.tasks:
         metric = AVERAGE_METRIC[task]
