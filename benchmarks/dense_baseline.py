@@ -1,21 +1,43 @@
 """Dense baseline of the default model: wiki PPL (128 × 512-token windows), the seven zero-shot
 tasks (first 200 docs each) and speed; writes benchmarks/results/dense_<name>.json and .md.
 
-    PYTHONPATH=src python benchmarks/dense_baseline.py [--model smollm2-135m] [--limit 200]
+    PYTHONPATH=src python benchmarks/dense_baseline.py [--model smollm2-135m] [--limit 200] [--only ppl]
+
+`--only ppl` re-measures the perplexity alone and keeps the other figures of the existing results
+file; the JSON records, per part (ppl, tasks, speed), the command that measured it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
-from lorashear.evaluate import EvalConfig, evaluate_config, write_json
+from lorashear.evaluate import EvalConfig, EvalResult, evaluate_config, write_json
 from lorashear.evaluate.files import write_atomic
 from lorashear.models import load_model, load_tokenizer
 
 RESULTS = Path(__file__).parent / "results"
+PARTS = ("ppl", "tasks", "speed")
+
+
+def parts_of(settings: dict) -> dict[str, dict]:
+    """Per part, the command that measured it and its wall time (older files: one command for all)."""
+    if "parts" in settings:
+        return settings["parts"]
+    return {part: {"command": settings["command"], "wall_seconds": settings["wall_seconds"]} for part in PARTS}
+
+
+def markdown(results: dict) -> str:
+    """The published report of a results JSON object."""
+    result = EvalResult.from_dict(results)
+    by_command: dict[str, list[str]] = {}
+    for part, run in parts_of(results["settings"]).items():
+        by_command.setdefault(f"`{run['command']}` ({run['wall_seconds']} s)", []).append(part)
+    commands = "; ".join(f"{', '.join(parts)}: {command}" for command, parts in by_command.items())
+    return f"# Dense baseline: {result.model}\n\n{result.to_markdown()}\nCommands: {commands}\n"
 
 
 def main() -> int:
@@ -25,20 +47,31 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=200)
     parser.add_argument("--ppl-windows", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--only", choices=["ppl"], help="re-measure only this part; keep the others from the file")
     args = parser.parse_args()
 
-    config = EvalConfig(ppl_windows=args.ppl_windows, limit=args.limit, speed=True, batch_size=args.batch_size)
+    path = RESULTS / f"dense_{args.name}.json"
+    if args.only:
+        config = EvalConfig(ppl_windows=args.ppl_windows, tasks=(), batch_size=args.batch_size)
+    else:
+        config = EvalConfig(ppl_windows=args.ppl_windows, limit=args.limit, speed=True, batch_size=args.batch_size)
     start = time.time()
     result = evaluate_config(load_model(args.model), load_tokenizer(args.model), config, model_name=args.model)
-    result.settings["wall_seconds"] = round(time.time() - start, 1)
-    command = "PYTHONPATH=src python benchmarks/dense_baseline.py " + " ".join(sys.argv[1:])
-    result.settings["command"] = command.strip()
-    write_json(result, RESULTS / f"dense_{args.name}.json")
-    table = result.to_markdown()
-    write_atomic(RESULTS / f"dense_{args.name}.md",
-                 f"# Dense baseline: {args.model}\n\n{table}\nCommand: `{command.strip()}` "
-                 f"({result.settings['wall_seconds']} s)\n")
-    print(table)
+    command = ("PYTHONPATH=src python benchmarks/dense_baseline.py " + " ".join(sys.argv[1:])).strip()
+    run = {"command": command, "wall_seconds": round(time.time() - start, 1)}
+    if args.only:
+        kept = EvalResult.from_dict(json.loads(path.read_text()))
+        parts = {**parts_of(kept.settings), "ppl": run}
+        kept.settings = {k: v for k, v in kept.settings.items() if k not in ("command", "wall_seconds")}
+        kept.settings.update(ppl_corpora=list(config.ppl_corpora), ppl_windows=config.ppl_windows)
+        kept.ppl, result = result.ppl, kept
+    else:
+        parts = dict.fromkeys(PARTS, run)
+    result.settings["parts"] = parts
+    write_json(result, path)
+    report = markdown(json.loads(path.read_text()))
+    write_atomic(path.with_suffix(".md"), report)
+    print(report)
     return 0
 
 

@@ -170,6 +170,15 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
 
+def window_convention(results: dict) -> str:
+    """What a perplexity window held: the BOS token and 511 text tokens, or (older runs) text only."""
+    bos = results["dense"]["settings"]["ppl"]["wiki"].get("bos")
+    if bos is None:
+        return ("each 512 text tokens without a BOS token (measured before the BOS convention; "
+                "re-measured when this benchmark is re-run)")
+    return f"each the BOS token {bos} and 511 text tokens"
+
+
 def markdown(results: dict) -> str:
     s = results["settings"]
     lines = [
@@ -185,7 +194,8 @@ def markdown(results: dict) -> str:
         + (f", at end {results['load_average_end'][0]:.2f}" if "load_average_end" in results else "")
         + " (shared: wall times are noisy).",
         "",
-        f"PPL: wiki corpus (exllamav2 `wiki.utf8`, not WikiText-2), {s['ppl_windows']} windows × 512 tokens. "
+        f"PPL: wiki corpus (exllamav2 `wiki.utf8`, not WikiText-2), {s['ppl_windows']} windows × 512 tokens, "
+        f"{window_convention(results)}. "
         f"Zero-shot: first {s['limit']} docs of each task; avg = mean of acc_norm (acc for boolq, winogrande), in %.",
         "",
     ]

@@ -33,3 +33,13 @@ def test_speed_report_is_rendered_from_its_json():
     assert [m["name"] for m in comparison["models"]] == ["dense", "pruned 20%", "pruned 50%"]
     assert all(len(m["rounds"]["decode"]) == comparison["rounds"] for m in comparison["models"])
     assert comparison["machine"]["load"]  # the load it ran under is recorded with the figures
+
+
+def test_dense_report_is_rendered_from_its_json():
+    """dense_smollm2.md (quoted in the README) is `markdown()` of dense_smollm2.json; each part names its command."""
+    dense = _script("dense_baseline")
+    results = json.loads((BENCHMARKS / "results" / "dense_smollm2.json").read_text())
+    assert dense.markdown(results) == (BENCHMARKS / "results" / "dense_smollm2.md").read_text()
+    parts = dense.parts_of(results["settings"])
+    assert set(parts) == set(dense.PARTS) and all("benchmarks/dense_baseline.py" in p["command"] for p in parts.values())
+    assert results["settings"]["ppl"]["wiki"]["bos"] is not None  # measured with the BOS convention

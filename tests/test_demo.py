@@ -20,7 +20,9 @@ def test_demo_runs_end_to_end_on_a_tiny_model(tiny_llama_dir, tmp_path, monkeypa
     assert abs(summary["achieved_ratio"] - 0.01) < 0.01
     assert set(summary["dense"]["tasks"]) == set(summary["pruned"]["tasks"]) and len(summary["dense"]["tasks"]) == 7
     assert json.loads((out / "summary.json").read_text())["config"]["ratio"] == 0.01
-    assert "| zero-shot average |" in (out / "summary.md").read_text()
+    table = (out / "summary.md").read_text()
+    assert "| zero-shot average |" in table
+    assert "| PPL wiki (2 × 512 (BOS <\\|im_start\\|> + 511 text tokens)) |" in table  # one cell: pipes escaped
     assert summary["speed"] is None
 
     # Rerunnable (the demo replaces its own earlier output), here with speed: one alternating comparison.

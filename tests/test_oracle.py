@@ -152,3 +152,17 @@ def test_uniform_removal_exports_a_plain_folder(arch, tmp_path):
     stock = AutoModelForCausalLM.from_pretrained(folder).eval()
     assert (logits(stock) - want).abs().max().item() <= 1e-4
     assert_generation_consistent(stock)
+
+
+@pytest.mark.parametrize("channels,plain", [(3, False), (4, True)], ids=["indivisible", "divisible"])
+def test_uniform_hidden_channels_export(channels, plain, tmp_path):
+    """A hidden width the stock config refuses (not a multiple of the heads) ships the remote layout; a
+    width it accepts stays plain. Both reload to the pruned logits."""
+    _, graph = model_and_graph("llama", VARIANTS["llama"][2])
+    removed = graph.of_kind(HIDDEN_CHANNEL)[:channels]
+    model, pruned, want = reference_and_pruned("llama", removed)
+    folder = export(pruned, None, tmp_path / "pruned", removed, count_params(model))
+    assert json.loads((folder / "pruning.json").read_text())["plain"] is plain
+    reloaded = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=not plain).eval()
+    assert (logits(reloaded) - want).abs().max().item() <= 1e-4
+    assert (logits(load_pruned(folder)) - want).abs().max().item() <= 1e-4

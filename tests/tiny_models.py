@@ -57,14 +57,15 @@ def config_kwargs(model_type: str) -> dict:
                 pad_token_id=0, bos_token_id=1, eos_token_id=2)
 
 
-def tiny_model(model_type: str, lora: bool = False, seed: int = 0, **overrides) -> torch.nn.Module:
-    """A 2-layer random model with its VARIANTS settings and non-trivial norms and biases; with `lora`,
-    peft LoRA (r=8, all linear) with random (non-zero) B."""
+def tiny_model(model_type: str, lora: bool = False, seed: int = 0, attention: str | None = None,
+               **overrides) -> torch.nn.Module:
+    """A 2-layer random model with its VARIANTS settings (`attention` overrides its implementation) and
+    non-trivial norms and biases; with `lora`, peft LoRA (r=8, all linear) with random (non-zero) B."""
     torch.manual_seed(seed)
     tied, attn, _ = VARIANTS[model_type]
     config = AutoConfig.for_model(model_type, **{**config_kwargs(model_type), "tie_word_embeddings": tied,
                                                  **overrides})
-    config._attn_implementation = attn
+    config._attn_implementation = attention or attn
     model = AutoModelForCausalLM.from_config(config).eval()
     with torch.no_grad():  # norms of ones and zero biases would hide compensation errors
         for p in model.parameters():

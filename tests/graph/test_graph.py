@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import random
+from functools import cache
 
 import pytest
 import torch
@@ -20,9 +22,11 @@ from tiny_models import (
     tiny_model,
 )
 
+from lorashear.compress import compress, zero_groups
 from lorashear.errors import LorashearError
 from lorashear.graph import (
     ATTENTION_BLOCK,
+    GROUP_KINDS,
     HIDDEN_CHANNEL,
     KV_GROUP,
     MLP_BLOCK,
@@ -250,3 +254,75 @@ def test_zeroing_oracle(model_type, lora):
                 assert delta <= 1e-5, (kind, direction, group.layer, delta)
     finally:
         model.load_state_dict(state)
+
+
+# --- attention shapes: multi-query (one KV head) and GQA ratios other than the shared models' 4/2 ---
+
+# (architecture, query heads, KV heads, attention implementation); hidden size = 16 x heads. Gemma 3
+# 270M is multi-query (4 heads, 1 KV head).
+ATTENTION_SHAPES = [("llama", 4, 1, "eager"), ("llama", 4, 1, "sdpa"), ("gemma3_text", 4, 1, "sdpa"),
+                    ("llama", 6, 2, "sdpa"), ("llama", 6, 3, "eager"), ("llama", 8, 2, "eager")]
+
+
+@cache
+def shaped_model(arch: str, heads: int, kv_heads: int, attention: str):
+    """A tiny model with these head counts, and its graph (all kinds); shared, do not modify."""
+    model = tiny_model(arch, attention=attention, hidden_size=HEAD_DIM * heads, num_attention_heads=heads,
+                       num_key_value_heads=kv_heads)
+    return model, build_graph(model, kinds=GROUP_KINDS)
+
+
+def _heads_of(rows: tuple[int, ...]) -> list[int]:
+    assert len(rows) % HEAD_DIM == 0
+    heads = sorted({r // HEAD_DIM for r in rows})
+    assert rows == tuple(r for h in heads for r in range(h * HEAD_DIM, (h + 1) * HEAD_DIM))
+    return heads
+
+
+@pytest.mark.parametrize("arch,heads,kv_heads,attention", ATTENTION_SHAPES)
+def test_kv_groups_and_query_heads_follow_the_config(arch, heads, kv_heads, attention):
+    """One kv_group per KV head (its k/v rows, the query heads sharing it, their o_proj columns), and
+    n_rep query heads (the i-th query head of every KV group); parameter counts follow."""
+    _, graph = shaped_model(arch, heads, kv_heads, attention)
+    n_rep, hidden = heads // kv_heads, HEAD_DIM * heads
+    for layer in range(LAYERS):
+        kv_groups = [g for g in graph.of_kind(KV_GROUP) if g.layer == layer]
+        query_heads = [g for g in graph.of_kind(QUERY_HEAD) if g.layer == layer]
+        assert len(kv_groups) == kv_heads and len(query_heads) == n_rep
+        for kv, group in enumerate(kv_groups):
+            assert _heads_of(_rows(group, "k_proj", 0)) == _heads_of(_rows(group, "v_proj", 0)) == [kv]
+            q_heads = list(range(kv * n_rep, (kv + 1) * n_rep))
+            assert _heads_of(_rows(group, "q_proj", 0)) == _heads_of(_rows(group, "o_proj", 1)) == q_heads
+            assert group.num_params(graph.param_shapes) == (2 * n_rep + 2) * HEAD_DIM * hidden
+            assert group.prunable == (kv_heads > 1)
+            if kv_heads == 1:
+                assert "only KV head" in group.unprunable and ATTENTION_BLOCK in group.unprunable
+        for i, group in enumerate(query_heads):
+            assert {s.param.split(".")[-2] for s in group.slices} == {"q_proj", "o_proj"}
+            q_heads = [kv * n_rep + i for kv in range(kv_heads)]
+            assert _heads_of(_rows(group, "q_proj", 0)) == _heads_of(_rows(group, "o_proj", 1)) == q_heads
+            assert group.num_params(graph.param_shapes) == 2 * kv_heads * HEAD_DIM * hidden
+
+
+@pytest.mark.parametrize("arch,heads,kv_heads,attention", ATTENTION_SHAPES)
+def test_head_groups_remove_as_they_zero(arch, heads, kv_heads, attention):
+    """Zeroing one side of a head group silences the other, and removing groups equals zeroing them."""
+    model, graph = shaped_model(arch, heads, kv_heads, attention)
+    ids = torch.randint(0, 100, (2, 9), generator=torch.Generator().manual_seed(1))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    prunable = [g for g in graph.of_kind(KV_GROUP) + graph.of_kind(QUERY_HEAD) if g.prunable]
+    try:
+        for group in prunable:
+            zeroed, perturbed = _zeroed_and_perturbed(group, "read")
+            _edit(model, zeroed, fill=0)
+            before = _logits(model, ids)
+            _edit(model, perturbed, fill=1)
+            assert (_logits(model, ids) - before).abs().max().item() <= 1e-5, (group.kind, group.layer)
+            model.load_state_dict(state)
+    finally:
+        model.load_state_dict(state)
+    removed = [g for g in prunable if g.layer == 0][:1] + [g for g in graph.of_kind(QUERY_HEAD) if g.layer == 1][:1]
+    reference = copy.deepcopy(model)
+    zero_groups(reference, removed)
+    pruned = compress(copy.deepcopy(model), removed)
+    assert (_logits(pruned, ids) - _logits(reference, ids)).abs().max().item() <= 1e-4

@@ -85,12 +85,49 @@ def test_non_uniform_needs_remote_code(folders, tmp_path):
     assert torch.equal(cached, remote.generate(IDS, max_new_tokens=4, do_sample=False, use_cache=False))
 
 
+def test_uniform_with_hidden_channels_exports(folders, tmp_path):
+    """The issue's command: uniform hidden-channel removal whose width the stock config refuses."""
+    out = tmp_path / "out"
+    argv = ["prune", str(folders["llama"]), "--ratio", "0.3", "--uniform",
+            "--structures", "kv_group,mlp_channel,hidden_channel", "-o", str(out)]
+    assert main(argv) == 0
+    plan = check_folder(folders["llama"], out, 0.3)
+    hidden = lorashear.load(str(out), device="cpu").get_input_embeddings().weight.shape[1]
+    assert hidden < 64 and plan["plain"] == (hidden % 4 == 0)  # the stock llama config wants heads | hidden
+
+
+def test_multiple_of_the_heads_keeps_the_hidden_channel_export_plain(folders, tmp_path):
+    out = tmp_path / "out"
+    argv = ["prune", str(folders["llama"]), "--ratio", "0.3", "--uniform", "--multiple-of", "4",
+            "--structures", "kv_group,mlp_channel,hidden_channel", "-o", str(out)]
+    assert main(argv) == 0
+    plan = check_folder(folders["llama"], out, 0.3)
+    assert plan["plain"] and "hidden_channel" in {g["kind"] for g in plan["removed"]}
+    config = json.loads((out / "config.json").read_text())
+    assert config["hidden_size"] % 4 == 0 and config["intermediate_size"] % 4 == 0
+    assert json.loads((out / "plan.json").read_text())["settings"]["multiple_of"] == 4
+
+
+def test_multi_query_attention_prunes_query_heads(tmp_path, capsys):
+    """One KV head per layer: its kv_group is the whole attention (refused, with the reason); query heads go."""
+    source = tmp_path / "mqa"
+    tiny_model("llama", num_key_value_heads=1).save_pretrained(source)
+    argv = ["prune", str(source), "--ratio", "0.1", "-o"]
+    assert main([*argv, str(tmp_path / "kv"), "--structures", "kv_group"]) == 2
+    [line] = error_lines(capsys)
+    assert "no prunable group" in line and "only KV head" in line and "query_head" in line
+    assert main([*argv, str(tmp_path / "q"), "--structures", "query_head"]) == 0
+    plan = check_folder(source, tmp_path / "q", 0.1)
+    assert {g["kind"] for g in plan["removed"]} == {"query_head"}
+
+
 @pytest.mark.parametrize(
     "arch,extra,message",
     [
         ("llama", ["--ratio", "0"], "ratio must be in (0, 1)"),
         ("llama", ["--ratio", "1.5"], "ratio must be in (0, 1)"),
         ("llama", ["--ratio", "0.2", "--structures", "heads"], "unknown structures ['heads']"),
+        ("llama", ["--ratio", "0.2", "--multiple-of", "0"], "--multiple-of must be a positive integer"),
         ("gpt2", ["--ratio", "0.2", "--structures", "query_head"], "no prunable group"),
     ],
 )

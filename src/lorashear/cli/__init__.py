@@ -1,7 +1,8 @@
 """The `lorashear` command: thin parsers that build a config and call the Python API.
 
 Each subcommand lives in its own module with `register(subparsers)`; the handler it sets
-returns an exit code. Errors a user can act on (LorashearError) are caught here, once.
+returns an exit code. Errors a user can act on (LorashearError) are caught here, once; any other
+exception is a bug: one line, and its full traceback in a file.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import tempfile
+import traceback
 
 from lorashear.errors import LorashearError
 
@@ -46,6 +49,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"lorashear {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # a bug: never a bare traceback on the user's terminal
+        trace = write_trace(args.command, sys.argv[1:] if argv is None else argv)
+        print(
+            f"lorashear {args.command}: internal error: {type(err).__name__}: {one_line(err)} "
+            f"(full trace: {trace}; please report it)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def write_trace(command: str, argv: list[str]) -> str:
+    """Write the command line and the exception being handled to a new file in the temp folder; return its path."""
+    with tempfile.NamedTemporaryFile(
+        "w", prefix=f"lorashear-{command}-", suffix=".trace.txt", delete=False
+    ) as f:
+        f.write(f"lorashear {' '.join(argv)}\n\n{traceback.format_exc()}")
+    return f.name
+
+
+def one_line(err: BaseException) -> str:
+    """The exception's message on one line (validation errors span several)."""
+    return " ".join(str(err).split())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,6 +7,7 @@ window, `evaluate.compare`), so their speed ratios hold on a busy machine.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from lorashear.data import ZERO_SHOT_TASKS
 
@@ -15,8 +16,19 @@ def _task_list(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
+def _limit(text: str) -> int | str | None:
+    """`--limit N`, `all` (None: every document) or `auto` (the device's default, `default_limit`)."""
+    return {"all": None, "auto": "auto"}[text] if text in ("all", "auto") else int(text)
+
+
+DESCRIPTION = """Evaluate a model. By default: wiki perplexity (128 windows of 512 tokens) and the seven
+zero-shot tasks, on every document on a GPU and the first 200 of each task on a CPU (the full sets
+take days there). It prints its stages and an estimated time first, then each figure as it is
+measured; --json is rewritten after every stage, so a stopped run keeps what it measured."""
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="evaluate a model: perplexity, zero-shot tasks, speed")
+    p = sub.add_parser("eval", help="evaluate a model: perplexity, zero-shot tasks, speed", description=DESCRIPTION)
     p.add_argument("model", help="built-in name, local model folder (pruned ones included) or .gguf file")
     p.add_argument("others", nargs="*", metavar="MODEL",
                    help="more models (before the options): each is evaluated; with --speed all are timed side by side, "
@@ -28,29 +40,38 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="score the first N non-overlapping 512-token windows (default 128)")
     p.add_argument("--tasks", type=_task_list, default=ZERO_SHOT_TASKS, metavar="LIST",
                    help=f"comma-separated zero-shot tasks, or 'none' (default: {','.join(ZERO_SHOT_TASKS)})")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="first N documents of each task")
+    p.add_argument("--limit", type=_limit, default="auto", metavar="N|all",
+                   help="first N documents of each task, or all (default auto: all on a GPU, 200 on a CPU)")
     p.add_argument("--speed", action="store_true",
                    help="also measure prefill/decode speed, memory and MACs (one model: absolute; several: compared)")
     p.add_argument("--batch-size", type=int, default=4, metavar="B", help="batch size for PPL and tasks")
-    p.add_argument("--json", metavar="PATH", help="write the results as one JSON object")
+    p.add_argument("--json", metavar="PATH",
+                   help="write the results as one JSON object, after every stage (settings.pending: stages not run)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from lorashear.evaluate import EvalConfig, evaluate_config, write_json
-    from lorashear.models import load_model, load_tokenizer
+    import torch
+
+    from lorashear.evaluate import EvalConfig, default_limit, evaluate_config, write_json
+    from lorashear.models import default_device, load_model, load_tokenizer
 
     tasks = () if args.tasks == ("none",) else args.tasks
     corpora = () if args.no_ppl else tuple(args.ppl or ("wiki",))
+    limit = None if args.limit == "auto" else args.limit
     # Validate every setting before the (slow) model load.
-    config = EvalConfig(ppl_corpora=corpora, ppl_windows=args.ppl_windows, tasks=tasks, limit=args.limit,
+    config = EvalConfig(ppl_corpora=corpora, ppl_windows=args.ppl_windows, tasks=tasks, limit=limit,
                         speed=args.speed, batch_size=args.batch_size)
+    if args.limit == "auto":
+        device = torch.device(args.device) if args.device else default_device()
+        config = dataclasses.replace(config, limit=default_limit(device.type))
     if args.others:
         return _run_several([args.model, *args.others], config, args)
     tokenizer = load_tokenizer(args.model)
     model = load_model(args.model, device=args.device)
-    result = evaluate_config(model, tokenizer, config, model_name=args.model)
+    save = (lambda result: write_json(result, args.json)) if args.json else None
+    result = evaluate_config(model, tokenizer, config, model_name=args.model, on_update=save)
     print(result.to_markdown())
     if args.json:
         print(f"wrote {write_json(result, args.json)}")

@@ -36,6 +36,14 @@ def register(subparsers) -> None:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--multiple-of",
+        type=int,
+        default=1,
+        metavar="N",
+        help="keep the MLP channels of each layer and the hidden channels a multiple of N (8 or 64 suit "
+        "kernels; a hidden width divisible by the head count keeps a uniform export a plain config)",
+    )
+    p.add_argument(
         "--lora",
         action="store_true",
         help="MODEL is a peft adapter folder: prune the adapter with its base and keep it unmerged (adapter/)",
@@ -60,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         kinds=tuple(k.strip() for k in args.structures.split(",") if k.strip()),
         uniform=args.uniform,
         seed=args.seed,
+        multiple_of=args.multiple_of,
         merge_lora=not args.lora,
         overwrite=args.overwrite,
         score_options=score_options(args.score_option),

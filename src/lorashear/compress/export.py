@@ -36,11 +36,13 @@ def is_pruned_folder(folder: str | Path) -> bool:
 
 def is_plain(model: nn.Module) -> bool:
     """Whether the stock class built from `model.config` has exactly the model's shapes and norms."""
-    config = copy.deepcopy(model.config)
     try:
+        # Rebuilt from its dict, as `from_pretrained` reads it: that runs the config's validation, which
+        # setting pruned sizes on the live config skips (e.g. hidden size no longer a multiple of the heads).
+        config = type(model.config).from_dict(model.config.to_dict())
         with torch.device("meta"):
             stock = type(model)(config)
-    except Exception:  # the config cannot describe it (e.g. heads no longer divide the hidden size)
+    except Exception:  # the config cannot describe it
         return False
     stock_shapes = {n: tuple(t.shape) for n, t in stock.state_dict().items()}
     shapes = {n: tuple(t.shape) for n, t in model.state_dict().items()}

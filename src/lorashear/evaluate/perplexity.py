@@ -1,9 +1,12 @@
 """Perplexity on a corpus cut into non-overlapping windows.
 
 The corpus's documents are joined with "\\n\\n" into one text and tokenized without special
-tokens; the token stream is cut into non-overlapping `seq_len`-token windows (the remainder
-dropped) and the first `windows` of them are scored. Inside a window every token but the first
-is predicted from the ones before it, so PPL = exp(mean NLL over windows × (seq_len − 1) tokens).
+tokens; the token stream is cut into non-overlapping windows (the remainder dropped) and the
+first `windows` of them are scored. When the tokenizer has a BOS token, each window is
+[BOS] + `seq_len` − 1 text tokens and every text token is predicted (as lm-eval's rolling
+loglikelihood prefixes it; Gemma-family models degrade badly without it); otherwise a window is
+`seq_len` text tokens and all but the first are predicted. Either way
+PPL = exp(mean NLL over windows × (seq_len − 1) predicted tokens).
 """
 
 from __future__ import annotations
@@ -32,6 +35,13 @@ class PerplexityResult:
     windows: int
     seq_len: int
     predicted_tokens: int
+    bos: str | None = None  # the token each window starts with, or None (no BOS: text tokens only)
+
+    def describe(self) -> str:
+        """What a window is, to print next to the figure: e.g. "128 × 512 (BOS <s> + 511 text tokens)"."""
+        if self.bos is None:
+            return f"{self.windows} × {self.seq_len} (text tokens, no BOS)"
+        return f"{self.windows} × {self.seq_len} (BOS {self.bos} + {self.seq_len - 1} text tokens)"
 
 
 def check_windows(windows: int, seq_len: int = DEFAULT_SEQ_LEN) -> None:
@@ -42,24 +52,35 @@ def check_windows(windows: int, seq_len: int = DEFAULT_SEQ_LEN) -> None:
         raise LorashearError(f"perplexity windows need at least 2 tokens, got seq_len={seq_len}")
 
 
+def bos_token_id(tokenizer) -> int | None:
+    """The tokenizer's BOS id (None when it has none)."""
+    return getattr(tokenizer, "bos_token_id", None)
+
+
 def corpus_windows(corpus: str, tokenizer, windows: int, seq_len: int = DEFAULT_SEQ_LEN) -> torch.Tensor:
-    """The first `windows` non-overlapping `seq_len`-token windows of a corpus, shape [windows, seq_len]."""
+    """The first `windows` non-overlapping windows of a corpus, shape [windows, seq_len]: each the
+    tokenizer's BOS and `seq_len` − 1 text tokens, or `seq_len` text tokens without a BOS token."""
     check_windows(windows, seq_len)
     docs = load_documents(corpus, purpose=EVAL)
-    needed = windows * seq_len
+    bos = bos_token_id(tokenizer)
+    text_len = seq_len if bos is None else seq_len - 1
+    needed = windows * text_len
     # Tokenize only as much joined text as we need (whole documents, so the prefix is exact).
     text, ids = "", []
     for start in range(0, len(docs), 64):
         text += ("" if not text else DOCUMENT_SEPARATOR) + DOCUMENT_SEPARATOR.join(docs[start : start + 64])
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        if len(ids) > needed + seq_len:  # a margin: the next document could merge with the last token
+        if len(ids) > needed + text_len:  # a margin: the next document could merge with the last token
             break
-    available = len(ids) // seq_len
+    available = len(ids) // text_len
     if available < windows:
         raise LorashearError(
             f"corpus '{corpus}' has only {available} windows of {seq_len} tokens; ask for at most {available}"
         )
-    return torch.tensor(ids[:needed], dtype=torch.long).view(windows, seq_len)
+    text = torch.tensor(ids[:needed], dtype=torch.long).view(windows, text_len)
+    if bos is None:
+        return text
+    return torch.cat([torch.full((windows, 1), bos, dtype=torch.long), text], dim=1)
 
 
 @torch.no_grad()
@@ -88,4 +109,5 @@ def perplexity(
         nll, count = window_nll(model, blocks[start : start + batch_size].to(device))
         total_nll += nll
         total_tokens += count
-    return PerplexityResult(corpus, math.exp(total_nll / total_tokens), windows, seq_len, total_tokens)
+    bos = tokenizer.bos_token if bos_token_id(tokenizer) is not None else None
+    return PerplexityResult(corpus, math.exp(total_nll / total_tokens), windows, seq_len, total_tokens, bos)

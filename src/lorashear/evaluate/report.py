@@ -12,6 +12,11 @@ from lorashear.evaluate.speed import SpeedResult, machine_notes
 from lorashear.evaluate.zeroshot import AVERAGE_METRIC, TaskScore, average, average_rule_text
 
 
+def cell(text: str) -> str:
+    """Text for a markdown table cell: pipes (a BOS token such as <|im_start|> has two) escaped."""
+    return text.replace("|", "\\|")
+
+
 @dataclass
 class EvalResult:
     """Everything one evaluation measured, with the settings that produced it."""
@@ -43,12 +48,26 @@ class EvalResult:
             },
         }
 
+    @classmethod
+    def from_dict(cls, d: dict) -> EvalResult:
+        """The result a `to_dict` object describes (PPL figures of old files, without `bos`, had none)."""
+        settings = dict(d.get("settings", {}))
+        ppl_settings = settings.pop("ppl", {})
+        return cls(
+            model=d["model"],
+            params=d["params"],
+            ppl={name: PerplexityResult(ppl=value, **ppl_settings[name]) for name, value in d["ppl"].items()},
+            tasks={name: TaskScore(**score) for name, score in d["tasks"].items()},
+            speed=SpeedResult(**d["speed"]) if d.get("speed") else None,
+            settings=settings,
+        )
+
     def to_markdown(self) -> str:
         """Markdown tables (perplexity, zero-shot, speed), each figure labelled with what it is."""
         lines = [f"**{self.model}** — {self.params:,} parameters", ""]
         if self.ppl:
-            lines += ["| corpus | PPL | windows × tokens |", "|---|---:|---:|"]
-            lines += [f"| {r.corpus} | {r.ppl:.3f} | {r.windows} × {r.seq_len} |" for r in self.ppl.values()]
+            lines += ["| corpus | PPL | windows × tokens |", "|---|---:|---|"]
+            lines += [f"| {r.corpus} | {r.ppl:.3f} | {cell(r.describe())} |" for r in self.ppl.values()]
             lines.append("")
         if self.tasks:
             lines += ["| task | acc | acc_norm | n | avg uses |", "|---|---:|---:|---:|---|"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,13 +86,26 @@ def run_zero_shot(
     batch_size: int = 4,
 ) -> dict[str, TaskScore]:
     """Score `model` zero-shot on `tasks` with lm-eval; `limit` = first N docs of each task."""
+    return dict(zero_shot_scores(model, tokenizer, tasks, limit=limit, batch_size=batch_size))
+
+
+def zero_shot_scores(
+    model,
+    tokenizer,
+    tasks: Sequence[str],
+    *,
+    limit: int | None = None,
+    batch_size: int = 4,
+) -> Iterator[tuple[str, TaskScore]]:
+    """(task, score) for each task in order, each run by lm-eval when asked for (so each can be saved)."""
     tasks = check_tasks(list(tasks))
     limit = check_limit(limit)
     from lm_eval.models.huggingface import HFLM
 
     logging.getLogger("lm_eval").setLevel(logging.WARNING)  # it logs every request batch at INFO
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
-    return score_tasks(lm, tasks, limit=limit)
+    for task in tasks:
+        yield task, score_tasks(lm, [task], limit=limit)[task]
 
 
 def score_tasks(lm, tasks: Sequence[str], *, limit: int | None = None) -> dict[str, TaskScore]:

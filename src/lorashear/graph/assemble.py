@@ -1,15 +1,16 @@
 """Group assembly: connected components of parameter atoms become `Group`s of each kind.
 
 Classification is structural, never by module name: a component holding embedding columns is
-a hidden channel; one holding closed product factors (a head) is a KV group; one holding the
-broadcast factor of repeat_kv is a query head; a plain stem-to-stem channel is an MLP channel;
+a hidden channel; one holding closed product factors (a head) is a KV group (unprunable when it is
+its layer's only one: multi-query attention); one holding the broadcast factor of repeat_kv is a
+query head; a plain stem-to-stem channel is an MLP channel;
 components of the LoRA rank dim and of head_dim (inside a head, rotary-coupled) are not groups.
 """
 
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from functools import cache
 
@@ -31,6 +32,10 @@ from lorashear.graph.structures import (
 
 OUTPUT_REASON = "touches the model output (vocabulary dim)"
 UNRESOLVED_REASON = "propagation could not resolve this structure (mixed head, stream or rank channels)"
+ONLY_KV_HEAD_REASON = (
+    "the only KV head of its layer (multi-query attention): it is the whole attention; "
+    "remove that with attention_block, or prune query_head"
+)
 
 
 @dataclass
@@ -205,6 +210,7 @@ def assemble(prop: Propagation, kinds: tuple[str, ...]) -> list[Group]:
             groups.append(_group(KV_GROUP, comp.slices, prop))
         else:
             mlp_channels.append(comp)
+    _mark_only_kv_heads(groups)
     if MLP_CHANNEL in kinds:
         groups.extend(_group(MLP_CHANNEL, c.slices, prop) for c in mlp_channels)
     if MLP_BLOCK in kinds:
@@ -219,6 +225,14 @@ def assemble(prop: Propagation, kinds: tuple[str, ...]) -> list[Group]:
     rank_of = {kind: i for i, kind in enumerate(GROUP_KINDS)}
     groups.sort(key=lambda g: (rank_of[g.kind], -1 if g.layer is None else g.layer))
     return groups
+
+
+def _mark_only_kv_heads(groups: list[Group]) -> None:
+    """A layer's single KV group cannot go alone (an attention needs a head): say so on the group."""
+    per_layer = Counter(g.layer for g in groups if g.kind == KV_GROUP)
+    for g in groups:
+        if g.kind == KV_GROUP and per_layer[g.layer] == 1 and g.layer is not None and g.prunable:
+            g.unprunable = ONLY_KV_HEAD_REASON
 
 
 def _blocks(prop: Propagation, comps: Components, members: list[Component], kind: str) -> list[Group]:

@@ -66,6 +66,27 @@ class AtomTable:
         flags = [len(f) > 0 and int(f[0]) in self.broadcast_atoms for f in factors]
         self.products.append(Product(flat, factors, flags))
 
+    def resolve_units(self) -> None:
+        """Keep a size-1 factor only where a repeat multiplies it (a layer's single KV head, shared by
+        its query heads); elsewhere (batch or unsqueezed dims) drop it, and a product left with one
+        factor becomes the identity it is. Called once, after propagation."""
+        if not any(len(f) == 1 for p in self.products for f in p.factors):
+            return
+        labels = self._labels(self._edges_a, self._edges_b)  # equality only: one KV head seen from k and v
+        heads = {
+            int(labels[f[0]])
+            for p in self.products if any(p.broadcast)
+            for f, b in zip(p.factors, p.broadcast, strict=True) if len(f) == 1 and not b
+        }
+        products = []
+        for p in self.products:
+            kept = [i for i, f in enumerate(p.factors) if len(f) != 1 or int(labels[f[0]]) in heads]
+            if len(kept) == 1:
+                self.union(p.flat, p.factors[kept[0]])
+            elif kept:
+                products.append(Product(p.flat, [p.factors[i] for i in kept], [p.broadcast[i] for i in kept]))
+        self.products = products
+
     def _closed(self, product: Product, mode: str) -> list[int]:
         """Indices of the factors whose members are removed together at this granularity."""
         n = len(product.factors)
@@ -91,6 +112,10 @@ class AtomTable:
                 shape[i] = sizes[i]
                 a.append(flat.ravel())
                 b.append(np.broadcast_to(p.factors[i].reshape(shape), sizes).ravel())
+        return self._labels(a, b)
+
+    def _labels(self, a: list[np.ndarray], b: list[np.ndarray]) -> np.ndarray:
+        """Connected-component label of every atom, a[k][i] and b[k][i] being one channel."""
         rows = np.concatenate(a) if a else np.zeros(0, dtype=np.int64)
         cols = np.concatenate(b) if b else np.zeros(0, dtype=np.int64)
         adjacency = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(self.size, self.size))

@@ -144,17 +144,24 @@ def native_layer_norm(ctx: Propagation, node: Node) -> tuple:
 
 
 def reshape(ctx: Propagation, node: Node) -> Atoms:
-    """view/reshape: group dims into chunks of equal element count; split/merge chunks are products."""
+    """view/reshape: group dims into chunks of equal element count; split/merge chunks are products.
+
+    A size-1 dim next to a chunk joins it as its outer factor: it may be a layer's single KV head
+    ([d] -> [1, d] on k_proj's output, [1, n_rep] -> [n_rep] in repeat_kv). The atom table keeps
+    such a factor only where a repeat multiplies it (`AtomTable.resolve_units`).
+    """
     src, in_shape, out_shape = ctx.get(node.args[0]), shape_of(node.args[0]), shape_of(node)
     out: Atoms = []
+    units_in: Atoms = []  # size-1 input dims waiting for the next chunk
+    units_out = 0  # size-1 output dims waiting for the next chunk
     i = j = 0
     while i < len(in_shape) or j < len(out_shape):
-        # Size-1 dims carry no channels: drop them on the way in, make them fresh on the way out.
         if i < len(in_shape) and in_shape[i] == 1 and (j >= len(out_shape) or out_shape[j] != 1):
+            units_in.append(src[i])
             i += 1
             continue
         if j < len(out_shape) and out_shape[j] == 1 and (i >= len(in_shape) or in_shape[i] != 1):
-            out.append(ctx.table.new(1))
+            units_out += 1
             j += 1
             continue
         ins, outs = [i], [j]
@@ -169,26 +176,28 @@ def reshape(ctx: Propagation, node: Node) -> Atoms:
                 outs.append(j)
                 n_out *= out_shape[j]
                 j += 1
-        out.extend(_reshape_chunk(ctx, [src[k] for k in ins], [out_shape[k] for k in outs]))
+        inputs = units_in + [src[k] for k in ins]
+        out.extend(_reshape_chunk(ctx, inputs, [1] * units_out + [out_shape[k] for k in outs]))
+        units_in, units_out = [], 0
+    out.extend(ctx.table.new(1) for _ in range(units_out))  # trailing size-1 dims carry nothing
     return out
 
 
 def _reshape_chunk(ctx: Propagation, inputs: Atoms, out_sizes: list[int]) -> Atoms:
-    factors_in = [a for a in inputs if len(a) != 1]
+    """Output atoms of one chunk: the input itself, or fresh dims tied to it as factors of products."""
+    if len(inputs) == 1 and len(out_sizes) == 1:  # one dim to one dim: the same channels
+        return inputs
     outs = [ctx.table.new(n) for n in out_sizes]
-    factors_out = [a for a in outs if len(a) != 1]
-    if len(factors_in) == 1 and len(factors_out) == 1:
-        return [factors_in[0] if len(o) != 1 else o for o in outs]
-    if len(factors_in) == 1:
-        flat = factors_in[0]
-    elif len(factors_out) == 1:
-        flat = factors_out[0]
+    if len(inputs) == 1:
+        flat = inputs[0]
+    elif len(outs) == 1:
+        flat = outs[0]
     else:
-        flat = ctx.table.new(int(np.prod([len(a) for a in factors_in])))
-    if len(factors_in) > 1:
-        ctx.table.product(flat, factors_in)
-    if len(factors_out) > 1:
-        ctx.table.product(flat, factors_out)
+        flat = ctx.table.new(int(np.prod([len(a) for a in inputs])))
+    if len(inputs) > 1:
+        ctx.table.product(flat, inputs)
+    if len(outs) > 1:
+        ctx.table.product(flat, outs)
     return outs
 
 

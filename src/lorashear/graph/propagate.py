@@ -164,5 +164,6 @@ def propagate(trace: Trace) -> Propagation:
     for out in trace.output_nodes:
         if out.name in reached:
             prop.output_atoms.extend(prop.get(out))
+    prop.table.resolve_units()
     _rmsnorm_weights(prop)
     return prop

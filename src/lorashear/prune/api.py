@@ -29,6 +29,7 @@ class PruneConfig:
     kinds: tuple[str, ...] = DEFAULT_KINDS
     uniform: bool = False
     seed: int = 0
+    multiple_of: int = 1  # kept MLP and hidden channels: a multiple of this (kernels; plain exports)
     merge_lora: bool = True  # False keeps the LoRA adapter of an adapter-folder model unmerged (adapter/)
     overwrite: bool = False
     score_options: dict = field(default_factory=dict)  # options of the method's criterion (e.g. variant)
@@ -48,6 +49,8 @@ class PruneConfig:
             raise LorashearError("no structures to prune; name at least one kind")
         if not 0.0 < self.ratio < 1.0:
             raise LorashearError(f"ratio must be in (0, 1), got {self.ratio}")
+        if isinstance(self.multiple_of, bool) or not isinstance(self.multiple_of, int) or self.multiple_of < 1:
+            raise LorashearError(f"--multiple-of must be a positive integer, got {self.multiple_of!r}")
         if self.method not in METHODS:
             raise LorashearError(f"unknown method '{self.method}'; choose from {', '.join(METHODS)}")
         method = METHODS[self.method]

@@ -27,7 +27,8 @@ class Method:
 
 def _random(ctx: PruneContext) -> PruningPlan:
     c = ctx.config
-    return random_plan(ctx.graph, c.ratio, list(c.kinds), uniform=c.uniform, seed=c.seed, aliases=ctx.aliases)
+    return random_plan(ctx.graph, c.ratio, list(c.kinds), uniform=c.uniform, seed=c.seed, aliases=ctx.aliases,
+                       multiple_of=c.multiple_of)
 
 
 def criterion_plan(ctx: PruneContext, criterion: str) -> PruningPlan:
@@ -39,7 +40,8 @@ def criterion_plan(ctx: PruneContext, criterion: str) -> PruningPlan:
         sizes = group_sizes(ctx.graph, ranking, ctx.aliases)
         ranking = {i: s / max(sizes[i], 1) for i, s in ranking.items()}
     settings = {"scores": scores.settings, "calibration": ctx.calibration_record()}
-    return select(ctx.graph, ranking, c.ratio, c.uniform, list(c.kinds), c.method, settings, ctx.aliases)
+    return select(ctx.graph, ranking, c.ratio, c.uniform, list(c.kinds), c.method, settings, ctx.aliases,
+                  c.multiple_of)
 
 
 def _by(criterion: str) -> Callable[[PruneContext], PruningPlan]:

@@ -8,7 +8,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lorashear.errors import LorashearError
-from lorashear.graph.structures import Group, StructureGraph
+from lorashear.graph.structures import HIDDEN_CHANNEL, MLP_CHANNEL, Group, StructureGraph
+
+CHANNEL_KINDS = (MLP_CHANNEL, HIDDEN_CHANNEL)  # kinds whose kept count `multiple_of` rounds
 
 
 @dataclass
@@ -105,33 +107,48 @@ def select(
     method: str,
     settings: dict | None = None,
     aliases: dict[str, str] | None = None,
+    multiple_of: int = 1,
 ) -> PruningPlan:
     """Remove the lowest-scored groups (`scores`: index in graph.groups -> score) until `ratio` of all
     base parameters is gone; `uniform` removes the same number of each kind from every layer.
 
-    One group of each kind is always kept per layer (an attention without heads cannot run).
+    One group of each kind is always kept per layer (an attention without heads cannot run). With
+    `multiple_of` m, the kept channels (a layer's MLP channels, the hidden channels) stay a positive
+    multiple of m: kernels prefer widths of 8 or 64, and a hidden width divisible by the head count
+    keeps a uniform export a plain config.
     """
     if not 0.0 < ratio < 1.0:
         raise LorashearError(f"--ratio must be in (0, 1), got {ratio}")
-    slots: dict[tuple, list[int]] = {}
+    if isinstance(multiple_of, bool) or not isinstance(multiple_of, int) or multiple_of < 1:
+        raise LorashearError(f"the channel multiple must be a positive integer, got {multiple_of!r}")
+    members: dict[tuple, list[int]] = {}
     for i, g in enumerate(graph.groups):
         if g.prunable and g.kind in kinds:
-            slots.setdefault((g.kind, g.layer), []).append(i)
-    slots = {k: sorted(ix, key=lambda i: scores[i])[:-1] for k, ix in slots.items()}  # keep the best
+            members.setdefault((g.kind, g.layer), []).append(i)
+    # Per (kind, layer): what may go, lowest scores first, in chunks that keep a valid count.
+    slots = {
+        key: _chunks(sorted(ix, key=lambda i: scores[i]), multiple_of if key[0] in CHANNEL_KINDS else 1)
+        for key, ix in members.items()
+    }
     if not any(slots.values()):
+        reasons = {g.kind: g.unprunable for g in graph.groups if g.kind in kinds and g.unprunable}
+        why = "".join(f" ({kind}: {reason})" for kind, reason in reasons.items())
         raise LorashearError(
-            f"no prunable group of kinds {list(kinds)} in this model; try other --structures"
+            f"no prunable group of kinds {list(kinds)} in this model{why}; try other --structures"
         )
-    # Tiers are removed whole: one group each, or (uniform) the k-th lowest of a kind in every layer.
+    # Tiers are removed whole: one chunk each, or (uniform) the k-th chunk of a kind in every layer.
+    # A slot's chunks sort in score order, and the first (the smallest, when the count is not a
+    # multiple) costs least: the greedy fill below takes it before the slot's later chunks.
     tiers: list[list[int]] = []
     if uniform:
         for kind in kinds:
-            layered = [ix for (k, layer), ix in slots.items() if k == kind and layer is not None]
+            layered = [chunks for (k, layer), chunks in slots.items() if k == kind and layer is not None]
             if layered:
-                tiers += [[ix[k] for ix in layered] for k in range(min(len(ix) for ix in layered))]
-            tiers += [[i] for (k, layer), ix in slots.items() if k == kind and layer is None for i in ix]
+                depth = min(len(chunks) for chunks in layered)
+                tiers += [[i for chunks in layered for i in chunks[k]] for k in range(depth)]
+            tiers += [chunk for (k, layer), chunks in slots.items() if k == kind and layer is None for chunk in chunks]
     else:
-        tiers = [[i] for ix in slots.values() for i in ix]
+        tiers = [chunk for chunks in slots.values() for chunk in chunks]
     tiers.sort(key=lambda t: sum(scores[i] for i in t) / len(t))
 
     counter = ParamCounter(graph, aliases)
@@ -165,8 +182,17 @@ def select(
         groups=[graph.groups[i] for i in sorted(chosen)],
         params_total=counter.total,
         params_removed=counter.removed_params,
-        settings=settings or {},
+        settings={**(settings or {}), **({"multiple_of": multiple_of} if multiple_of > 1 else {})},
     )
+
+
+def _chunks(ordered: list[int], multiple: int) -> list[list[int]]:
+    """Removable chunks of one slot's groups (`ordered` lowest score first): removing any prefix of
+    them keeps a positive multiple of `multiple` (1: single groups, the best one kept)."""
+    removable = len(ordered) - multiple
+    first = len(ordered) % multiple or multiple
+    ends = list(range(first, removable + 1, multiple))
+    return [ordered[start:end] for start, end in zip([0, *ends][:-1], ends, strict=True)]
 
 
 def _check_reachable(

@@ -15,8 +15,9 @@ def random_plan(
     uniform: bool = False,
     seed: int = 0,
     aliases: dict[str, str] | None = None,
+    multiple_of: int = 1,
 ) -> PruningPlan:
-    """Remove random groups of `kinds` until `ratio` of the parameters is gone."""
+    """Remove random groups of `kinds` until `ratio` of the parameters is gone (see `select`)."""
     rng = _random.Random(seed)
     scores = {i: rng.random() for i in range(len(graph.groups))}
-    return select(graph, scores, ratio, uniform, kinds, "random", {"seed": seed}, aliases)
+    return select(graph, scores, ratio, uniform, kinds, "random", {"seed": seed}, aliases, multiple_of)
