@@ -124,7 +124,7 @@ def compression_record(config) -> dict:
 
 
 def add_output_bias(model: nn.Module, module_names: list[str]) -> None:
-    """Give the named linear layers (of a LoRA layer: its base layer) a zero bias where they have none.
+    """Give the named linear layers (of a LoRA layer: its base layer) a zero bias, unless they have one.
 
     Names as in `model.named_modules()`. The biases are recorded in `config.lorashear`, so export and
     the loaders rebuild them; fill them in afterwards.
@@ -136,10 +136,12 @@ def add_output_bias(model: nn.Module, module_names: list[str]) -> None:
         if name not in modules:
             raise LorashearError(f"no module {name!r} in the model; pass names from model.named_modules()")
         layer = _base(modules[name])
+        if getattr(layer, "bias", None) is not None:  # e.g. gpt2's Conv1D: it has one already
+            continue
         if not isinstance(layer, nn.Linear) or ".lora_" in name:
             raise LorashearError(f"{name} is not a linear layer of the model ({type(layer).__name__}); only those get a bias")
-        if add_zero_bias(layer):
-            info["biases"][base_name(f"{name}.weight").removesuffix(".weight")] = len(info["removed"])
+        add_zero_bias(layer)
+        info["biases"][base_name(f"{name}.weight").removesuffix(".weight")] = len(info["removed"])
     if info["biases"]:
         base.config.lorashear = info
 

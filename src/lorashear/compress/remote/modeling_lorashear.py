@@ -293,13 +293,10 @@ def _fix_attention(module: nn.Module) -> None:
         module.config = config
 
 
-def add_zero_bias(layer: nn.Module) -> bool:
-    """Give a linear layer a zero output bias (as trainable as its weight); False if it has one."""
-    if layer.bias is not None:
-        return False
+def add_zero_bias(layer: nn.Linear) -> None:
+    """Give a linear layer a zero output bias, as trainable as its weight."""
     w = layer.weight
     layer.bias = nn.Parameter(torch.zeros(w.shape[0], dtype=w.dtype, device=w.device), w.requires_grad)
-    return True
 
 
 def _pruned_class(stock_cls: type) -> type:
