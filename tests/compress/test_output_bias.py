@@ -12,7 +12,15 @@ from tiny_models import LAYERS, model_and_graph, single_thread  # noqa: F401
 from torch import nn
 from transformers import AutoModelForCausalLM
 
-from lorashear.compress import add_output_bias, compress, count_params, export, load_pruned, zero_groups
+from lorashear.compress import (
+    add_output_bias,
+    compress,
+    count_params,
+    export,
+    load_pruned,
+    zero_groups,
+    zeroed,
+)
 from lorashear.compress.export import REMOTE_FILE
 from lorashear.errors import LorashearError
 from lorashear.graph import HIDDEN_CHANNEL, KV_GROUP, MLP_CHANNEL, build_graph
@@ -114,6 +122,8 @@ def test_hidden_channels_cut_biases_added_after_the_graph(tmp_path):
     biased = with_biases(copy.deepcopy(model))
     reference = copy.deepcopy(biased)
     zero_groups(reference, removed)
+    with zeroed(biased, removed):  # the temporary zeroing agrees
+        assert torch.equal(logits(biased), logits(reference))
     pruned = compress(biased, removed)
     assert (logits(pruned) - logits(reference)).abs().max().item() <= 1e-4
     folder = export(pruned, None, tmp_path / "pruned", removed, count_params(model))

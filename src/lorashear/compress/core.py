@@ -79,7 +79,7 @@ def zeroed(model: nn.Module, groups: list[Group]) -> Iterator[None]:
     state = model.state_dict(keep_vars=True)
     saved = []
     with torch.no_grad():
-        for name, dims in removed_indices(groups).items():
+        for name, dims in _with_output_biases(model, removed_indices(groups)).items():
             t = state[name]
             for d, ix in dims.items():
                 index = torch.tensor(ix, dtype=torch.long, device=t.device)
