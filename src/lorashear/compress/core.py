@@ -3,6 +3,9 @@
 Equivalence: `compress(model, groups)` gives the same outputs as `zero_groups(model, groups)`,
 except around LayerNorm (gpt2, opt): there a removed hidden channel is *dropped from* the
 norm's statistics (mean and variance over the kept channels), which zeroing cannot express.
+
+`add_output_bias` gives linear layers a bias (FLAP's compensation); it is recorded in
+`config.lorashear` beside the removed indices, so that export and the loaders rebuild it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from torch import nn
 
 from lorashear.compress.remote.modeling_lorashear import (
     _base,
+    add_zero_bias,
     head_counts,
     in_out_features,
     is_attention,
@@ -42,11 +46,25 @@ def removed_indices(groups: list[Group]) -> dict[str, dict[int, list[int]]]:
     return {p: {d: sorted(ix) for d, ix in dims.items()} for p, dims in union.items()}
 
 
+def _with_output_biases(model: nn.Module, removed: dict[str, dict[int, list[int]]]) -> dict:
+    """`removed` plus the bias rows of every linear layer that loses output rows: groups built
+    before `add_output_bias` do not list those biases."""
+    state = model.state_dict(keep_vars=True)
+    complete = dict(removed)
+    for name, dims in removed.items():
+        prefix, _, leaf = name.rpartition(".")
+        bias = f"{prefix}.bias"
+        if leaf == "weight" and 0 in dims and bias in state and bias not in removed:
+            if isinstance(model.get_submodule(prefix), nn.Linear):
+                complete[bias] = {0: dims[0]}
+    return complete
+
+
 def zero_groups(model: nn.Module, groups: list[Group]) -> None:
     """Set every slice of the groups to zero in place (the reference that `compress` must match)."""
     state = model.state_dict(keep_vars=True)
     with torch.no_grad():
-        for name, dims in removed_indices(groups).items():
+        for name, dims in _with_output_biases(model, removed_indices(groups)).items():
             t = state[name]
             for d, ix in dims.items():
                 t.index_fill_(d, torch.tensor(ix, dtype=torch.long, device=t.device), 0.0)
@@ -61,7 +79,7 @@ def zeroed(model: nn.Module, groups: list[Group]) -> Iterator[None]:
     state = model.state_dict(keep_vars=True)
     saved = []
     with torch.no_grad():
-        for name, dims in removed_indices(groups).items():
+        for name, dims in _with_output_biases(model, removed_indices(groups)).items():
             t = state[name]
             for d, ix in dims.items():
                 index = torch.tensor(ix, dtype=torch.long, device=t.device)
@@ -95,11 +113,44 @@ def count_params(model: nn.Module) -> int:
     return count_parameters(model, include_lora=False)
 
 
+def compression_record(config) -> dict:
+    """`config.lorashear`, complete: what earlier compressions removed and added (none for a new model).
+
+    A loaded plain folder's record says only `plain`: its config is the architecture, its own start.
+    """
+    info = {"version": 1, "removed": [], "original": {}, "biases": {}, **(getattr(config, "lorashear", None) or {})}
+    info.pop("plain", None)
+    return info
+
+
+def add_output_bias(model: nn.Module, module_names: list[str]) -> None:
+    """Give the named linear layers (of a LoRA layer: its base layer) a zero bias, unless they have one.
+
+    Names as in `model.named_modules()`. The biases are recorded in `config.lorashear`, so export and
+    the loaders rebuild them; fill them in afterwards.
+    """
+    base = base_model_of(model)
+    info = compression_record(base.config)
+    modules = dict(model.named_modules())
+    for name in module_names:
+        if name not in modules:
+            raise LorashearError(f"no module {name!r} in the model; pass names from model.named_modules()")
+        layer = _base(modules[name])
+        if getattr(layer, "bias", None) is not None:  # e.g. gpt2's Conv1D: it has one already
+            continue
+        if not isinstance(layer, nn.Linear) or ".lora_" in name:
+            raise LorashearError(f"{name} is not a linear layer of the model ({type(layer).__name__}); only those get a bias")
+        add_zero_bias(layer)
+        info["biases"][base_name(f"{name}.weight").removesuffix(".weight")] = len(info["removed"])
+    if info["biases"]:
+        base.config.lorashear = info
+
+
 def compress(model: nn.Module, groups: list[Group]) -> nn.Module:
     """Remove the union of the groups' slices from `model` (in place) and fix its modules and config."""
     if not groups:
         raise LorashearError("nothing to remove: the list of groups is empty")
-    removed = removed_indices(groups)
+    removed = _with_output_biases(model, removed_indices(groups))
     state_names = set(model.state_dict().keys())
     missing = sorted(set(removed) - state_names)
     if missing:
@@ -119,7 +170,7 @@ def compress(model: nn.Module, groups: list[Group]) -> nn.Module:
             )
     _update_config(base)
     after = _config_snapshot(base)
-    info = getattr(config, "lorashear", None) or {"version": 1, "removed": [], "original": {}}
+    info = compression_record(config)
     info["removed"].append(
         {b: {str(d): ix for d, ix in dims.items()} for n, dims in removed.items() if (b := base_name(n))}
     )

@@ -1,14 +1,17 @@
 """Save a compressed model as a Hugging Face folder, and load such folders back.
 
-Layers alike: a plain config of the original architecture (stock `from_pretrained`). Layers that
-differ: the original config plus the removed indices under the `lorashear` key, and
-`modeling_lorashear.py` (auto_map), so stock transformers loads it with `trust_remote_code=True`.
+Layers alike: a plain config of the original architecture (stock `from_pretrained`); added output
+biases set the config's bias flags where it has them (llama's `attention_bias`, `mlp_bias`). Layers
+that differ, or biases no flag creates: the original config plus the removed indices and added
+biases under the `lorashear` key, and `modeling_lorashear.py` (auto_map), so stock transformers
+loads it with `trust_remote_code=True`.
 Every exported folder has a `lorashear` key in config.json: that is how to recognise one.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import shutil
 import tempfile
@@ -26,6 +29,8 @@ from lorashear.graph.structures import Group
 REMOTE_FILE = Path(remote.__file__)
 ADAPTER_DIR = "adapter"
 PLAN_FILE = "pruning.json"
+# Config flags that make stock transformers build projection biases (llama family).
+BIAS_FLAGS = ("attention_bias", "mlp_bias")
 
 
 def is_pruned_folder(folder: str | Path) -> bool:
@@ -34,29 +39,63 @@ def is_pruned_folder(folder: str | Path) -> bool:
     return config.is_file() and "lorashear" in json.loads(config.read_text())
 
 
-def is_plain(model: nn.Module) -> bool:
-    """Whether the stock class built from `model.config` has exactly the model's shapes and norms."""
+def stock_extras(model: nn.Module, config) -> dict[str, torch.Tensor] | None:
+    """Zero biases that the stock class built from `config` has beyond `model`'s tensors, or None unless
+    that class has exactly the model's other tensors, shapes, module types and norms."""
     try:
         # Rebuilt from its dict, as `from_pretrained` reads it: that runs the config's validation, which
         # setting pruned sizes on the live config skips (e.g. hidden size no longer a multiple of the heads).
-        config = type(model.config).from_dict(model.config.to_dict())
+        config = type(config).from_dict(config.to_dict())
         with torch.device("meta"):
             stock = type(model)(config)
     except Exception:  # the config cannot describe it
-        return False
-    stock_shapes = {n: tuple(t.shape) for n, t in stock.state_dict().items()}
-    shapes = {n: tuple(t.shape) for n, t in model.state_dict().items()}
-    if stock_shapes != shapes:
-        return False
+        return None
+    state = model.state_dict()
+    stock_state = stock.state_dict()
+    if set(state) - set(stock_state):
+        return None
+    extras = {}
+    for name, t in stock_state.items():
+        weight = state.get(name.removesuffix(".bias") + ".weight")
+        if name in state:
+            if state[name].shape != t.shape:
+                return None
+        elif name.endswith(".bias") and weight is not None:
+            extras[name] = torch.zeros(t.shape, dtype=weight.dtype, device=weight.device)
+        else:
+            return None
     stock_modules = dict(stock.named_modules())
     for name, module in model.named_modules():
         other = stock_modules.get(name)
         if other is None or type(other) is not type(module):
-            return False
+            return None
         attr = remote.norm_eps_attr(module)
         if attr and getattr(other, attr, None) != getattr(module, attr):
-            return False
-    return True
+            return None
+    return extras
+
+
+def is_plain(model: nn.Module) -> bool:
+    """Whether the stock class built from `model.config` has exactly the model's shapes and norms."""
+    return stock_extras(model, model.config) == {}
+
+
+def plain_layout(model: nn.Module, try_flags: bool) -> tuple[object, dict[str, torch.Tensor]] | None:
+    """A config with which the stock class builds `model`, and the zero biases it adds; None if there is none.
+
+    With `try_flags` (the model has added biases), the config's bias flags may be set: they also create
+    the biases of sibling projections, which are saved as zeros.
+    """
+    flags = [f for f in BIAS_FLAGS if try_flags and getattr(model.config, f, None) is False]
+    for k in range(len(flags) + 1):
+        for chosen in itertools.combinations(flags, k):
+            config = copy.deepcopy(model.config)
+            for flag in chosen:
+                setattr(config, flag, True)
+            extras = stock_extras(model, config)
+            if extras is not None:
+                return config, extras
+    return None
 
 
 def export(
@@ -91,30 +130,35 @@ def export(
         if not info:
             raise LorashearError("this model was not compressed by lorashear.compress; nothing to export")
         base.config.lorashear = None
-        plain = is_plain(base)
+        layout = plain_layout(base, try_flags=bool(info.get("biases")))
         base.config.lorashear = info
-        config = copy.deepcopy(base.config)
+        plain = layout is not None
+        extras: dict[str, torch.Tensor] = {}
         if plain:
+            config, extras = layout
             config.lorashear = {"version": 1, "plain": True}
         else:
             # The original architecture's sizes; the loader shrinks it by the recorded indices.
+            config = copy.deepcopy(base.config)
             for key, value in info["original"].items():
                 setattr(config, key, value)
             config.lorashear = {"version": 1, "plain": False, "removed": info["removed"]}
+            if info.get("biases"):
+                config.lorashear["biases"] = info["biases"]
             config.auto_map = {"AutoModelForCausalLM": f"{REMOTE_FILE.stem}.LorashearForCausalLM"}
             shutil.copy(REMOTE_FILE, tmp / REMOTE_FILE.name)
         # Saved with the config it ships: the pruned sizes may not validate (hidden size no longer a
         # multiple of the head count) and are only meant for the live model.
         pruned_config, base.config = base.config, config
         try:
-            base.save_pretrained(tmp)
+            base.save_pretrained(tmp, state_dict={**base.state_dict(), **extras} if extras else None)
         finally:
             base.config = pruned_config
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         plan = {
             "params_before": int(params_before),
-            "params_after": count_params(base),
+            "params_after": count_params(base) + sum(t.numel() for t in extras.values()),
             "plain": plain,
             "lora": "merged" if merge_lora or not peft else ADAPTER_DIR,
             **(record or {}),

@@ -3,12 +3,13 @@
     criterion = get_criterion("taylor", variant="vector")
     scores = criterion.score(ScoreContext(model, graph, batches=calibration.batches))
 
-Criteria (one module each): `magnitude`, `taylor` (LLM-Pruner), `wanda-sp`; LoRA-based criteria
+Criteria (one module each): `magnitude`, `taylor` (LLM-Pruner), `wanda-sp`, `flap` (whose
+`flap.compensate` adds FLAP's bias compensation to the model before compress); LoRA-based criteria
 (LHSPG's W⊙BA proxies, LoRAPrune's LoRA gradients) plug in the same way: a `Criterion` subclass
 that yields element scores from `effective_weights` and the LoRA factors, `@register`ed.
 """
 
-from lorashear.importance import magnitude, taylor, wanda  # noqa: F401  (register the criteria)
+from lorashear.importance import flap, magnitude, taylor, wanda  # noqa: F401  (register the criteria)
 from lorashear.importance.base import (
     CRITERIA,
     Criterion,

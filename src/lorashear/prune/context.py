@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from lorashear.graph.structures import StructureGraph
-from lorashear.importance import CalibrationData, GroupScores, ScoreContext, get_criterion, load_calibration
+from lorashear.importance import (
+    CalibrationData,
+    Criterion,
+    GroupScores,
+    ScoreContext,
+    get_criterion,
+    load_calibration,
+)
 
 if TYPE_CHECKING:
     from lorashear.knowledge import KnowledgeResult
@@ -33,6 +40,7 @@ class PruneContext:
     knowledge: KnowledgeResult | None = None
     _calibration: CalibrationData | None = None
     _scores: dict[str, GroupScores] = field(default_factory=dict)
+    scorers: dict[str, Criterion] = field(default_factory=dict)  # what scored (FLAP keeps its statistics there)
 
     def calibration(self) -> CalibrationData:
         """Calibration batches and held-out text (loaded once)."""
@@ -57,7 +65,7 @@ class PruneContext:
     def scores(self, criterion: str, options: dict | None = None) -> GroupScores:
         """Scores of every group of the run's kinds by `criterion` (computed once per criterion)."""
         if criterion not in self._scores:
-            scorer = get_criterion(criterion, **(options or {}))
+            scorer = self.scorers[criterion] = get_criterion(criterion, **(options or {}))
             batches = self.calibration().batches if scorer.needs_data else None
             ctx = ScoreContext(self.model, self.graph, batches, self.config.batch_size, self.aliases,
                                tuple(self.config.kinds))

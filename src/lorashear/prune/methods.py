@@ -44,6 +44,15 @@ def criterion_plan(ctx: PruneContext, criterion: str) -> PruningPlan:
                   c.multiple_of)
 
 
+def _flap(ctx: PruneContext) -> PruningPlan:
+    """FLAP: standardised fluctuation, global widths by default, and bias compensation of what is removed."""
+    from lorashear.importance.flap import compensate
+
+    plan = criterion_plan(ctx, "flap")
+    plan.settings["compensated"] = compensate(ctx.model, plan.groups, ctx.scorers["flap"].stats)
+    return plan
+
+
 def _by(criterion: str) -> Callable[[PruneContext], PruningPlan]:
     return lambda ctx: criterion_plan(ctx, criterion)
 
@@ -55,6 +64,7 @@ METHODS: dict[str, Method] = {
         Method("magnitude", _by("magnitude"), "magnitude", "auto", "group L2 norm of the weights, no data"),
         Method("taylor", _by("taylor"), "taylor", "auto", "LLM-Pruner's first-order Taylor, one shot"),
         Method("wanda-sp", _by("wanda-sp"), "wanda-sp", "auto", "|W|·‖X‖ from calibration activations"),
+        Method("flap", _flap, "flap", "auto", "FLAP: standardised fluctuation, bias compensation, no retraining"),
     )
 }
 

@@ -8,6 +8,7 @@ share one definition of "how a model shrinks".
 `shrink(model, removed)` removes, for every state_dict tensor named in `removed`, the listed
 indices along each dimension, replaces modules whose parameters are all removed by modules that
 return zeros, and then re-derives every shape-dependent module attribute from the new shapes.
+`add_zero_bias` gives a linear layer the output bias that a method added (FLAP's compensation).
 """
 
 from __future__ import annotations
@@ -292,13 +293,25 @@ def _fix_attention(module: nn.Module) -> None:
         module.config = config
 
 
+def add_zero_bias(layer: nn.Linear) -> None:
+    """Give a linear layer a zero output bias, as trainable as its weight."""
+    w = layer.weight
+    layer.bias = nn.Parameter(torch.zeros(w.shape[0], dtype=w.dtype, device=w.device), w.requires_grad)
+
+
 def _pruned_class(stock_cls: type) -> type:
-    """A subclass of the stock architecture that shrinks itself to the recorded layout."""
+    """A subclass of the stock architecture that rebuilds itself to the recorded layout."""
 
     def __init__(self, config, *args, **kwargs):
         stock_cls.__init__(self, config, *args, **kwargs)
-        for stage in config.lorashear["removed"]:  # successive compressions, in order
-            shrink(self, stage)
+        stages = config.lorashear["removed"]  # successive compressions, in order
+        # Added biases: {module: number of compressions before it was added}, so later stages cut it.
+        biases = config.lorashear.get("biases", {})
+        for i in range(len(stages) + 1):
+            for name in (n for n, at in biases.items() if at == i):
+                add_zero_bias(self.get_submodule(name))
+            if i < len(stages):
+                shrink(self, stages[i])
 
     return type(f"Lorashear{stock_cls.__name__}", (stock_cls,), {"__init__": __init__})
 
