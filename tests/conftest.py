@@ -44,13 +44,14 @@ def small_tokenizer():
 
 @pytest.fixture(scope="session")
 def small_vocab_dirs(tmp_path_factory, small_tokenizer) -> dict:
-    """Tiny llama (GQA), qwen2 and gpt2 (LayerNorm) folders over the 300-token tokenizer."""
+    """Tiny 4-layer llama (GQA), qwen2 and gpt2 (LayerNorm) folders over the 300-token tokenizer."""
     from tiny_models import tiny_model
 
     out = {}
     for arch in ("llama", "qwen2", "gpt2"):
         folder = tmp_path_factory.mktemp(f"small-{arch}")
-        size = {"n_positions": 512} if arch == "gpt2" else {"max_position_embeddings": 512}
+        size = {"n_positions": 512, "n_layer": 4} if arch == "gpt2" else {"max_position_embeddings": 512,
+                                                                            "num_hidden_layers": 4}
         # + 20: some tokenizer classes (Qwen2Tokenizer) add tokens of their own
         tiny_model(arch, vocab_size=len(small_tokenizer) + 20, **size).save_pretrained(folder)
         small_tokenizer.save_pretrained(folder)

@@ -43,3 +43,15 @@ def test_dense_report_is_rendered_from_its_json():
     parts = dense.parts_of(results["settings"])
     assert set(parts) == set(dense.PARTS) and all("benchmarks/dense_baseline.py" in p["command"] for p in parts.values())
     assert results["settings"]["ppl"]["wiki"]["bos"] is not None  # measured with the BOS convention
+
+
+def test_importance_report_is_rendered_from_its_json():
+    """importance_smollm2.md is `markdown()` of its JSON; every measured row names the prune command it ran."""
+    importance = _script("importance")
+    results = json.loads((BENCHMARKS / "results" / "importance_smollm2.json").read_text())
+    assert importance.markdown(results) == (BENCHMARKS / "results" / "importance_smollm2.md").read_text()
+    assert "ppl" in results["rows"]["dense"]
+    for key, row in results["rows"].items():
+        if key != "dense":
+            ratio, method, rule = key.split(" ")
+            assert f"--method {method} --ratio {float(ratio[:-1]) / 100} --unprunable {rule}" in row["prune"]["command"]

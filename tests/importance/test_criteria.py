@@ -13,11 +13,13 @@ from lorashear.prune.api import tied_aliases
 
 BATCHES = torch.randint(0, 128, (6, 12), generator=torch.Generator().manual_seed(0))
 KINDS = ("kv_group", "mlp_channel", "hidden_channel")
+FLAGS: dict[int, dict[str, bool]] = {}  # requires_grad flags of each fixture model as built
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["plain", "lora"])
 def setup(request):
     model = tiny_model("llama", lora=request.param, tie_word_embeddings=False)
+    FLAGS[id(model)] = {n: p.requires_grad for n, p in model.named_parameters()}
     graph = build_graph(model, KINDS)
     return model, graph, ScoreContext(model, graph, BATCHES, batch_size=4, aliases=tied_aliases(model))
 
@@ -60,6 +62,7 @@ def hand_gradients(model):
     plain = merged(model)
     mlp = plain.model.layers[0].mlp
     weights = (mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight)
+    flags = [w.requires_grad for w in weights]
     for w in weights:
         w.requires_grad_(True)
     total = 0.0
@@ -67,8 +70,8 @@ def hand_gradients(model):
         batch = BATCHES[start : start + 4]
         total = total + plain(input_ids=batch, labels=batch).loss * len(batch) / len(BATCHES)
     grads = torch.autograd.grad(total, weights)
-    for w in weights:
-        w.requires_grad_(False)
+    for w, flag in zip(weights, flags, strict=True):
+        w.requires_grad_(flag)
     return [w.detach() for w in weights], grads
 
 
@@ -78,14 +81,14 @@ def test_taylor_element_and_vector_match_autograd(setup):
     c = 3
     wg = [(gate * g_gate)[c], (up * g_up)[c], (down * g_down)[:, c]]
     element = sum(t.abs().sum() for t in wg)
-    vector = sum(t.sum() for t in wg).abs()
+    vector = sum(t.sum().abs() for t in wg)  # LLM-Pruner: |Σ| within each weight's row/column, then summed
     i = mlp_group(graph, 0, c)
     assert get_criterion("taylor").score(ctx).scores[i] == pytest.approx(float(element), rel=1e-4)
     assert get_criterion("taylor", variant="vector").score(ctx).scores[i] == pytest.approx(float(vector), rel=1e-4)
-    # frozen weights stay frozen, LoRA factors stay trainable, no gradient is left behind
+    # every requires_grad flag and the training mode come back as they were; no gradient is left behind
     assert all(p.grad is None for p in model.parameters())
-    assert all(p.requires_grad == (".lora_" in n) for n, p in model.named_parameters()) or not hasattr(
-        model, "peft_config")
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == FLAGS[id(model)]
+    assert not model.training
 
 
 def test_wanda_sp_uses_input_norms(setup):
@@ -146,4 +149,5 @@ def test_data_criteria_need_batches(setup):
 
 
 def test_string_options_are_converted():
-    assert get_criterion("taylor", variant="vector").reduce == "abs-sum"
+    assert get_criterion("taylor", variant="vector").per_channel_abs()
+    assert get_criterion("magnitude", normalize="l2").normalize == "l2"

@@ -50,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     calibration = calibration_config(args)
     if config.probes and calibration.held_out < 1:
         raise LorashearError("--knowledge-samples must be at least 1 for the data-driven rules")
+    if args.batch_size < 1:
+        raise LorashearError(f"--batch-size must be a positive integer, got {args.batch_size}")
     model = load_model(args.model)
     tokenizer = load_tokenizer(args.model)
     graph = build_graph(model, args.structures)

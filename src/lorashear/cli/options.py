@@ -48,17 +48,17 @@ def calibration_config(args: argparse.Namespace):
                              held_out=args.knowledge_samples)
 
 
-def knowledge_config(args: argparse.Namespace, criterion: str | None):
-    """The KnowledgeConfig the flags ask for, or None to leave the method's default."""
+def knowledge_config(args: argparse.Namespace, criterion: str | None, default_rule: str = "auto"):
+    """The KnowledgeConfig the flags ask for (`default_rule` where no rule is named: the method's)."""
     from lorashear.knowledge import KnowledgeConfig
 
-    if args.unprunable is None and args.unprunable_ratio is None:
-        return None
     try:
         ratios = tuple(float(r) for r in args.knowledge_ratios)
     except ValueError as err:
         raise LorashearError(f"--knowledge-ratios takes numbers, got {','.join(args.knowledge_ratios)}") from err
-    rule = "ratio" if args.unprunable_ratio is not None else args.unprunable
+    if args.unprunable_ratio is not None and args.unprunable not in (None, "auto"):
+        raise LorashearError(f"--unprunable-ratio sets the rule itself; drop --unprunable {args.unprunable}")
+    rule = "ratio" if args.unprunable_ratio is not None else (args.unprunable or default_rule)
     return KnowledgeConfig(rule=rule, unprunable_ratio=args.unprunable_ratio, ratios=ratios,
                            criterion=criterion or "wanda-sp")
 

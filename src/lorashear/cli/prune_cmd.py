@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         score_options=score_options(args.score_option),
         calibration=calibration_config(args),
-        knowledge=knowledge_config(args, METHODS[args.method].criterion),
+        knowledge=knowledge_config(args, METHODS[args.method].criterion, METHODS[args.method].knowledge),
         batch_size=args.batch_size,
     )
     prune_model(config)

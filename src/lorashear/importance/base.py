@@ -66,6 +66,7 @@ class Criterion:
 
     name: ClassVar[str] = ""
     needs_data: ClassVar[bool] = False
+    channel_abs: ClassVar[bool] = False  # |sum| per parameter row/column before the group sum (LLM-Pruner's vector)
     reduce: str = "sum"
     normalize: str = "none"  # "l2": each parameter's element scores divided by their L2 norm (LoRAPrune)
 
@@ -80,13 +81,16 @@ class Criterion:
     def settings(self) -> dict:
         return {"criterion": self.name, **asdict(self)}
 
+    def per_channel_abs(self) -> bool:
+        return self.channel_abs
+
     def elements(self, ctx: ScoreContext) -> Iterator[tuple[str, torch.Tensor]]:
         """(state_dict name, element scores of that parameter's shape), one parameter at a time."""
         raise NotImplementedError
 
     def score(self, ctx: ScoreContext) -> GroupScores:
         """One score per wanted group of `ctx.graph`."""
-        sums, counts = aggregate(ctx, self.elements(ctx), self.normalize)
+        sums, counts = aggregate(ctx, self.elements(ctx), self.normalize, self.per_channel_abs())
         return GroupScores(self.name, reduce_scores(sums, counts, self.reduce), self.settings())
 
 
@@ -137,9 +141,11 @@ def _channel_sums(elements: torch.Tensor, dim: int) -> np.ndarray:
 
 
 def aggregate(
-    ctx: ScoreContext, elements: Iterable[tuple[str, torch.Tensor]], normalize: str = "none"
+    ctx: ScoreContext, elements: Iterable[tuple[str, torch.Tensor]], normalize: str = "none",
+    channel_abs: bool = False,
 ) -> tuple[dict[int, float], dict[int, int]]:
     """Per wanted group: the sum of its element scores over all its slices, and how many elements that is.
+    With `channel_abs`, each parameter row/column sum is made absolute before the group sum.
 
     LoRA factors and tied aliases are skipped (they merge into / are the same as the base weights).
     """
@@ -158,7 +164,7 @@ def aggregate(
             norm = float(elem.double().norm())
             elem = elem / norm if norm > 0 else elem
         for d in needed[name]:
-            channel[(name, d)] = _channel_sums(elem, d)
+            channel[(name, d)] = np.abs(_channel_sums(elem, d)) if channel_abs else _channel_sums(elem, d)
             per_index[(name, d)] = math.prod(elem.shape) // elem.shape[d]
     sums: dict[int, float] = {}
     counts: dict[int, int] = {}
@@ -208,7 +214,8 @@ def effective_weights(model: nn.Module, names: Iterable[str] | None = None) -> I
         if name in lora:
             layer = lora[name]
             with torch.no_grad():
+                merged = set(getattr(layer, "merged_adapters", []))  # already inside W
                 for adapter in layer.active_adapters:
-                    if adapter in layer.lora_A:
+                    if adapter in layer.lora_A and adapter not in merged:
                         w = w + layer.get_delta_weight(adapter).to(w.dtype)
         yield name, w

@@ -96,16 +96,21 @@ def mean_loss(
     """Mean next-token NLL of the model over every predicted token of `batches` (`on_batch(i)` before batch i)."""
     device = model_device(model)
     total, count = 0.0, 0
-    for index, batch in enumerate(iterate_batches(batches, batch_size)):
-        if on_batch is not None:
-            on_batch(index)
-        batch = batch.to(device)
-        logits = model(input_ids=batch, use_cache=False).logits[:, :-1].float()
-        nll = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1), reduction="sum"
-        )
-        total += float(nll)
-        count += batch[:, 1:].numel()
+    was_training = model.training
+    model.eval()  # no dropout: the same text must give the same loss
+    try:
+        for index, batch in enumerate(iterate_batches(batches, batch_size)):
+            if on_batch is not None:
+                on_batch(index)
+            batch = batch.to(device)
+            logits = model(input_ids=batch, use_cache=False).logits[:, :-1].float()
+            nll = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1), reduction="sum"
+            )
+            total += float(nll)
+            count += batch[:, 1:].numel()
+    finally:
+        model.train(was_training)
     return total / count
 
 

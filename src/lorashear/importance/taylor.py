@@ -25,7 +25,8 @@ VARIANTS = ("element", "vector")
 @register
 @dataclass
 class Taylor(Criterion):
-    """`element`: Σ|w·g| over the group's weights; `vector`: |Σ w·g| (LLM-Pruner's two first-order forms)."""
+    """`element`: Σ|w·g| over the group's weights; `vector`: Σ over the group's rows/columns of |Σ w·g| within
+    each (LLM-Pruner's two first-order forms: its vector form sums each weight's slice, then takes |·|)."""
 
     name: ClassVar[str] = "taylor"
     needs_data: ClassVar[bool] = True
@@ -35,8 +36,9 @@ class Taylor(Criterion):
         super().__post_init__()
         if self.variant not in VARIANTS:
             raise LorashearError(f"taylor: variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
-        if self.variant == "vector" and self.reduce == "sum":
-            self.reduce = "abs-sum"  # |Σ w·g|: the sign cancels inside the group, then the magnitude counts
+
+    def per_channel_abs(self) -> bool:
+        return self.variant == "vector"
 
     def elements(self, ctx: ScoreContext) -> Iterator[tuple[str, torch.Tensor]]:
         names = {s.param for i in ctx.wanted() for s in ctx.graph.groups[i].slices if ".lora_" not in s.param}
@@ -60,12 +62,10 @@ def accumulate_gradients(
         for n, p in params.items():
             p.requires_grad_(n in targets)
             p.grad = None
-        steps = 0
         for batch in iterate_batches(batches, batch_size, "taylor gradients"):
             batch = batch.to(device)
             loss = model(input_ids=batch, labels=batch, use_cache=False).loss
             (loss * len(batch) / len(batches)).backward()
-            steps += 1
         grads = {n: p.grad.detach().float().clone() for n, p in targets.items() if p.grad is not None}
     finally:
         for n, p in params.items():

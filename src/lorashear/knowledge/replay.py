@@ -62,6 +62,10 @@ class LayerReplay:
         finally:
             for h in hooks:
                 h.remove()
+        batches_run = -(-len(batches) // batch_size)
+        if any(len(outputs) != batches_run for outputs in self.outputs):
+            # Not one call per batch (e.g. a list of MoE experts rather than of layers): no replay.
+            self.layers, self.outputs = None, []
 
     def _recorder(self, index: int):
         def record(_module, _inputs, output) -> None:

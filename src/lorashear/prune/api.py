@@ -62,6 +62,10 @@ class PruneConfig:
             self.knowledge = KnowledgeConfig(rule=method.knowledge, criterion=method.criterion or "wanda-sp")
         if self.knowledge.probes:
             get_criterion(self.knowledge.criterion)
+            if self.calibration.held_out < 1:
+                raise LorashearError("the knowledge analysis needs held-out text: --knowledge-samples must be ≥ 1")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise LorashearError(f"--batch-size must be a positive integer, got {self.batch_size!r}")
 
 
 @dataclass
@@ -145,11 +149,14 @@ def prune_model(config: PruneConfig, log: Callable[[str], None] = print) -> Prun
 def knowledge_stage(ctx) -> KnowledgeResult | None:
     """Run the knowledge analysis the config asks for and mark its unprunable groups on the graph."""
     from lorashear.knowledge import analyze_knowledge, mark_unprunable
+    from lorashear.prune import METHODS
 
     kc = ctx.config.knowledge
     if kc.rule == "none":
         return None
-    scores = ctx.scores(kc.criterion) if kc.probes else None
+    method = METHODS[ctx.config.method]
+    options = ctx.config.score_options if kc.criterion == method.criterion else None  # the plan's own scores
+    scores = ctx.scores(kc.criterion, options) if kc.probes else None
     held_out = ctx.calibration().held_out if kc.probes else None
     result = analyze_knowledge(ctx.model, ctx.graph, ctx.config.kinds, kc, scores, held_out,
                                ctx.config.batch_size, ctx.log)

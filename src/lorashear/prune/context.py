@@ -39,8 +39,8 @@ class PruneContext:
     log: Callable[[str], None] = print
     knowledge: KnowledgeResult | None = None
     _calibration: CalibrationData | None = None
-    _scores: dict[str, GroupScores] = field(default_factory=dict)
-    scorers: dict[str, Criterion] = field(default_factory=dict)  # what scored (FLAP keeps its statistics there)
+    _scores: dict[tuple, GroupScores] = field(default_factory=dict)
+    _scorers: dict[tuple, Criterion] = field(default_factory=dict)  # what scored (FLAP keeps its statistics there)
 
     def calibration(self) -> CalibrationData:
         """Calibration batches and held-out text (loaded once)."""
@@ -62,12 +62,22 @@ class PruneContext:
         return {"data": list(data.config.data), "samples": len(data.batches), "seq_len": data.config.seq_len,
                 "held_out": len(data.held_out), "seed": data.config.seed}
 
+    def scorer(self, criterion: str, options: dict | None = None) -> Criterion:
+        """The criterion object that scored with these options (scoring first if needed)."""
+        self.scores(criterion, options)
+        return self._scorers[_key(criterion, options)]
+
     def scores(self, criterion: str, options: dict | None = None) -> GroupScores:
-        """Scores of every group of the run's kinds by `criterion` (computed once per criterion)."""
-        if criterion not in self._scores:
-            scorer = self.scorers[criterion] = get_criterion(criterion, **(options or {}))
+        """Scores of every group of the run's kinds by `criterion` with `options` (computed once per pair)."""
+        key = _key(criterion, options)
+        if key not in self._scores:
+            scorer = self._scorers[key] = get_criterion(criterion, **(options or {}))
             batches = self.calibration().batches if scorer.needs_data else None
             ctx = ScoreContext(self.model, self.graph, batches, self.config.batch_size, self.aliases,
                                tuple(self.config.kinds))
-            self._scores[criterion] = scorer.score(ctx)
-        return self._scores[criterion]
+            self._scores[key] = scorer.score(ctx)
+        return self._scores[key]
+
+
+def _key(criterion: str, options: dict | None) -> tuple:
+    return (criterion, tuple(sorted((options or {}).items())))

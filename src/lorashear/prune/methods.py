@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from lorashear.importance import GroupScores
 from lorashear.prune.context import PruneContext
 from lorashear.prune.plan import PruningPlan, group_sizes, select
 from lorashear.prune.random import random_plan
@@ -35,13 +36,21 @@ def criterion_plan(ctx: PruneContext, criterion: str) -> PruningPlan:
     """Remove the groups that `criterion` ranks lowest (per parameter they hold, so kinds compare fairly)."""
     c = ctx.config
     scores = ctx.scores(criterion, c.score_options)
-    ranking = dict(scores.scores)
-    if scores.settings.get("reduce") in ("sum", "abs-sum"):  # extensive scores: importance per parameter
-        sizes = group_sizes(ctx.graph, ranking, ctx.aliases)
-        ranking = {i: s / max(sizes[i], 1) for i, s in ranking.items()}
+    ranking = per_parameter(ctx, scores)
     settings = {"scores": scores.settings, "calibration": ctx.calibration_record()}
     return select(ctx.graph, ranking, c.ratio, c.uniform, list(c.kinds), c.method, settings, ctx.aliases,
                   c.multiple_of)
+
+
+def per_parameter(ctx: PruneContext, scores: GroupScores) -> dict[int, float]:
+    """Scores as importance per parameter held, so groups of different sizes (heads, channels) compare:
+    sums divided by the group's size, L2 norms by its square root (an RMS); means stay as they are."""
+    reduce = scores.settings.get("reduce")
+    if reduce not in ("sum", "abs-sum", "l2"):
+        return dict(scores.scores)
+    sizes = group_sizes(ctx.graph, scores.scores, ctx.aliases)
+    power = 0.5 if reduce == "l2" else 1.0
+    return {i: s / max(sizes[i], 1) ** power for i, s in scores.scores.items()}
 
 
 def _flap(ctx: PruneContext) -> PruningPlan:
@@ -49,7 +58,8 @@ def _flap(ctx: PruneContext) -> PruningPlan:
     from lorashear.importance.flap import compensate
 
     plan = criterion_plan(ctx, "flap")
-    plan.settings["compensated"] = compensate(ctx.model, plan.groups, ctx.scorers["flap"].stats)
+    scorer = ctx.scorer("flap", ctx.config.score_options)
+    plan.settings["compensated"] = compensate(ctx.model, plan.groups, scorer.stats)
     return plan
 
 
