@@ -31,9 +31,11 @@ def test_json_schema_and_markdown(tmp_path):
 
 
 def test_from_dict_inverts_to_dict(tmp_path):
-    from lorashear.evaluate.speed import SpeedResult
+    from lorashear.evaluate.speed import Machine, SpeedResult
 
-    speed = SpeedResult("cpu", 400.0, 16.0, 10, "cpu_peak_rss_increase", 5, 4, 6, 512, 512, 128, 32, 3)
+    machine = Machine("cpu", "some cpu", 2, 1, (1.5, 2.5))  # with where and under what load it was timed
+    speed = SpeedResult("cpu", 400.0, 16.0, 10, "cpu_peak_rss_increase", 5, 4, 6, 512, 512, 128, 32, 3, machine,
+                        ("busy machine",))
     result = EvalResult(model="m", params=5, ppl={"wiki": PerplexityResult("wiki", 2.5, 2, 8, 14, "<s>")},
                         tasks={"piqa": TaskScore(0.5, 0.6, 10, 0.1, 0.1)}, speed=speed, settings={"limit": 10})
     again = EvalResult.from_dict(json.loads(json.dumps(result.to_dict())))

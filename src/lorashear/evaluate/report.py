@@ -58,7 +58,7 @@ class EvalResult:
             params=d["params"],
             ppl={name: PerplexityResult(ppl=value, **ppl_settings[name]) for name, value in d["ppl"].items()},
             tasks={name: TaskScore(**score) for name, score in d["tasks"].items()},
-            speed=SpeedResult(**d["speed"]) if d.get("speed") else None,
+            speed=SpeedResult.from_dict(d["speed"]) if d.get("speed") else None,
             settings=settings,
         )
 

@@ -61,6 +61,10 @@ class Machine:
     torch_threads: int
     load: tuple[float, ...]  # 1-minute load average before the warm-up and after every round
 
+    @classmethod
+    def from_dict(cls, d: dict) -> Machine:
+        return cls(**{**d, "load": tuple(d["load"])})
+
     @property
     def busy(self) -> bool:
         """More runnable processes than cores at some point of the measurement."""
@@ -112,6 +116,13 @@ class SpeedResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SpeedResult:
+        """The result a `to_dict` object describes."""
+        machine = d.get("machine")
+        return cls(**{**d, "machine": Machine.from_dict(machine) if machine else None,
+                      "warnings": tuple(d.get("warnings", ()))})
 
 
 class _TokenClock(BaseStreamer):
@@ -464,7 +475,7 @@ class SpeedComparison:
         models = tuple(ModelRounds(m["name"], m["params"], m["macs_per_token"],
                                    {metric: tuple(values) for metric, values in m["rounds"].items()})
                        for m in data["models"])
-        machine = Machine(**{**data["machine"], "load": tuple(data["machine"]["load"])})
+        machine = Machine.from_dict(data["machine"])
         settings = {key: data[key] for key in ("rounds", "warmup", "prefill_tokens", "decode_tokens",
                                                "decode_prompt_tokens", "macs_context", "max_spread")}
         return cls(models=models, machine=machine, **settings)
