@@ -46,6 +46,10 @@ class ScoreContext:
         """Indices (in graph.groups) of the groups to score."""
         return [i for i, g in enumerate(self.graph.groups) if self.kinds is None or g.kind in self.kinds]
 
+    def scored_params(self) -> set[str]:
+        """state_dict names of the base weights that some wanted group slices (LoRA factors excluded)."""
+        return {s.param for i in self.wanted() for s in self.graph.groups[i].slices if ".lora_" not in s.param}
+
 
 @dataclass
 class GroupScores:
@@ -66,7 +70,6 @@ class Criterion:
 
     name: ClassVar[str] = ""
     needs_data: ClassVar[bool] = False
-    channel_abs: ClassVar[bool] = False  # |sum| per parameter row/column before the group sum (LLM-Pruner's vector)
     reduce: str = "sum"
     normalize: str = "none"  # "l2": each parameter's element scores divided by their L2 norm (LoRAPrune)
 
@@ -82,7 +85,8 @@ class Criterion:
         return {"criterion": self.name, **asdict(self)}
 
     def per_channel_abs(self) -> bool:
-        return self.channel_abs
+        """Whether each parameter row/column sum is made absolute before the group sum (LLM-Pruner's vector)."""
+        return False
 
     def elements(self, ctx: ScoreContext) -> Iterator[tuple[str, torch.Tensor]]:
         """(state_dict name, element scores of that parameter's shape), one parameter at a time."""

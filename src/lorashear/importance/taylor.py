@@ -41,7 +41,7 @@ class Taylor(Criterion):
         return self.variant == "vector"
 
     def elements(self, ctx: ScoreContext) -> Iterator[tuple[str, torch.Tensor]]:
-        names = {s.param for i in ctx.wanted() for s in ctx.graph.groups[i].slices if ".lora_" not in s.param}
+        names = ctx.scored_params()
         grads = accumulate_gradients(ctx.model, ctx.require_batches(self.name), names, ctx.batch_size)
         for name, w in effective_weights(ctx.model, grads):
             wg = w.float() * grads[name]

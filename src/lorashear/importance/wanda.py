@@ -25,7 +25,7 @@ class WandaSP(Criterion):
     needs_data: ClassVar[bool] = True
 
     def elements(self, ctx: ScoreContext) -> Iterator[tuple[str, torch.Tensor]]:
-        scored = {s.param for i in ctx.wanted() for s in ctx.graph.groups[i].slices}
+        scored = ctx.scored_params()
         layers = linear_layers(ctx.model)
         names = [n for n in layers if n in scored]
         stats = collect_input_stats(ctx.model, ctx.require_batches(self.name), names, ctx.batch_size,
