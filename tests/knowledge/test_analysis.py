@@ -96,6 +96,28 @@ def test_json_and_heatmap(setup, tmp_path):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_one_group_clusters_and_unprobed_rules_have_no_deviation(setup, tmp_path):
+    """A cluster with one prunable group is not probed (selection keeps one per layer and kind): no deviation,
+    never ranked; rules that do not probe leave every cell unmeasured (None in JSON, blank in the heatmap)."""
+    import copy
+
+    model, graph, scores, HELD_OUT = setup
+    graph = copy.deepcopy(graph)
+    kv = [g for g in graph.groups if g.kind == "kv_group" and g.layer == 2]
+    assert len(kv) > 1
+    for g in kv[1:]:
+        g.unprunable = "test"
+    result = analyze_knowledge(model, graph, KINDS, KnowledgeConfig(ratios=(0.5,)), scores, HELD_OUT,
+                               log=lambda s: None)
+    lone = next(c for c in result.clusters if c.name == "layer2.attention")
+    assert lone.groups == [graph.groups.index(kv[0])] and lone.deviation == {} and lone.mean_deviation is None
+    assert not lone.unprunable and all(c.deviation for c in result.clusters if c is not lone)
+    assert json.loads(result.save(tmp_path / "k.json").read_text())["clusters"][4]["mean_deviation"] is None
+    unmeasured = analyze_knowledge(model, graph, KINDS, KnowledgeConfig(rule="none"), log=lambda s: None)
+    assert all(c.mean_deviation is None for c in unmeasured.clusters)
+    assert heatmap(unmeasured, tmp_path / "none.png").read_bytes()[:4] == b"\x89PNG"
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"unprunable_ratio": 1.0}, r"γ must be in \[0, 1\)"),
     ({"unprunable_ratio": -0.1}, r"γ must be in \[0, 1\)"),

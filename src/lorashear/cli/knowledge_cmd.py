@@ -63,8 +63,8 @@ def run(args: argparse.Namespace) -> int:
         scores = criterion.score(ctx)
     result = analyze_knowledge(model, graph, tuple(args.structures), config, scores, data.held_out, args.batch_size)
     result.settings["model"] = args.model
-    table = result.save(args.output / "knowledge.json")
     picture = heatmap(result, args.output / "knowledge.png")
+    table = result.save(args.output / "knowledge.json")  # last: its presence means the analysis finished
     for c in result.clusters:
         devs = "  ".join(f"{r}: {v:+.4f}" for r, v in c.deviation.items())
         print(f"{c.name:22s} {len(c.groups):6d} groups  {devs}{'  UNPRUNABLE' if c.unprunable else ''}")

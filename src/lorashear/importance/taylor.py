@@ -66,7 +66,8 @@ def accumulate_gradients(
             batch = batch.to(device)
             loss = model(input_ids=batch, labels=batch, use_cache=False).loss
             (loss * len(batch) / len(batches)).backward()
-        grads = {n: p.grad.detach().float().clone() for n, p in targets.items() if p.grad is not None}
+        # float() of a float32 gradient is the same tensor: no second copy of every gradient.
+        grads = {n: p.grad.detach().float() for n, p in targets.items() if p.grad is not None}
     finally:
         for n, p in params.items():
             p.grad = None

@@ -84,8 +84,9 @@ class Cluster:
     unprunable: bool = False
 
     @property
-    def mean_deviation(self) -> float:
-        return statistics.fmean(self.deviation.values()) if self.deviation else 0.0
+    def mean_deviation(self) -> float | None:
+        """Mean loss increase over the probed ratios; None when the cluster was not probed."""
+        return statistics.fmean(self.deviation.values()) if self.deviation else None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -146,11 +147,14 @@ def probe(
     """Fill every cluster's deviation (loss increase per ratio); returns the full model's loss."""
     replay = LayerReplay(model, held_out, batch_size)
     dense = replay.dense_loss
-    for cluster in tqdm(clusters, desc="knowledge analysis", unit="cluster"):
+    # A one-group cluster is not probed: selection always keeps one group per layer and kind, so
+    # nothing of it could be pruned, and zeroing it whole would not be comparable with the others.
+    probed = [c for c in clusters if len(c.groups) > 1]
+    for cluster in tqdm(probed, desc="knowledge analysis", unit="cluster"):
         ranked = scores.ranked(cluster.groups)
         for ratio in ratios:
-            # At least one group; never all of them (select always keeps one group per layer and kind).
-            k = min(max(1, round(ratio * len(ranked))), max(1, len(ranked) - 1))
+            # At least one group; never all of them.
+            k = min(max(1, round(ratio * len(ranked))), len(ranked) - 1)
             with zeroed(model, [graph.groups[i] for i in ranked[:k]]):
                 cluster.deviation[f"{ratio:g}"] = replay.loss(cluster.layer) - dense
     return dense
@@ -167,19 +171,20 @@ def choose_unprunable(clusters: list[Cluster], config: KnowledgeConfig, num_laye
         for c in clusters:
             c.unprunable = c.layer is not None and (c.layer < first or c.layer == num_layers - 1)
         return
-    ranked = sorted(clusters, key=lambda c: c.mean_deviation, reverse=True)
+    measured = [c for c in clusters if c.mean_deviation is not None]
+    ranked = sorted(measured, key=lambda c: c.mean_deviation, reverse=True)
     if config.rule == "ratio":
         for c in ranked[: math.floor(config.unprunable_ratio * len(clusters))]:
             c.unprunable = True
         return
     # auto: robust outliers per cluster kind (attention and MLP deviations live on different scales).
-    for kind in {c.kind for c in clusters}:
-        devs = [c.mean_deviation for c in clusters if c.kind == kind]
+    for kind in {c.kind for c in measured}:
+        devs = [c.mean_deviation for c in measured if c.kind == kind]
         if len(devs) < 3:
             continue
         med = statistics.median(devs)
         mad = 1.4826 * statistics.median(abs(d - med) for d in devs)
-        for c in clusters:
+        for c in measured:
             if c.kind == kind and c.mean_deviation > med + config.outlier_mads * max(mad, 1e-6):
                 c.unprunable = True
 

@@ -20,7 +20,8 @@ def heatmap(result: KnowledgeResult, path: str | Path) -> Path:
     layers = sorted({c.layer for c in layered})
     grid = np.full((len(kinds), max(len(layers), 1)), np.nan)
     for c in layered:
-        grid[kinds.index(c.kind), layers.index(c.layer)] = c.mean_deviation
+        if c.mean_deviation is not None:  # unprobed (rules none/fixed, one-group clusters): left blank
+            grid[kinds.index(c.kind), layers.index(c.layer)] = c.mean_deviation
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(layers) + 2), 1.2 + 0.6 * len(kinds)))
     image = ax.imshow(grid, aspect="auto", cmap="magma_r")
     for c in layered:
@@ -29,7 +30,8 @@ def heatmap(result: KnowledgeResult, path: str | Path) -> Path:
     ax.set_yticks(range(len(kinds)), kinds)
     ax.set_xticks(range(len(layers)), [str(layer) for layer in layers], fontsize=7)
     ax.set_xlabel("layer")
-    ax.set_title(f"loss increase when a cluster is pruned (nats; x = unprunable, rule {result.settings['rule']})")
+    measured = "" if result.dense_loss is not None else "not measured by this rule; "
+    ax.set_title(f"loss increase when a cluster is pruned ({measured}nats; x = unprunable, rule {result.settings['rule']})")
     fig.colorbar(image, ax=ax, fraction=0.03)
     fig.tight_layout()
     path = Path(path)
