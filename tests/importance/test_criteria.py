@@ -151,3 +151,19 @@ def test_data_criteria_need_batches(setup):
 def test_string_options_are_converted():
     assert get_criterion("taylor", variant="vector").per_channel_abs()
     assert get_criterion("magnitude", normalize="l2").normalize == "l2"
+
+
+def test_wanda_sp_scores_a_tied_lm_head_under_the_embedding_name():
+    """A tied lm_head is a linear layer reading the hidden channels: its |W|·‖X‖ must count (once) for the
+    hidden-channel groups, exactly as in the same model with the head untied."""
+    tied = tiny_model("llama", tie_word_embeddings=True)
+    untied = tiny_model("llama", tie_word_embeddings=False)
+    state = tied.state_dict()
+    untied.load_state_dict({**state, "lm_head.weight": state["model.embed_tokens.weight"].clone()})
+    scores = []
+    for model in (tied, untied):
+        graph = build_graph(model, ("hidden_channel",))
+        ctx = ScoreContext(model, graph, BATCHES, batch_size=4, aliases=tied_aliases(model))
+        result = get_criterion("wanda-sp").score(ctx).scores
+        scores.append([result[i] for i in range(len(graph.groups))])
+    assert tied_aliases(tied) and scores[0] == pytest.approx(scores[1], rel=1e-5)

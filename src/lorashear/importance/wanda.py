@@ -27,11 +27,13 @@ class WandaSP(Criterion):
     def elements(self, ctx: ScoreContext) -> Iterator[tuple[str, torch.Tensor]]:
         scored = ctx.scored_params()
         layers = linear_layers(ctx.model)
-        names = [n for n in layers if n in scored]
+        names = [n for n in layers if ctx.aliases.get(n, n) in scored]
         stats = collect_input_stats(ctx.model, ctx.require_batches(self.name), names, ctx.batch_size,
                                     desc="wanda-sp activations")
         for name, w in effective_weights(ctx.model, names):
             d = input_dim(layers[name])
             shape = [1] * w.dim()
             shape[d] = -1
-            yield name, w.float().abs() * stats[name].norm.float().to(w.device).view(shape)
+            # A tied lm_head reads the hidden channels like any linear layer: its scores count under the
+            # embedding's name (the one `aggregate` reads; the embedding lookup itself has no input norm).
+            yield ctx.aliases.get(name, name), w.float().abs() * stats[name].norm.float().to(w.device).view(shape)
