@@ -167,3 +167,16 @@ def test_wanda_sp_scores_a_tied_lm_head_under_the_embedding_name():
         result = get_criterion("wanda-sp").score(ctx).scores
         scores.append([result[i] for i in range(len(graph.groups))])
     assert tied_aliases(tied) and scores[0] == pytest.approx(scores[1], rel=1e-5)
+
+
+def test_dora_adapters_are_refused_with_advice():
+    """DoRA's weight is m·(W + s·BA)/‖W + s·BA‖, not W + s·BA: scoring it as LoRA would be silently wrong."""
+    from peft import LoraConfig, get_peft_model
+
+    from lorashear.importance import effective_weights
+
+    model = get_peft_model(tiny_model("llama"), LoraConfig(r=2, target_modules=["q_proj"], use_dora=True))
+    with pytest.raises(LorashearError, match="DoRA adapter.*merge_and_unload"):
+        build_graph(model, ("kv_group",))
+    with pytest.raises(LorashearError, match="DoRA adapter.*merge_and_unload"):
+        list(effective_weights(model))

@@ -209,6 +209,9 @@ def lora_layers(model: nn.Module) -> dict[str, nn.Module]:
 
 def effective_weights(model: nn.Module, names: Iterable[str] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
     """(state_dict name, W + s·B·A) for every weight of the model (W alone where no LoRA is attached)."""
+    from lorashear.graph.build import refuse_dora
+
+    refuse_dora(model)  # its weight is not W + s·BA
     lora = lora_layers(model)
     state = model.state_dict()
     for name in names if names is not None else state:

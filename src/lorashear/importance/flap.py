@@ -107,7 +107,8 @@ class Flap(Criterion):
         channel = {}
         for name, w in effective_weights(ctx.model, self.stats):
             s = fluctuation(w, self.stats[name], input_dim(layers[name]))
-            channel[name] = standardise(s**2 if name in attention_outputs else s)
+            # One copy to the CPU per weight, not one device sync per group below.
+            channel[name] = standardise(s**2 if name in attention_outputs else s).double().cpu()
         sums, counts = {}, {}
         for i, group in wanted.items():
             cut = {n: ix for n, ix in input_columns([group]).items() if n in channel}
