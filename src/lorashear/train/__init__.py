@@ -3,11 +3,15 @@
 A stage is a recipe that sets up data and a loss, then calls the loop; its own work is a TrainHook:
 
     accelerator = make_accelerator(config)                 # config: a LoopConfig (sub)class
-    work = checkpoint.check_run_dir(out, config.resume)    # .OUT.partial, renamed by checkpoint.finish
+    work = checkpoint.check_run_dir(out, config.resume)    # .OUT.partial; fails before anything is written
+    if accelerator.is_main_process:
+        checkpoint.start_run_dir(work, config.resume)
     run = train_lora(load_pruned_base(spec, accelerator.device), config, accelerator, work, total_steps,
                      batch_source, loss_fn, hooks=[MyHook()], desc="lhspg")
-    if run.finished:
-        save_merged(accelerator, run.model, tokenizer, spec, config, work); checkpoint.finish(work, out)
+    if run.finished:                                       # else stopped at stop_after_steps: --resume later
+        save_merged(accelerator, run.model, tokenizer, spec, config, work)
+        if accelerator.is_main_process:
+            checkpoint.finish(work, out)                   # drop checkpoints, rename to OUT
 
 `batch_source(run, rows)` gives the next global micro-batch (input_ids, labels); the loop keeps this
 process's rows. `loss_fn(model, ids, labels)` gives (loss, {part: float}) for the step log
