@@ -1,7 +1,8 @@
 """Dynamic knowledge recovery (LoRAShear stage 4): staged LoRA fine-tuning of a pruned model on Accelerate.
 
-`recover(RecoverConfig(...))` runs the recipe (recipe.py); its components (mixture, streams,
-losses, checkpoint, logs) are small modules usable and tested on their own.
+`recover(RecoverConfig(...))` runs the recipe (recipe.py) on the shared training loop
+(`lorashear.train`); its own components (stages, mixture, streams, losses, logs) are small modules
+usable and tested on their own.
 
     lorashear recover PRUNED --dense MODEL --tokens N -o OUT [--config recipes/recover.yaml]
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 \

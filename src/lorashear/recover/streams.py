@@ -18,6 +18,9 @@ import torch
 
 from lorashear.data import Instruction, load_documents, load_instructions, pack, split_documents
 from lorashear.errors import LorashearError
+from lorashear.train.loop import shard_rows
+
+__all__ = ["IGNORE", "Category", "MixedStream", "pack_instructions", "shard_rows"]
 
 IGNORE = -100  # label of tokens that carry no loss (cross-entropy's ignore_index)
 
@@ -157,8 +160,3 @@ class MixedStream:
         self.cursors = list(state["cursors"])
         self.epochs = list(state["epochs"])
         self._orders = [self._order(i) for i in range(len(self.categories))]
-
-
-def shard_rows(batch: torch.Tensor, rank: int, world: int) -> torch.Tensor:
-    """This process's rows of a global batch (strided, so every process gets the same count)."""
-    return batch[rank::world]

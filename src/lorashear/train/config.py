@@ -1,0 +1,92 @@
+"""The options every trained stage shares (batch, optimiser, LoRA, checkpoints), loadable from a YAML recipe.
+
+A stage's own config subclasses `LoopConfig`, so its YAML keys stay flat (`recipes/recover.yaml`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+
+from lorashear.errors import LorashearError
+
+PRECISIONS = ("auto", "no", "bf16", "fp16")
+# Options that may change between a run and its resumption; any other change would train a different run.
+RESUMABLE_CHANGES = frozenset({"resume", "stop_after_steps", "checkpoint_every", "keep_checkpoints"})
+
+
+@dataclass
+class LoopConfig:
+    """Batch, optimiser, LoRA and checkpoint settings of one training run (LLM-Pruner-like LoRA defaults)."""
+
+    kind: ClassVar[str] = "training"  # names the options in error messages ("unknown recovery option")
+
+    seq_len: int = 256
+    batch_size: int = 4  # sequences per process per micro-batch
+    grad_accum: int = 4
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_targets: str | list[str] = "all-linear"
+
+    checkpoint_every: int = 200  # optimiser steps; 0 = only at the end of the run
+    keep_checkpoints: int = 2
+    resume: bool = False
+    stop_after_steps: int | None = None  # stop after this step, keeping the checkpoint (walltime-limited jobs)
+    seed: int = 0
+    mixed_precision: str = "auto"  # auto = bf16 on a GPU that supports it, else full precision
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any):
+        """Load a recipe; keyword overrides that are not None win (the CLI passes its flags here)."""
+        path = Path(path)
+        if not path.is_file():
+            raise LorashearError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise LorashearError(f"{path} is not valid YAML: {err}") from err
+        if not isinstance(raw, dict):
+            raise LorashearError(f"{path}: expected a mapping of option names to values")
+        return cls.from_dict({**raw, **{k: v for k, v in overrides.items() if v is not None}})
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise LorashearError(f"unknown {cls.kind} option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    def validate(self) -> None:
+        """Raise LorashearError on loop settings no run could use."""
+        for name in ("seq_len", "batch_size", "grad_accum", "lora_r"):
+            if getattr(self, name) <= 0:
+                raise LorashearError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise LorashearError(f"--lr must be positive, got {self.lr}")
+        if self.checkpoint_every < 0:
+            raise LorashearError(f"--checkpoint-every must be >= 0, got {self.checkpoint_every}")
+        if self.mixed_precision not in PRECISIONS:
+            raise LorashearError(f"mixed_precision must be one of {', '.join(PRECISIONS)}")
+
+    def check_same_run(self, saved: Path) -> None:
+        """On --resume: refuse options that differ from the interrupted run's (saved at `saved`)."""
+        before = type(self).from_yaml(saved).to_dict()
+        changed = sorted(k for k, v in self.to_dict().items() if k not in RESUMABLE_CHANGES and before.get(k) != v)
+        if changed:
+            diffs = ", ".join(f"{k}: {before.get(k)!r} -> {getattr(self, k)!r}" for k in changed)
+            raise LorashearError(f"--resume with different options than the interrupted run ({diffs}); use the same ones")
