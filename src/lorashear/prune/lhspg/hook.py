@@ -1,8 +1,9 @@
 """`LhspgHook`: LoRAShear's Algorithm 4 as a hook of the shared training loop.
 
-After each optimiser step: in warm-up nothing; at a period's first step the least salient
-still-important prunable groups become redundant (the plan's `select` on saliency scores, the
-cumulative target ratio·p/P, earlier redundant groups forced in); every step of the period they
+After each optimiser step: in warm-up nothing; at the first period's first step (later periods: at
+the previous period's last step, before its merge) the least salient still-important prunable groups
+become redundant (the plan's `select` on saliency scores, the cumulative target ratio·p/P, earlier
+redundant groups forced in); every step of the period they
 take an LHSPG projection (or the released fade); at the period's last step they are set exactly to
 zero and s·BA merges into W. Redundant groups stay zero: their LoRA slices and Adam moments are
 zeroed after every later step. Everything is computed from weights that every DDP process shares,
@@ -44,6 +45,7 @@ class LhspgHook(TrainHook):
         self.start_norms: dict[int, float] = {}  # ‖x_g‖ at the group's first step (the constant λ rule)
         self.variables: GroupVariables | None = None
         self._sparsity: tuple[int, dict] | None = None  # (len(zeroed), summary) cache
+        self._period = 0  # periods begun, for the step log
 
     # ---------------------------------------------------------------- hook interface
 
@@ -55,6 +57,7 @@ class LhspgHook(TrainHook):
     def after_step(self, run: TrainRun, record: dict) -> None:
         model, optimizer = run.unwrapped, run.optimizer
         position = self.schedule.position(run.step - 1)
+        self._period = self.schedule.period_of(run.step - 1)
         current: list[int] = []
         if position is not None:
             period, t = position
@@ -68,6 +71,10 @@ class LhspgHook(TrainHook):
                     self.zeroed.add(i)
                 else:
                     self._advance(i, t, optimizer)
+            if last and period + 1 < self.schedule.periods:
+                # The next period's groups are chosen now, while BA still holds this period's training
+                # (a reset merge below would leave the proxies only one step of LoRA to read).
+                self._start_period(model, period + 1)
             if last and self.config.merge == "reset":
                 merge_lora(model, optimizer)
         for i in self.zeroed.difference(current):  # zeros stay zero: the optimizer step revived their LoRA slices
@@ -141,4 +148,4 @@ class LhspgHook(TrainHook):
                 "sparsity": counter.removed_params / counter.total,
                 "live_params": counter.total - counter.removed_params,
             })
-        return {"period": len(self.periods), **self._sparsity[1]}
+        return {"period": self._period, **self._sparsity[1]}
