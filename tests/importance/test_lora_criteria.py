@@ -93,3 +93,8 @@ def test_lhspg_weights_are_checked(weights):
 def test_a_data_criterion_in_the_mix_needs_data():
     assert get_criterion("lhspg", weights="taylor:1,magnitude:1").needs_data
     assert not get_criterion("lhspg").needs_data
+
+
+def test_the_parsed_mix_is_no_option():
+    with pytest.raises(LorashearError, match="has no option mix"):
+        get_criterion("lhspg", mix={"magnitude": 1.0})

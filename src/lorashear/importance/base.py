@@ -114,7 +114,7 @@ def get_criterion(name: str, **options: Any) -> Criterion:
     if name not in CRITERIA:
         raise LorashearError(f"unknown criterion '{name}'; choose from {', '.join(sorted(CRITERIA))}")
     cls = CRITERIA[name]
-    known = {f.name: f for f in fields(cls)}
+    known = {f.name: f for f in fields(cls) if f.init}  # derived fields (lhspg's parsed mix) are no options
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise LorashearError(
