@@ -4,12 +4,13 @@
     scores = criterion.score(ScoreContext(model, graph, batches=calibration.batches))
 
 Criteria (one module each): `magnitude`, `taylor` (LLM-Pruner), `wanda-sp`, `flap` (whose
-`flap.compensate` adds FLAP's bias compensation to the model before compress); LoRA-based criteria
-(LHSPG's W⊙BA proxies, LoRAPrune's LoRA gradients) plug in the same way: a `Criterion` subclass
-that yields element scores from `effective_weights` and the LoRA factors, `@register`ed.
+`flap.compensate` adds FLAP's bias compensation to the model before compress), and LoRAShear's
+LoRA-product proxies in `lora` (`lora-taylor`, `lora-taylor2`, `lora-cos` and their mix `lhspg`).
+Further LoRA-based criteria (LoRAPrune's LoRA gradients) plug in the same way: a `Criterion`
+subclass that yields element scores from `effective_weights` and the LoRA factors, `@register`ed.
 """
 
-from lorashear.importance import flap, magnitude, taylor, wanda  # noqa: F401  (register the criteria)
+from lorashear.importance import flap, lora, magnitude, taylor, wanda  # noqa: F401  (register the criteria)
 from lorashear.importance.base import (
     CRITERIA,
     Criterion,
@@ -18,6 +19,7 @@ from lorashear.importance.base import (
     aggregate,
     effective_weights,
     get_criterion,
+    lora_delta,
     lora_layers,
     reduce_scores,
     register,
@@ -44,6 +46,7 @@ __all__ = [
     "effective_weights",
     "get_criterion",
     "load_calibration",
+    "lora_delta",
     "lora_layers",
     "mean_loss",
     "reduce_scores",

@@ -22,7 +22,7 @@ from lorashear.errors import LorashearError
 from lorashear.graph.structures import StructureGraph
 
 # How a group's summed elements become its score.
-REDUCTIONS = ("sum", "mean", "abs-sum", "l2")
+REDUCTIONS = ("sum", "mean", "abs-sum", "l2", "square")
 NORMALIZATIONS = ("none", "l2")
 
 
@@ -114,7 +114,7 @@ def get_criterion(name: str, **options: Any) -> Criterion:
     if name not in CRITERIA:
         raise LorashearError(f"unknown criterion '{name}'; choose from {', '.join(sorted(CRITERIA))}")
     cls = CRITERIA[name]
-    known = {f.name: f for f in fields(cls)}
+    known = {f.name: f for f in fields(cls) if f.init}  # derived fields (lhspg's parsed mix) are no options
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise LorashearError(
@@ -185,13 +185,16 @@ def aggregate(
 
 
 def reduce_scores(sums: dict[int, float], counts: dict[int, int], reduce: str) -> dict[int, float]:
-    """Group sums to scores: as they are, per element (`mean`), absolute (`abs-sum`), or square root (`l2`)."""
+    """Group sums to scores: as they are, per element (`mean`), absolute (`abs-sum`), square root (`l2`),
+    or half the square (`square`: the second-order Taylor form ½(Σ)²)."""
     if reduce == "sum":
         return dict(sums)
     if reduce == "abs-sum":
         return {i: abs(v) for i, v in sums.items()}
     if reduce == "l2":
         return {i: math.sqrt(max(v, 0.0)) for i, v in sums.items()}
+    if reduce == "square":
+        return {i: 0.5 * v * v for i, v in sums.items()}
     return {i: (v / counts[i] if counts[i] else 0.0) for i, v in sums.items()}
 
 
@@ -218,11 +221,17 @@ def effective_weights(model: nn.Module, names: Iterable[str] | None = None) -> I
         if ".lora_" in name or name not in state:
             continue
         w = state[name]
-        if name in lora:
-            layer = lora[name]
-            with torch.no_grad():
-                merged = set(getattr(layer, "merged_adapters", []))  # already inside W
-                for adapter in layer.active_adapters:
-                    if adapter in layer.lora_A and adapter not in merged:
-                        w = w + layer.get_delta_weight(adapter).to(w.dtype)
-        yield name, w
+        delta = lora_delta(lora[name]) if name in lora else None
+        yield name, (w if delta is None else w + delta.to(w.dtype))
+
+
+def lora_delta(layer: nn.Module) -> torch.Tensor | None:
+    """s·B·A of a peft LoRA layer's active, unmerged adapters, in its base weight's layout (None: no such adapter)."""
+    merged = set(getattr(layer, "merged_adapters", []))  # already inside W
+    delta = None
+    with torch.no_grad():
+        for adapter in layer.active_adapters:
+            if adapter in layer.lora_A and adapter not in merged:
+                d = layer.get_delta_weight(adapter)
+                delta = d if delta is None else delta + d
+    return delta

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from lorashear.importance import GroupScores
 from lorashear.prune.context import PruneContext
-from lorashear.prune.plan import PruningPlan, group_sizes, select
+from lorashear.prune.plan import PruningPlan, per_parameter_scores, select
 from lorashear.prune.random import random_plan
 
 
@@ -43,14 +43,8 @@ def criterion_plan(ctx: PruneContext, criterion: str) -> PruningPlan:
 
 
 def per_parameter(ctx: PruneContext, scores: GroupScores) -> dict[int, float]:
-    """Scores as importance per parameter held, so groups of different sizes (heads, channels) compare:
-    sums divided by the group's size, L2 norms by its square root (an RMS); means stay as they are."""
-    reduce = scores.settings.get("reduce")
-    if reduce not in ("sum", "abs-sum", "l2"):
-        return dict(scores.scores)
-    sizes = group_sizes(ctx.graph, scores.scores, ctx.aliases)
-    power = 0.5 if reduce == "l2" else 1.0
-    return {i: s / max(sizes[i], 1) ** power for i, s in scores.scores.items()}
+    """Scores as importance per parameter held (see `per_parameter_scores`), so kinds compare fairly."""
+    return per_parameter_scores(ctx.graph, scores, ctx.aliases)
 
 
 def _flap(ctx: PruneContext) -> PruningPlan:

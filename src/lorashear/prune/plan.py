@@ -6,9 +6,13 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lorashear.errors import LorashearError
 from lorashear.graph.structures import HIDDEN_CHANNEL, MLP_CHANNEL, Group, StructureGraph
+
+if TYPE_CHECKING:
+    from lorashear.importance.base import GroupScores
 
 CHANNEL_KINDS = (MLP_CHANNEL, HIDDEN_CHANNEL)  # kinds whose kept count `multiple_of` rounds
 
@@ -96,6 +100,20 @@ def group_sizes(graph: StructureGraph, indices, aliases: dict[str, str] | None =
     """Base parameters each group removes on its own (LoRA factors and tied aliases not counted)."""
     counter = ParamCounter(graph, aliases)
     return {i: counter.cost([graph.groups[i]]) for i in indices}
+
+
+# How a reduction grows with a group's size: scores are divided by size**power to compare per parameter.
+SIZE_POWERS = {"sum": 1.0, "abs-sum": 1.0, "l2": 0.5, "square": 2.0}
+
+
+def per_parameter_scores(graph: StructureGraph, scores: GroupScores, aliases: dict[str, str] | None = None) -> dict[int, float]:
+    """`scores` as importance per parameter held, so groups of different sizes (heads, channels)
+    compare: sums divided by the group's size, L2 norms by its square root (an RMS); means stay as they are."""
+    power = SIZE_POWERS.get(scores.settings.get("reduce"))
+    if power is None:
+        return dict(scores.scores)
+    sizes = group_sizes(graph, scores.scores, aliases)
+    return {i: s / max(sizes[i], 1) ** power for i, s in scores.scores.items()}
 
 
 def select(

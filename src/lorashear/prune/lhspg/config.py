@@ -1,0 +1,48 @@
+"""`LhspgConfig`: LoRAShear's progressive pruning settings (defaults follow the paper and the authors' code)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from lorashear.errors import LorashearError
+
+VARIANTS = ("projection", "fade")  # Algorithm 4's half-space projection; the released code's multiplicative fade
+LAMBDA_RULES = ("remaining", "constant")  # λ = ‖x_g‖/(steps left in the period), or ‖x_g at its first step‖/T
+MERGES = ("reset", "keep")  # period end: merge s·BA into W and restart LoRA from B = 0; or keep LoRA unmerged
+
+
+@dataclass
+class LhspgConfig:
+    """Schedule (warm-up share of the steps, P periods), projection (ε, λ rule, variant), saliency, merging."""
+
+    warmup_share: float = 0.1
+    periods: int = 5
+    epsilon: float = 0.0  # half-space test x̃ᵀx < ε‖x‖² (DHSPG's default 0)
+    lambda_rule: str = "remaining"
+    variant: str = "projection"
+    saliency: str = "lhspg"  # any registered criterion
+    saliency_options: dict = field(default_factory=dict)
+    merge: str = "reset"
+    group_divisible: int = 1  # kept MLP/hidden channel counts a multiple of this (select's multiple_of)
+
+    def __post_init__(self) -> None:
+        from lorashear.importance import get_criterion
+
+        if not 0.0 <= self.warmup_share < 1.0:
+            raise LorashearError(f"LHSPG warm-up share must be in [0, 1), got {self.warmup_share}")
+        if isinstance(self.periods, bool) or not isinstance(self.periods, int) or self.periods < 1:
+            raise LorashearError(f"LHSPG periods must be a positive integer, got {self.periods!r}")
+        if not (math.isfinite(self.epsilon) and 0.0 <= self.epsilon < 1.0):
+            raise LorashearError(f"LHSPG epsilon must be in [0, 1), got {self.epsilon}")
+        for name, value, choices in (("lambda rule", self.lambda_rule, LAMBDA_RULES),
+                                     ("variant", self.variant, VARIANTS), ("merge", self.merge, MERGES)):
+            if value not in choices:
+                raise LorashearError(f"LHSPG {name} must be one of {', '.join(choices)}, got {value!r}")
+        g = self.group_divisible
+        if isinstance(g, bool) or not isinstance(g, int) or g < 1:
+            raise LorashearError(f"--group-divisible must be a positive integer, got {g!r}")
+        get_criterion(self.saliency, **self.saliency_options)  # unknown saliency or option: fail now
+
+    def to_dict(self) -> dict:
+        return asdict(self)
