@@ -80,9 +80,15 @@ class Recipe:
 
     def prune(self, output: str | Path, knowledge_from: str | Path | None = None) -> PruneConfig:
         """PruneConfig of the `prune` section; keys it does not have go to the method (`method_options`)."""
+        from lorashear.prune import METHODS
+
         values = dict(self.sections["prune"])
         own = set(field_names(PruneConfig)) - set(RUNNER_KEYS["prune"])
         method_options = {k: values.pop(k) for k in list(values) if k not in own}
+        method = METHODS.get(values.get("method", "random"))
+        if method_options and method is not None and method.options is None:
+            raise LorashearError(f"unknown key(s) in 'prune': {', '.join(sorted(method_options))}; known: "
+                                 f"{', '.join(sorted(own))} (method '{method.name}' takes no options of its own)")
         return PruneConfig(model=self.model, output=str(output), calibration=self.calibration(),
                            knowledge=self.knowledge(), knowledge_from=None if knowledge_from is None else str(knowledge_from),
                            method_options=method_options, **_with_lists(values))
@@ -121,6 +127,16 @@ class Recipe:
         if self.enabled("evaluate"):
             check_keys("evaluate", self.sections["evaluate"], field_names(EvalConfig) + list(EVAL_EXTRA))
             self.evaluate()
+
+    def same_run(self) -> dict:
+        """The sections a resumed run must share with the interrupted one (a training stage's
+        stop/checkpoint options may change, as for `lorashear recover --resume`)."""
+        from lorashear.train.config import RESUMABLE_CHANGES
+
+        sections = copy.deepcopy(self.sections)
+        if isinstance(sections.get("recover"), dict):
+            sections["recover"] = {k: v for k, v in sections["recover"].items() if k not in RESUMABLE_CHANGES}
+        return sections
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.sections, sort_keys=False)

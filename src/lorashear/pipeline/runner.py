@@ -135,9 +135,9 @@ def _check_out(recipe: Recipe, out: Path, resume: bool) -> None:
         raise LorashearError(f"{out} exists and holds no lorashear run; choose another output folder")
     if not resume:
         raise LorashearError(f"{out} holds a run already; pass --resume to continue it, or choose another folder")
-    before = yaml.safe_load(saved.read_text())
-    if before != recipe.sections:
-        changed = sorted(k for k in set(before) | set(recipe.sections) if before.get(k) != recipe.sections.get(k))
+    before, now = Recipe(yaml.safe_load(saved.read_text())).same_run(), recipe.same_run()
+    if before != now:
+        changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
         raise LorashearError(f"--resume with a different recipe than {saved} (sections {', '.join(changed)} differ); "
                              "use the same recipe and overrides, or a new output folder")
 

@@ -36,8 +36,8 @@ class StageContext:
 
 def write_config(folder: Path, config) -> None:
     """The stage's resolved config (a dataclass or a mapping) as YAML."""
-    values = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
-    write_atomic(folder / CONFIG_FILE, yaml.safe_dump(json.loads(json.dumps(values)), sort_keys=False))
+    plain = json.loads(json.dumps(config, default=dataclasses.asdict))  # nested dataclasses, tuples → lists
+    write_atomic(folder / CONFIG_FILE, yaml.safe_dump(plain, sort_keys=False))
 
 
 def write_json(path: Path, data: dict) -> None:
