@@ -24,8 +24,9 @@ setup: $(STAMP)
 assets: setup
 	$(BIN)/lorashear assets fetch
 
+# The one-command pipeline on the default model (recipes/demo.yaml): rerunning continues/skips finished stages.
 demo: assets
-	$(BIN)/lorashear demo
+	$(BIN)/lorashear run recipes/demo.yaml -o demo-out --resume
 
 test: assets
 	$(BIN)/python -m pytest -q

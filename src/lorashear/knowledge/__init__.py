@@ -9,6 +9,7 @@ from lorashear.knowledge.analysis import (
     analyze_knowledge,
     choose_unprunable,
     clusters_of,
+    load_knowledge,
     mark_unprunable,
     probe,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "choose_unprunable",
     "clusters_of",
     "heatmap",
+    "load_knowledge",
     "mark_unprunable",
     "probe",
 ]

@@ -217,6 +217,26 @@ def analyze_knowledge(
     return result
 
 
+def load_knowledge(path: str | Path, graph: StructureGraph, kinds: tuple[str, ...]) -> KnowledgeResult:
+    """An earlier analysis's verdict (its `knowledge.json`) on this graph, matched cluster by cluster."""
+    path = Path(path)
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise LorashearError(f"cannot read the knowledge analysis {path}: {err}") from err
+    clusters = clusters_of(graph, kinds)
+    mine = {c.name: len(c.groups) for c in clusters}
+    theirs = {c["name"]: c["groups"] for c in saved["clusters"]}
+    if mine != theirs:
+        raise LorashearError(f"{path} analysed other clusters than this model has for {', '.join(kinds)}; "
+                             "rerun the analysis on this model with these structures")
+    records = {c["name"]: c for c in saved["clusters"]}
+    for cluster in clusters:
+        record = records[cluster.name]
+        cluster.deviation, cluster.unprunable = dict(record["deviation"]), record["unprunable"]
+    return KnowledgeResult(clusters, saved["dense_loss"], {**saved["settings"], "from": str(path)}, saved["seconds"])
+
+
 def mark_unprunable(graph: StructureGraph, result: KnowledgeResult) -> int:
     """Record the verdict on the graph's groups (`unprunable="knowledge"`); returns how many were marked."""
     marked = 0

@@ -35,7 +35,11 @@ class PruneConfig:
     score_options: dict = field(default_factory=dict)  # options of the method's criterion (e.g. variant)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     knowledge: KnowledgeConfig | None = None  # None: the method's default rule
+    knowledge_from: str | None = None  # an earlier analysis's knowledge.json: its verdict is used, nothing probed
     batch_size: int = 4
+    # The method's own settings (a trained method's schedule, data budget, ...): validated by the
+    # dataclass it registers as `Method.options`; a method without one takes none.
+    method_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from lorashear.importance import get_criterion
@@ -58,6 +62,7 @@ class PruneConfig:
             raise LorashearError(f"method '{self.method}' ranks by no criterion; drop --score-option")
         if method.criterion is not None:
             get_criterion(method.criterion, **self.score_options)  # refuses unknown options now
+        method.parse_options(self.method_options)  # refuses unknown method options now
         if self.knowledge is None:
             self.knowledge = KnowledgeConfig(rule=method.knowledge, criterion=method.criterion or "wanda-sp")
         if self.knowledge.probes:
@@ -94,31 +99,13 @@ def tied_aliases(model) -> dict[str, str]:
 def prune_model(config: PruneConfig, log: Callable[[str], None] = print) -> PruneResult:
     """Load → graph → knowledge analysis → the method's plan → compress → export to `config.output`."""
     from lorashear.compress import compress, count_params, export
-    from lorashear.graph import build_graph
-    from lorashear.models import load_model, load_tokenizer
     from lorashear.prune import METHODS
-    from lorashear.prune.context import PruneContext
 
     out = Path(config.output)
     if out.exists() and any(out.iterdir()) and not config.overwrite:
         raise LorashearError(f"{out} exists and is not empty; choose another folder or pass --overwrite")
-    seconds: dict[str, float] = {}
-    model = load_model(config.model)
-    if not config.merge_lora and not hasattr(model, "peft_config"):
-        raise LorashearError(
-            f"--lora keeps the model's LoRA adapter unmerged, but {config.model} has none; "
-            "pass a peft adapter folder (with adapter_config.json) or drop --lora"
-        )
-    try:
-        tokenizer = load_tokenizer(config.model)
-    except LorashearError as err:  # a bare model folder: export without a tokenizer
-        log(f"warning: {err}; the pruned folder will have no tokenizer")
-        tokenizer = None
-
-    start = time.perf_counter()
-    graph = build_graph(model, config.kinds)
-    seconds["discover"] = time.perf_counter() - start
-    ctx = PruneContext(config, model, tokenizer, graph, tied_aliases(model), log)
+    ctx, seconds = prepare(config, log)
+    model, tokenizer = ctx.model, ctx.tokenizer
 
     start = time.perf_counter()
     ctx.knowledge = knowledge_stage(ctx)
@@ -146,12 +133,46 @@ def prune_model(config: PruneConfig, log: Callable[[str], None] = print) -> Prun
     return PruneResult(folder, plan, params_before, count_params(model), seconds)
 
 
+def prepare(config: PruneConfig, log: Callable[[str], None] = print):
+    """Load the model and its tokenizer and discover its groups: the `PruneContext` of a run, and seconds taken."""
+    from lorashear.graph import build_graph
+    from lorashear.models import load_model, load_tokenizer
+    from lorashear.prune.context import PruneContext
+
+    model = load_model(config.model)
+    if not config.merge_lora and not hasattr(model, "peft_config"):
+        raise LorashearError(
+            f"--lora keeps the model's LoRA adapter unmerged, but {config.model} has none; "
+            "pass a peft adapter folder (with adapter_config.json) or drop --lora"
+        )
+    try:
+        tokenizer = load_tokenizer(config.model)
+    except LorashearError as err:  # a bare model folder: export without a tokenizer
+        log(f"warning: {err}; the pruned folder will have no tokenizer")
+        tokenizer = None
+    start = time.perf_counter()
+    graph = build_graph(model, config.kinds)
+    seconds = {"discover": time.perf_counter() - start}
+    return PruneContext(config, model, tokenizer, graph, tied_aliases(model), log), seconds
+
+
+def analyze_for_pruning(config: PruneConfig, log: Callable[[str], None] = print) -> KnowledgeResult | None:
+    """The knowledge analysis `prune_model(config)` would run, alone (a pipeline stage of its own)."""
+    ctx, _ = prepare(config, log)
+    return knowledge_stage(ctx)
+
+
 def knowledge_stage(ctx) -> KnowledgeResult | None:
     """Run the knowledge analysis the config asks for and mark its unprunable groups on the graph."""
-    from lorashear.knowledge import analyze_knowledge, mark_unprunable
+    from lorashear.knowledge import analyze_knowledge, load_knowledge, mark_unprunable
     from lorashear.prune import METHODS
 
     kc = ctx.config.knowledge
+    if ctx.config.knowledge_from is not None:
+        result = load_knowledge(ctx.config.knowledge_from, ctx.graph, ctx.config.kinds)
+        mark_unprunable(ctx.graph, result)
+        ctx.log(result.summary())
+        return result
     if kc.rule == "none":
         return None
     method = METHODS[ctx.config.method]

@@ -6,9 +6,12 @@ criterion; `random` ranks them at random. Trained methods (LHSPG, LoRAPrune) reg
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from lorashear.errors import LorashearError
 from lorashear.importance import GroupScores
 from lorashear.prune.context import PruneContext
 from lorashear.prune.plan import PruningPlan, per_parameter_scores, select
@@ -24,6 +27,20 @@ class Method:
     criterion: str | None = None
     knowledge: str = "auto"  # default --unprunable rule
     description: str = ""
+    options: type | None = None  # the method's own config dataclass (PruneConfig.method_options fill it)
+
+    def parse_options(self, values: dict[str, Any]) -> Any:
+        """The method's own config from `values` (unknown keys refused, naming the known ones); None if it has none."""
+        if self.options is None:
+            if values:
+                raise LorashearError(f"method '{self.name}' takes no options of its own; drop {', '.join(sorted(values))}")
+            return None
+        known = {f.name for f in dataclasses.fields(self.options)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise LorashearError(f"unknown option(s) of method '{self.name}': {', '.join(unknown)}; "
+                                 f"known: {', '.join(sorted(known))}")
+        return self.options(**values)
 
 
 def _random(ctx: PruneContext) -> PruningPlan:

@@ -1,0 +1,45 @@
+"""`lorashear run RECIPE -o OUT [--resume] [KEY.SUB=VALUE ...]` and `lorashear report OUT`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="one command from model to report: run a recipe's stages",
+                       description="Run a recipe (recipes/*.yaml): analyze → knowledge → prune → recover → evaluate "
+                                   "→ report, each stage in its own folder under OUT; finished stages are skipped.")
+    p.add_argument("recipe", type=Path, help="a YAML recipe, e.g. recipes/demo.yaml")
+    p.add_argument("-o", "--output", required=True, type=Path, help="run folder")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in OUT: skip finished stages, resume an interrupted training stage")
+    p.add_argument("overrides", nargs="*", metavar="KEY.SUB=VALUE",
+                   help="recipe overrides, e.g. prune.ratio=0.5 recover.tokens=1000 recover=null")
+    p.set_defaults(handler=run)
+
+    r = sub.add_parser("report", help="regenerate a run's report.md, figures and model cards (no model runs)")
+    r.add_argument("output", type=Path, help="a run folder written by `lorashear run`")
+    r.set_defaults(handler=report)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lorashear.pipeline import load_recipe, run_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    result = run_recipe(recipe, args.output, resume=args.resume, command=["lorashear", *sys.argv[1:]])
+    if not result.finished:
+        print(f"stopped early; continue with: lorashear run {args.recipe} -o {args.output} --resume")
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    from lorashear.errors import LorashearError
+    from lorashear.pipeline import write_report
+    from lorashear.pipeline.runner import RECIPE_FILE
+
+    if not (args.output / RECIPE_FILE).is_file():
+        raise LorashearError(f"{args.output} is not a run folder (no {RECIPE_FILE}); run `lorashear run` first")
+    print(f"wrote {write_report(args.output)}")
+    return 0

@@ -1,0 +1,207 @@
+"""A pipeline recipe: one YAML file mapped onto the stages' own config dataclasses.
+
+    model: smollm2-135m
+    calibration: {samples: 16}                     # CalibrationConfig (knowledge analysis and prune)
+    analyze: {kinds: all}                          # the graph summary; null switches a stage off
+    knowledge: {rule: auto}                        # KnowledgeConfig (criterion: the method's)
+    prune: {method: taylor, ratio: 0.2}            # PruneConfig; any other key is the method's own option
+    recover: {tokens: 20000}                       # RecoverConfig (pruned, out, dense, resume: set by the runner)
+    evaluate: {ppl_windows: 8, tasks: [piqa]}      # EvalConfig, plus speed_rounds (no limit: 200 on a CPU)
+
+Every section is checked when the recipe is loaded (unknown keys name the known ones), so a bad
+recipe fails before any model work. `key.sub=value` overrides are applied first.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lorashear.errors import LorashearError
+from lorashear.evaluate import EvalConfig
+from lorashear.importance.calibration import CalibrationConfig
+from lorashear.knowledge import KnowledgeConfig
+from lorashear.prune.api import PruneConfig
+from lorashear.recover.config import RecoverConfig
+
+# Sections in pipeline order; None switches a stage off. `model` is the only required key.
+SECTIONS = ("model", "calibration", "analyze", "knowledge", "prune", "recover", "evaluate")
+OPTIONAL_STAGES = ("analyze", "knowledge", "recover", "evaluate")
+ANALYZE_KEYS = {"kinds": "all", "lora": False}
+EVAL_EXTRA = {"speed_rounds": 5}  # rounds of the side-by-side timing (evaluate.compare)
+# Set by the runner, never by a recipe: where a stage reads and writes.
+RUNNER_KEYS = {"prune": ("model", "output", "overwrite", "calibration", "knowledge", "knowledge_from",
+                         "method_options"),
+               "recover": ("pruned", "out", "resume")}
+
+
+def field_names(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def check_keys(section: str, values: dict, known: list[str]) -> None:
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise LorashearError(f"unknown key(s) in '{section}': {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+
+
+@dataclass
+class Recipe:
+    """The resolved recipe: the raw sections (as written back to OUT/recipe.yaml) and the configs they make."""
+
+    sections: dict[str, Any]
+
+    @property
+    def model(self) -> str:
+        return self.sections["model"]
+
+    def enabled(self, section: str) -> bool:
+        return self.sections.get(section) is not None
+
+    def calibration(self) -> CalibrationConfig:
+        return CalibrationConfig(**_with_lists(self.sections.get("calibration") or {}))
+
+    def knowledge(self) -> KnowledgeConfig | None:
+        """The analysis the recipe asks for; None: the method's default rule (`PruneConfig`)."""
+        if "knowledge" not in self.sections:
+            return None
+        values = self.sections["knowledge"]
+        if values is None:
+            return KnowledgeConfig(rule="none")
+        from lorashear.prune import METHODS
+
+        criterion = METHODS[self.sections["prune"].get("method", "random")].criterion or "wanda-sp"
+        return KnowledgeConfig(**{"criterion": criterion, **_with_lists(values)})
+
+    def prune(self, output: str | Path, knowledge_from: str | Path | None = None) -> PruneConfig:
+        """PruneConfig of the `prune` section; keys it does not have go to the method (`method_options`)."""
+        from lorashear.prune import METHODS
+
+        values = dict(self.sections["prune"])
+        own = set(field_names(PruneConfig)) - set(RUNNER_KEYS["prune"])
+        method_options = {k: values.pop(k) for k in list(values) if k not in own}
+        method = METHODS.get(values.get("method", "random"))
+        if method_options and method is not None and method.options is None:
+            raise LorashearError(f"unknown key(s) in 'prune': {', '.join(sorted(method_options))}; known: "
+                                 f"{', '.join(sorted(own))} (method '{method.name}' takes no options of its own)")
+        return PruneConfig(model=self.model, output=str(output), calibration=self.calibration(),
+                           knowledge=self.knowledge(), knowledge_from=None if knowledge_from is None else str(knowledge_from),
+                           method_options=method_options, **_with_lists(values))
+
+    def recover(self, pruned: str | Path, out: str | Path, resume: bool) -> RecoverConfig:
+        values = {"dense": self.model, **self.sections["recover"]}
+        config = RecoverConfig.from_dict({**values, "pruned": str(pruned), "out": str(out), "resume": resume})
+        config.validate()
+        return config
+
+    def evaluate(self) -> tuple[EvalConfig, int]:
+        """The evaluation settings and the rounds of the side-by-side speed timing."""
+        from lorashear.evaluate import default_limit
+        from lorashear.models import default_device
+
+        values = dict(self.sections["evaluate"])
+        rounds = values.pop("speed_rounds", EVAL_EXTRA["speed_rounds"])
+        if "limit" not in values:  # as `lorashear eval`: every document on a GPU, the first 200 on a CPU
+            values["limit"] = default_limit(default_device().type)
+        return EvalConfig(**_with_lists(values)), rounds
+
+    def analyze(self) -> dict:
+        return {**ANALYZE_KEYS, **self.sections["analyze"]}
+
+    def check(self) -> None:
+        """Build every enabled stage's config once, so a bad recipe fails before any model work."""
+        if self.enabled("analyze"):
+            check_keys("analyze", self.sections["analyze"], list(ANALYZE_KEYS))
+        for section, cls in (("calibration", CalibrationConfig), ("knowledge", KnowledgeConfig)):
+            check_keys(section, self.sections.get(section) or {}, field_names(cls))
+        self.prune("recipe-check")
+        if self.enabled("recover"):
+            own = [k for k in field_names(RecoverConfig) if k not in RUNNER_KEYS["recover"]]
+            check_keys("recover", self.sections["recover"], own)
+            self.recover("pruned", "out", resume=False)
+        if self.enabled("evaluate"):
+            check_keys("evaluate", self.sections["evaluate"], field_names(EvalConfig) + list(EVAL_EXTRA))
+            self.evaluate()
+
+    def same_run(self) -> dict:
+        """The sections a resumed run must share with the interrupted one (a training stage's
+        stop/checkpoint options may change, as for `lorashear recover --resume`)."""
+        from lorashear.train.config import RESUMABLE_CHANGES
+
+        sections = copy.deepcopy(self.sections)
+        if isinstance(sections.get("recover"), dict):
+            sections["recover"] = {k: v for k, v in sections["recover"].items() if k not in RESUMABLE_CHANGES}
+        return sections
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.sections, sort_keys=False)
+
+
+def _with_lists(values: dict) -> dict:
+    """YAML lists where the dataclasses take tuples."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`prune.ratio=0.5` → (["prune", "ratio"], 0.5); the value is read as YAML (numbers, lists, null)."""
+    key, sep, value = text.partition("=")
+    path = [part for part in key.strip().split(".") if part]
+    if not sep or not path:
+        raise LorashearError(f"an override is KEY.SUB=VALUE (e.g. prune.ratio=0.5), got {text!r}")
+    try:
+        return path, yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        raise LorashearError(f"override {text!r}: the value is not valid YAML ({err})") from err
+
+
+def apply_overrides(sections: dict, overrides: list[str]) -> dict:
+    """The sections with every `a.b=value` override set (a switched-off section comes back on)."""
+    sections = copy.deepcopy(sections)
+    for text in overrides:
+        path, value = parse_override(text)
+        if path[0] not in SECTIONS:
+            raise LorashearError(f"override {text!r}: unknown section '{path[0]}'; known: {', '.join(SECTIONS)}")
+        node = sections
+        for part in path[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[path[-1]] = value
+    return sections
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    """Read a recipe file, apply the overrides and check every stage's settings."""
+    path = Path(path)
+    if not path.is_file():
+        raise LorashearError(f"recipe not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise LorashearError(f"{path} is not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise LorashearError(f"{path}: a recipe is a mapping of sections ({', '.join(SECTIONS)})")
+    return recipe_from_dict(raw, overrides)
+
+
+def recipe_from_dict(raw: dict, overrides: list[str] = ()) -> Recipe:
+    """A checked Recipe from sections (as in a recipe file) and `a.b=value` overrides."""
+    check_keys("recipe", raw, list(SECTIONS))
+    sections = apply_overrides(raw, list(overrides))
+    if not isinstance(sections.get("model"), str) or not sections["model"]:
+        raise LorashearError("a recipe names its model: `model: smollm2-135m` (a name, folder or .gguf)")
+    if not isinstance(sections.get("prune"), dict):
+        raise LorashearError("a recipe needs a `prune:` section (method, ratio, ...); it is the pipeline's core")
+    for section in SECTIONS[1:]:
+        if section in sections and sections[section] is not None and not isinstance(sections[section], dict):
+            raise LorashearError(f"section '{section}' must be a mapping of options (or null to switch it off)")
+    sections.setdefault("analyze", {})
+    sections.setdefault("evaluate", {})
+    recipe = Recipe(sections)
+    recipe.check()
+    return recipe

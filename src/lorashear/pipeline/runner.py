@@ -1,0 +1,178 @@
+"""`run_recipe`: the stages in order, each in its own folder under OUT, skipped once finished.
+
+OUT/
+  recipe.yaml            the resolved recipe (a resume must resolve to the same one)
+  run.json               every invocation's command, versions, hardware; seconds per stage
+  01-analyze/ 02-knowledge/ 03-prune/ 04-recover/ 05-evaluate/   (config.yaml + outputs + DONE)
+  report.md, figures/    regenerated at the end (`lorashear report OUT`)
+
+A stage writes into `.NN-name.partial/`, which is renamed to `NN-name/` when it finishes; the DONE
+marker is written last, so only a stage with DONE counts as finished (Ctrl-C leaves nothing that
+looks done). A stage's partial folder is cleared before it reruns, except for resumable stages,
+whose own checkpoints (recovery's `--resume`) continue the interrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from lorashear.errors import LorashearError
+from lorashear.evaluate.files import write_atomic
+from lorashear.pipeline import stages
+from lorashear.pipeline.recipe import Recipe
+
+DONE = "DONE"
+RECIPE_FILE = "recipe.yaml"
+RUN_FILE = "run.json"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline stage: its name, what it runs, when the recipe switches it on, whether it resumes."""
+
+    name: str
+    run: Callable[[stages.StageContext], bool]
+    enabled: Callable[[Recipe], bool]
+    resumable: bool = False  # keep the partial folder of an interrupted run (the stage resumes from it)
+
+
+# Numbered by position, whether enabled or not, so a folder's name never depends on the recipe.
+STAGES = (
+    Stage("analyze", stages.analyze, lambda r: r.enabled("analyze")),
+    Stage("knowledge", stages.knowledge, stages.knowledge_enabled),
+    Stage("prune", stages.prune, lambda r: True),  # a trained method's resume plugs in here (resumable=True)
+    Stage("recover", stages.recover, lambda r: r.enabled("recover"), resumable=True),
+    Stage("evaluate", stages.evaluate, lambda r: r.enabled("evaluate"), resumable=True),
+)
+
+
+def stage_folder(out: Path, name: str) -> Path:
+    index = [s.name for s in STAGES].index(name) + 1
+    return out / f"{index:02d}-{name}"
+
+
+def finished_folder(out: Path, name: str) -> Path | None:
+    """The stage's folder if it finished (its DONE marker exists), else None."""
+    folder = stage_folder(out, name)
+    return folder if (folder / DONE).is_file() else None
+
+
+@dataclass
+class RunResult:
+    out: Path
+    finished: bool  # False: a stage stopped early on purpose; rerun with --resume
+    ran: list[str]
+    skipped: list[str]
+
+
+def run_recipe(recipe: Recipe, out: str | Path, resume: bool = False, log: Callable[[str], None] = print,
+               command: list[str] | None = None) -> RunResult:
+    """Run every enabled stage not finished yet, then write the report; returns what ran."""
+    from lorashear.pipeline.report import write_report
+
+    out = Path(out)
+    _check_out(recipe, out, resume)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / RECIPE_FILE, recipe.to_yaml())
+    run_log = _start_log(out, command)
+    ran, skipped = [], []
+    for stage in STAGES:
+        folder = stage_folder(out, stage.name)
+        if not stage.enabled(recipe):
+            log(f"== {stage.name}: off in this recipe")
+            continue
+        if (folder / DONE).is_file():
+            log(f"== {stage.name}: finished earlier ({folder}), skipped")
+            skipped.append(stage.name)
+            continue
+        log(f"== {stage.name} -> {folder}")
+        seconds = _run_stage(stage, recipe, out, folder, log)
+        if seconds is None:
+            return RunResult(out, False, ran, skipped)
+        run_log["seconds"][stage.name] = seconds
+        write_atomic(out / RUN_FILE, json.dumps(run_log, indent=2) + "\n")
+        ran.append(stage.name)
+    report = write_report(out)
+    log(f"report: {report}")
+    return RunResult(out, True, ran, skipped)
+
+
+def _run_stage(stage: Stage, recipe: Recipe, out: Path, folder: Path, log: Callable[[str], None]) -> float | None:
+    """Run one stage in its partial folder, rename it into place, then mark it done; None if it stopped early."""
+    if folder.exists():  # renamed but never marked: an interrupted finish, redo it
+        shutil.rmtree(folder)
+    work = out / f".{folder.name}.partial"
+    if work.exists() and not stage.resumable:
+        shutil.rmtree(work)
+    work.mkdir(exist_ok=True)
+    ctx = stages.StageContext(recipe, out, work, lambda name: finished_folder(out, name), log)
+    start = time.perf_counter()
+    if not stage.run(ctx):
+        return None
+    seconds = time.perf_counter() - start
+    work.rename(folder)
+    marker = {"stage": stage.name, "seconds": seconds, "finished": _now()}
+    write_atomic(folder / DONE, json.dumps(marker, indent=2) + "\n")  # last: only now is the stage done
+    return seconds
+
+
+def _check_out(recipe: Recipe, out: Path, resume: bool) -> None:
+    """A used OUT needs --resume, and a resume the same resolved recipe (finished stages depend on it)."""
+    if not out.exists() or not any(out.iterdir()):
+        return
+    saved = out / RECIPE_FILE
+    if not saved.is_file():
+        raise LorashearError(f"{out} exists and holds no lorashear run; choose another output folder")
+    if not resume:
+        raise LorashearError(f"{out} holds a run already; pass --resume to continue it, or choose another folder")
+    before, now = Recipe(yaml.safe_load(saved.read_text())).same_run(), recipe.same_run()
+    if before != now:
+        changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        raise LorashearError(f"--resume with a different recipe than {saved} (sections {', '.join(changed)} differ); "
+                             "use the same recipe and overrides, or a new output folder")
+
+
+def _start_log(out: Path, command: list[str] | None) -> dict:
+    """run.json: every invocation (command, time, versions, hardware) and the seconds of each stage run."""
+    path = out / RUN_FILE
+    run_log = json.loads(path.read_text()) if path.is_file() else {"invocations": [], "seconds": {}}
+    run_log["invocations"].append({"command": command or [sys.executable, *sys.argv], "started": _now(),
+                                   "versions": versions(), "hardware": hardware()})
+    write_atomic(path, json.dumps(run_log, indent=2) + "\n")
+    return run_log
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for package in ("lorashear", "torch", "transformers", "peft", "accelerate", "lm_eval"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def hardware() -> dict:
+    """The device (CPU model or GPU name), cores, torch threads, platform and the 1-minute load average."""
+    from lorashear.evaluate.speed import _load_average, machine_state
+    from lorashear.models import default_device
+
+    machine = machine_state(default_device(), [])
+    return {"device": machine.device_name, "cpu_count": machine.cpu_count, "torch_threads": machine.torch_threads,
+            "platform": platform.platform(), "load_average": _load_average()}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

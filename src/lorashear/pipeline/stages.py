@@ -1,0 +1,185 @@
+"""The pipeline's stages, each a thin call of a stage's own API that writes into its staging folder.
+
+A stage returns True when it finished, False when it stopped early on purpose (a training stage's
+`stop_after_steps`) and can be resumed. Its folder is `ctx.work` until the runner renames it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from lorashear.evaluate.files import write_atomic
+from lorashear.pipeline.recipe import Recipe
+
+MODEL_DIR = "model"  # the exported / recovered HF folder inside a stage's folder
+CONFIG_FILE = "config.yaml"  # the stage's resolved config
+MODELS = ("dense", "pruned", "recovered")  # evaluated in this order; speed ratios are to the first
+
+
+@dataclass
+class StageContext:
+    """What a stage needs: the recipe, the run folder, its own staging folder, finished stages' folders."""
+
+    recipe: Recipe
+    out: Path
+    work: Path
+    finished: Callable[[str], Path | None]  # stage name -> its finished folder (None: off or not run)
+    log: Callable[[str], None] = print
+
+
+def write_config(folder: Path, config) -> None:
+    """The stage's resolved config (a dataclass or a mapping) as YAML."""
+    plain = json.loads(json.dumps(config, default=dataclasses.asdict))  # nested dataclasses, tuples → lists
+    write_atomic(folder / CONFIG_FILE, yaml.safe_dump(plain, sort_keys=False))
+
+
+def write_json(path: Path, data: dict) -> None:
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------- analyze
+
+
+def analyze(ctx: StageContext) -> bool:
+    """The removable structures: per kind and per layer counts (analyze.json), the summary (summary.txt)."""
+    from lorashear.cli.analyze_cmd import kind_stats, parse_kinds, summarize
+    from lorashear.graph import build_graph
+    from lorashear.models import count_parameters, load_model
+
+    options = ctx.recipe.analyze()
+    kinds_text = options["kinds"] if isinstance(options["kinds"], str) else ",".join(options["kinds"])
+    kinds = parse_kinds(kinds_text)
+    model = load_model(ctx.recipe.model, device="cpu")
+    if options["lora"]:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=8, target_modules="all-linear")).eval()
+    start = time.perf_counter()
+    graph = build_graph(model, kinds=kinds)
+    seconds = time.perf_counter() - start
+    layers: dict[str, dict[str, int]] = {}
+    for g in graph.groups:
+        if g.kind in kinds and g.layer is not None:
+            per_layer = layers.setdefault(g.kind, {})
+            per_layer[str(g.layer)] = per_layer.get(str(g.layer), 0) + 1
+    write_json(ctx.work / "analyze.json", {"model": ctx.recipe.model, "kinds": list(kinds),
+                                           "params": count_parameters(model, include_lora=False),
+                                           "stats": kind_stats(graph, kinds), "layers": layers, "seconds": seconds})
+    write_atomic(ctx.work / "summary.txt", summarize(graph, kinds, seconds) + "\n")
+    write_config(ctx.work, {"model": ctx.recipe.model, **options, "kinds": list(kinds)})
+    return True
+
+
+# ---------------------------------------------------------------------- knowledge
+
+
+def knowledge_enabled(recipe: Recipe) -> bool:
+    return recipe.prune("-").knowledge.rule != "none"
+
+
+def knowledge(ctx: StageContext) -> bool:
+    """LoRAShear's knowledge-distribution analysis as the prune stage will use it: knowledge.json + heatmap."""
+    from lorashear.knowledge import heatmap
+    from lorashear.prune.api import analyze_for_pruning
+
+    config = ctx.recipe.prune("-")
+    result = analyze_for_pruning(config, ctx.log)
+    result.settings["model"] = ctx.recipe.model
+    heatmap(result, ctx.work / "knowledge.png")
+    result.save(ctx.work / "knowledge.json")
+    write_config(ctx.work, {"knowledge": config.knowledge, "calibration": config.calibration,
+                            "kinds": list(config.kinds), "batch_size": config.batch_size})
+    return True
+
+
+# ---------------------------------------------------------------------- prune
+
+
+def prune(ctx: StageContext) -> bool:
+    """Plan, compress and export (`prune_model`); the knowledge stage's verdict is reused, not re-probed.
+
+    Method-specific keys of the recipe's `prune:` section arrive as `PruneConfig.method_options`
+    (see `Recipe.prune`): a trained method (lhspg, loraprune) reads its schedule and budget there.
+    """
+    from lorashear.prune.api import prune_model
+
+    analysis = ctx.finished("knowledge")
+    config = ctx.recipe.prune(ctx.work / MODEL_DIR, analysis / "knowledge.json" if analysis else None)
+    result = prune_model(config, ctx.log)
+    write_json(ctx.work / "prune.json", {"params_before": result.params_before, "params_after": result.params_after,
+                                         "achieved_ratio": result.plan.achieved_ratio, "seconds": result.seconds})
+    write_config(ctx.work, config)
+    return True
+
+
+# ---------------------------------------------------------------------- recover
+
+
+def recover(ctx: StageContext) -> bool:
+    """LoRA recovery of the pruned folder; an interrupted run resumes from its last checkpoint."""
+    from lorashear.recover import recover as run_recovery
+    from lorashear.train.checkpoint import latest_checkpoint, partial_dir
+
+    out = ctx.work / MODEL_DIR
+    resume = latest_checkpoint(partial_dir(out)) is not None
+    if resume:
+        ctx.log(f"recover: resuming from {latest_checkpoint(partial_dir(out))}")
+    config = ctx.recipe.recover(ctx.finished("prune") / MODEL_DIR, out, resume)
+    result = run_recovery(config)
+    if not result.finished:
+        ctx.log(f"recover: stopped after step {result.steps} (stop_after_steps); rerun with --resume to continue")
+        return False
+    write_json(ctx.work / "recover.json", {"steps": result.steps, "tokens_seen": result.tokens_seen})
+    write_config(ctx.work, config.to_dict())
+    return True
+
+
+# ---------------------------------------------------------------------- evaluate
+
+
+def evaluated_models(ctx: StageContext) -> dict[str, str]:
+    """The models the evaluation compares: the dense one and every finished model stage's folder."""
+    models = {"dense": ctx.recipe.model}
+    for name, stage in (("pruned", "prune"), ("recovered", "recover")):
+        if ctx.finished(stage) is not None:
+            models[name] = str(ctx.finished(stage) / MODEL_DIR)
+    return models
+
+
+def evaluate(ctx: StageContext) -> bool:
+    """Each model's PPL and tasks (<name>.json, kept across a resume), then all timed side by side (speed.json)."""
+    from lorashear.evaluate import evaluate_config
+    from lorashear.evaluate import write_json as write_result
+    from lorashear.evaluate.speed import compare
+    from lorashear.models import count_parameters, load_model, load_tokenizer
+
+    config, rounds = ctx.recipe.evaluate()
+    models = evaluated_models(ctx)
+    sizes = {}
+    for name, spec in models.items():
+        model = load_model(spec)
+        sizes[name] = {"path": spec, "params": count_parameters(model, include_lora=False),
+                       "weights_bytes": sum(p.numel() * p.element_size() for p in model.parameters())}
+        target = ctx.work / f"{name}.json"
+        if target.is_file():
+            ctx.log(f"evaluate: {name} already measured ({target})")
+            continue
+        ctx.log(f"evaluate: {name} ({spec})")
+        result = evaluate_config(model, load_tokenizer(spec), dataclasses.replace(config, speed=False),
+                                 model_name=name, log=ctx.log)
+        write_result(result, target)
+        del model
+    write_json(ctx.work / "models.json", sizes)
+    if config.speed and not (ctx.work / "speed.json").is_file():
+        ctx.log(f"evaluate: timing {', '.join(models)} side by side ({rounds} rounds)")
+        loaded = {name: load_model(spec) for name, spec in models.items()}
+        write_json(ctx.work / "speed.json", compare(loaded, rounds=rounds, log=ctx.log).to_dict())
+    write_config(ctx.work, {**dataclasses.asdict(config), "speed_rounds": rounds, "models": models})
+    return True

@@ -1,0 +1,53 @@
+"""Method-specific keys of a recipe's `prune:` section reach the method's own config (how trained methods plug in)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+
+from lorashear.errors import LorashearError
+from lorashear.pipeline import recipe_from_dict
+from lorashear.prune import METHODS, Method, register_method
+from lorashear.prune.methods import _random
+
+
+@dataclass
+class ScheduleOptions:
+    periods: int = 5
+    tokens: int = 1000
+
+
+@pytest.fixture
+def scheduled_method():
+    register_method(Method("scheduled", _random, None, "none", "a test method with options", ScheduleOptions))
+    yield METHODS["scheduled"]
+    del METHODS["scheduled"]
+
+
+def test_extra_prune_keys_become_the_methods_options(scheduled_method):
+    recipe = recipe_from_dict({"model": "m", "prune": {"method": "scheduled", "ratio": 0.3, "periods": 2}},
+                              ["prune.tokens=64"])
+    config = recipe.prune("out")
+    assert config.ratio == 0.3 and config.method_options == {"periods": 2, "tokens": 64}
+    assert scheduled_method.parse_options(config.method_options) == ScheduleOptions(periods=2, tokens=64)
+
+
+def test_unknown_method_option_names_the_known_ones(scheduled_method):
+    with pytest.raises(LorashearError, match="unknown option.*'scheduled': epochs; known: periods, tokens"):
+        recipe_from_dict({"model": "m", "prune": {"method": "scheduled", "epochs": 3}})
+
+
+def test_knowledge_from_refuses_an_analysis_of_other_clusters(small_vocab_dirs, tmp_path):
+    from lorashear.graph import build_graph
+    from lorashear.knowledge import load_knowledge
+    from lorashear.models import load_model
+
+    graph = build_graph(load_model(str(small_vocab_dirs["llama"]), device="cpu"))
+    saved = {"dense_loss": 1.0, "settings": {"rule": "auto"}, "seconds": 0.0, "unprunable": ["layer0.mlp"],
+             "clusters": [{"name": "layer0.mlp", "groups": 3, "deviation": {"0.5": 0.1}, "unprunable": True}]}
+    path = tmp_path / "knowledge.json"
+    path.write_text(json.dumps(saved))
+    with pytest.raises(LorashearError, match="analysed other clusters"):
+        load_knowledge(path, graph, ("kv_group", "mlp_channel"))

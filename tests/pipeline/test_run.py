@@ -1,0 +1,174 @@
+"""`lorashear run`: the demo recipe's stages end to end on a tiny model, resume, overrides, bad recipes, report."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from accelerate_state import fresh_accelerate_state  # noqa: F401
+from tiny_models import single_thread  # noqa: F401
+
+from lorashear.cli import main
+from lorashear.errors import LorashearError
+from lorashear.pipeline import load_recipe, recipe_from_dict, run_recipe, runner
+from lorashear.pipeline.recipe import apply_overrides
+
+DEMO = Path(__file__).parents[2] / "recipes" / "demo.yaml"
+
+
+@pytest.fixture(scope="module")
+def texts(tmp_path_factory) -> dict[str, str]:
+    """A small text file and an Alpaca-format file for the recovery stage."""
+    from lorashear.data import load_documents
+
+    root = tmp_path_factory.mktemp("pipeline-data")
+    docs = load_documents("tiny-stories")[:60]
+    (root / "stories.txt").write_text("\n\n".join(docs))
+    records = [{"instruction": "Continue the story.", "input": "", "output": d[:300]} for d in docs]
+    (root / "instruct.json").write_text(json.dumps(records))
+    return {"text": str(root / "stories.txt"), "instruct": str(root / "instruct.json")}
+
+
+def tiny(model: Path, texts: dict[str, str], *extra: str) -> list[str]:
+    """Overrides that shrink the demo recipe to a tiny model and budget (seconds)."""
+    return [f"model={model}", "calibration.data=[tiny-stories, c4]", "calibration.samples=8",
+            "calibration.seq_len=32", "calibration.held_out=4", "analyze.kinds=[kv_group, mlp_channel]",
+            "recover.tokens=256", "recover.seq_len=32", "recover.batch_size=2", "recover.mix_interval=2",
+            "recover.eval_sequences=2", "recover.checkpoint_every=1",
+            f"recover.data=[{texts['text']}]", f"recover.instruct=[{texts['instruct']}]",
+            "evaluate.ppl_windows=1", "evaluate.tasks=[piqa]", "evaluate.limit=2", "evaluate.speed=false", *extra]
+
+
+def card_header(folder: Path) -> dict:
+    text = (folder / "README.md").read_text()
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("---\n")[1])
+
+
+def test_demo_recipe_end_to_end_then_resume_skips_and_report_regenerates(small_vocab_dirs, texts, tmp_path):
+    out = tmp_path / "run"
+    recipe = load_recipe(DEMO, tiny(small_vocab_dirs["llama"], texts))
+    result = run_recipe(recipe, out, log=lambda _: None)
+    assert result.finished and result.ran == ["analyze", "knowledge", "prune", "recover", "evaluate"]
+    for i, name in enumerate(result.ran, 1):
+        folder = out / f"{i:02d}-{name}"
+        assert (folder / "DONE").is_file() and (folder / "config.yaml").is_file(), folder
+        assert not (out / f".{folder.name}.partial").exists()
+    # The prune stage used the knowledge stage's verdict (not a second probe).
+    analysis = json.loads((out / "02-knowledge" / "knowledge.json").read_text())
+    pruning = json.loads((out / "03-prune" / "model" / "pruning.json").read_text())
+    assert pruning["knowledge"]["unprunable"] == analysis["unprunable"] and pruning["method"] == "taylor"
+    assert abs(pruning["achieved_ratio"] - 0.2) < 0.01
+    assert yaml.safe_load((out / "03-prune" / "config.yaml").read_text())["ratio"] == 0.2
+
+    report = (out / "report.md").read_text()
+    assert "| | dense | pruned | recovered |" in report and "| parameters |" in report
+    assert "| zero-shot average |" in report and "PPL wiki" in report
+    assert "02-knowledge/knowledge.png" in report and "figures/recovery/loss.png" in report
+    assert "## How this was made" in report and "torch " in report  # commands, versions, hardware
+    for picture in ("summary.png", "layers.png", "recovery/loss.png"):
+        assert (out / "figures" / picture).stat().st_size > 0
+    assert any((out / "figures" / "recovery").glob("mixture_*.png"))
+
+    for folder, recovered in ((out / "03-prune" / "model", False), (out / "04-recover" / "model", True)):
+        meta = card_header(folder)
+        assert meta["base_model"] == str(small_vocab_dirs["llama"]) and meta["method"] == "taylor"
+        assert meta["ratio"] == 0.2 and meta["recovered"] is recovered and "lorashear" in meta["tags"]
+        metrics = meta["model-index"][0]["results"][0]["metrics"]
+        assert {m["type"] for m in metrics} >= {"perplexity", "acc_norm"}
+
+    # A rerun with --resume skips every finished stage; `lorashear report` rebuilds the report from files.
+    again = run_recipe(recipe, out, resume=True, log=lambda _: None)
+    assert again.ran == [] and len(again.skipped) == 5
+    report = (out / "report.md").read_text()
+    assert report.count("- 20") == 2  # both invocations are listed with their command
+    (out / "report.md").unlink()
+    (out / "figures" / "layers.png").unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.md").read_text() == report and (out / "figures" / "layers.png").is_file()
+
+
+def test_interrupted_stage_leaves_nothing_done_and_resume_continues(small_vocab_dirs, texts, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    recipe = load_recipe(DEMO, tiny(small_vocab_dirs["llama"], texts, "recover=null", "evaluate=null",
+                                    "analyze=null"))
+    real = {s.name: s for s in runner.STAGES}
+
+    def interrupted(ctx):
+        (ctx.work / "half-written").write_text("x")
+        raise KeyboardInterrupt
+
+    stages = tuple(s if s.name != "prune" else runner.Stage("prune", interrupted, s.enabled) for s in runner.STAGES)
+    monkeypatch.setattr(runner, "STAGES", stages)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe, out, log=lambda _: None)
+    assert (out / "02-knowledge" / "DONE").is_file()
+    assert not (out / "03-prune").exists() and (out / ".03-prune.partial").is_dir()
+    assert not (out / "report.md").exists()
+
+    monkeypatch.setattr(runner, "STAGES", tuple(real.values()))
+    with pytest.raises(LorashearError, match="pass --resume"):
+        run_recipe(recipe, out, log=lambda _: None)
+    result = run_recipe(recipe, out, resume=True, log=lambda _: None)
+    assert result.skipped == ["knowledge"] and result.ran == ["prune"]
+    assert not (out / ".03-prune.partial").exists() and not (out / "03-prune" / "half-written").exists()
+    assert (out / "03-prune" / "DONE").is_file() and (out / "report.md").is_file()
+
+
+def test_recovery_stopped_early_resumes_from_its_checkpoint(small_vocab_dirs, texts, tmp_path):
+    out = tmp_path / "run"
+    base = tiny(small_vocab_dirs["llama"], texts, "evaluate=null", "analyze=null", "knowledge=null")
+    first = run_recipe(load_recipe(DEMO, [*base, "recover.stop_after_steps=1"]), out, log=lambda _: None)
+    assert not first.finished and first.ran == ["prune"]
+    assert not (out / "04-recover").exists() and any((out / ".04-recover.partial").rglob("step-00000001"))
+    # stop_after_steps may change on resume (as for `lorashear recover --resume`); the rest may not.
+    with pytest.raises(LorashearError, match="different recipe.*recover"):
+        run_recipe(load_recipe(DEMO, [*base, "recover.lr=0.5"]), out, resume=True, log=lambda _: None)
+    logs = []
+    second = run_recipe(load_recipe(DEMO, base), out, resume=True, log=logs.append)
+    assert second.finished and second.ran == ["recover"] and any("resuming from" in line for line in logs)
+    assert (out / "04-recover" / "DONE").is_file() and (out / "04-recover" / "model" / "config.json").is_file()
+
+
+def test_overrides_set_nested_keys_and_switch_sections(tmp_path):
+    sections = {"model": "m", "prune": {"ratio": 0.2}, "recover": None}
+    got = apply_overrides(sections, ["prune.ratio=0.5", "recover.tokens=1000", "evaluate.tasks=[piqa, boolq]",
+                                     "knowledge=null"])
+    assert got == {"model": "m", "prune": {"ratio": 0.5}, "recover": {"tokens": 1000},
+                   "evaluate": {"tasks": ["piqa", "boolq"]}, "knowledge": None}
+    assert sections["prune"]["ratio"] == 0.2  # the input is left alone
+    recipe = load_recipe(DEMO, ["prune.ratio=0.35", "recover=null"])
+    assert recipe.prune("x").ratio == 0.35 and not recipe.enabled("recover")
+    assert recipe.prune("x").knowledge.criterion == "taylor"  # the method's own criterion probes
+
+
+@pytest.mark.parametrize("raw, overrides, match", [
+    ({"prune": {"ratio": 0.2}, "evalute": {}}, [], r"unknown key\(s\) in 'recipe': evalute; known: analyze, "),
+    ({"prune": {"ratio": 0.2}}, ["prune.method=taylor", "prune.periods=3"],
+     r"unknown key\(s\) in 'prune': periods; known: .*ratio.*method 'taylor' takes no options"),
+    ({"prune": {"ratio": 0.2}}, ["recover.tokenz=5"], r"unknown key\(s\) in 'recover': tokenz; known: .*tokens"),
+    ({"prune": {"ratio": 0.2}}, ["evaluate.ppl=wiki"], r"unknown key\(s\) in 'evaluate': ppl; known: .*ppl_corpora"),
+    ({"prune": {"ratio": 0.2}, "knowledge": {"rules": "auto"}}, [], r"in 'knowledge': rules; known: .*rule"),
+    ({"prune": {"ratio": 1.5}}, [], "ratio must be in"),
+    ({"prune": {"ratio": 0.2}}, ["prune.ratio"], "an override is KEY.SUB=VALUE"),
+    ({"prune": {"ratio": 0.2}}, ["recipe.model=x"], "unknown section 'recipe'"),
+    ({"prune": {"ratio": 0.2}}, ["recover.tokens=0"], "--tokens must be a positive"),
+    ({}, [], "needs a `prune:` section"),
+])
+def test_bad_recipe_is_one_clear_error(raw, overrides, match):
+    with pytest.raises(LorashearError, match=match):
+        recipe_from_dict({"model": "smollm2-135m", **raw}, overrides)
+
+
+def test_cli_bad_key_exits_2_with_one_line_and_no_output(tmp_path, capsys):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("model: smollm2-135m\nprune: {ratio: 0.2, ratoi: 0.3}\n")
+    out = tmp_path / "out"
+    assert main(["run", str(recipe), "-o", str(out)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lorashear run: error:")]
+    assert len(errors) == 1 and re.search("ratoi", errors[0]) and "known:" in errors[0], errors
+    assert not out.exists()
+    assert main(["report", str(tmp_path)]) == 2  # not a run folder
