@@ -142,4 +142,8 @@ def test_an_unreachable_ratio_fails_before_training(graph):
     model = lora_model()
     hook = LorapruneHook(LorapruneConfig(), graph, 0.6, KINDS, aliases=tied_aliases(model))
     with pytest.raises(LorashearError, match="not reachable"):
+        hook.check(STEPS)
+    with pytest.raises(LorashearError, match="not reachable"):
         hook.on_start(run_of(model, make_optimizer(model), STEPS))
+    with pytest.raises(LorashearError, match="at least one optimiser step"):
+        new_hook(graph, model).check(0)

@@ -6,7 +6,8 @@ s ← β·s + (1 − β)·s_new (from 0) takes it in. After the step, every `mas
 first cool-down step, so the target is met) the plan's `select` masks the lowest-scored groups up to
 the cubic schedule's ratio, the masked groups forced in (masks are cumulative). A mask zeroes the
 group's base-weight slices, its LoRA slices and their Adam moments; the masked slices' gradients are
-zeroed before each later step and their LoRA slices after it, so nothing revives. Scores come from
+zeroed before each later step and their LoRA slices after it, so nothing revives (a wholly masked group
+is a dead branch whose gradients vanish anyway; the zeroing guards it). Scores come from
 gradients and weights every DDP process shares, ties break by group index: every process masks the same.
 At the end the masked set is the plan (`plan()`), for compress/export to remove physically.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from lorashear.errors import LorashearError
 from lorashear.graph.structures import StructureGraph
 from lorashear.importance import GroupScores, ScoreContext
 from lorashear.prune.lhspg.variables import GroupVariables
@@ -47,9 +49,15 @@ class LorapruneHook(TrainHook):
 
     # ---------------------------------------------------------------- hook interface
 
+    def check(self, total_steps: int) -> None:
+        """Refuse a run without steps or an unreachable ratio (before any work, as LhspgHook.check)."""
+        if total_steps < 1:
+            raise LorashearError("LoRAPrune needs at least one optimiser step; train on more tokens")
+        self.total_steps = total_steps
+        self._choose(dict.fromkeys(self.scores, 0.0), self.ratio)
+
     def on_start(self, run: TrainRun) -> None:
-        self.total_steps = run.total_steps
-        self._choose(dict.fromkeys(self.scores, 0.0), self.ratio)  # an unreachable ratio fails before training
+        self.check(run.total_steps)
         self.variables = GroupVariables(run.unwrapped, self._groups(self.masked))
         for i in sorted(self.masked):  # resumed: the masks hold on the restored weights too
             self.variables.zero(i, run.optimizer)
