@@ -5,15 +5,21 @@ kept, the final ratio, resume from the hook's state)."""
 from __future__ import annotations
 
 import pytest
+import torch
+from accelerate_state import fresh_accelerate_state  # noqa: F401
 from lhspg_material import adamw as make_optimizer
-from lhspg_material import drive, lora_model, moments_zero, protected_graph, resumed_run, run_of
-from tiny_models import single_thread  # noqa: F401
+from lhspg_material import drive, graph_of, lora_model, moments_zero, protected_graph, resumed_run, run_of
+from tiny_models import VOCAB, single_thread, tiny_model  # noqa: F401
 
 from lorashear.errors import LorashearError
 from lorashear.importance import ScoreContext, get_criterion
 from lorashear.prune.api import tied_aliases
 from lorashear.prune.loraprune import LorapruneConfig, LorapruneHook, cubic_ratio
 from lorashear.prune.plan import ParamCounter
+from lorashear.train import LoopConfig, TrainRun, make_accelerator, train
+from lorashear.train import lora_model as add_lora
+from lorashear.train import make_optimizer as loop_optimizer
+from lorashear.train.logs import read_jsonl
 
 KINDS = ("kv_group", "mlp_channel")
 RATIO, STEPS, EVERY = 0.25, 30, 5  # 0-based steps: none ≤ 3, masks every 5, the target from 27
@@ -147,3 +153,28 @@ def test_an_unreachable_ratio_fails_before_training(graph):
         hook.on_start(run_of(model, make_optimizer(model), STEPS))
     with pytest.raises(LorashearError, match="at least one optimiser step"):
         new_hook(graph, model).check(0)
+
+
+def test_on_the_shared_loop_the_step_log_and_the_plan(tmp_path):
+    """The real loop (accumulated micro-batches, Accelerate's wrapped AdamW): masks are zero at the end and
+    the step log carries the schedule and the masks."""
+    config = LoopConfig(batch_size=2, grad_accum=2, lr=1e-2, lora_dropout=0.0, checkpoint_every=0, seq_len=10)
+    model = add_lora(tiny_model("llama"), config.lora_r, config.lora_alpha, 0.0, config.lora_targets)
+    hook = LorapruneHook(LorapruneConfig(mask_every=3), graph_of(model, KINDS), RATIO, KINDS,
+                         aliases=tied_aliases(model))
+    accelerator = make_accelerator(config)
+    optimizer, scheduler = loop_optimizer(model, config, 12)
+    prepared, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    run = TrainRun(prepared, optimizer, scheduler, accelerator, config, 12, tmp_path)
+    generator = torch.Generator().manual_seed(0)
+
+    def batches(run, rows):
+        ids = torch.randint(0, VOCAB, (rows, config.seq_len), generator=generator)
+        return ids, ids
+
+    train(run, batches, lambda m, ids, labels: (m(input_ids=ids, labels=labels).loss, {}), [hook])
+    assert all(hook.variables.is_zero(i) for i in hook.masked)
+    assert abs(hook.plan().achieved_ratio - RATIO) < 0.01
+    log = read_jsonl(tmp_path / "logs" / "steps.jsonl")
+    assert [r["scheduled_ratio"] for r in log] == pytest.approx([hook.scheduled_ratio(k) for k in range(12)])
+    assert log[0]["masked"] == {} and log[-1]["sparsity"] == pytest.approx(hook.plan().achieved_ratio)
