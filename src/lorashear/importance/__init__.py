@@ -5,12 +5,12 @@
 
 Criteria (one module each): `magnitude`, `taylor` (LLM-Pruner), `wanda-sp`, `flap` (whose
 `flap.compensate` adds FLAP's bias compensation to the model before compress), and LoRAShear's
-LoRA-product proxies in `lora` (`lora-taylor`, `lora-taylor2`, `lora-cos` and their mix `lhspg`).
-Further LoRA-based criteria (LoRAPrune's LoRA gradients) plug in the same way: a `Criterion`
-subclass that yields element scores from `effective_weights` and the LoRA factors, `@register`ed.
+LoRA-product proxies in `lora` (`lora-taylor`, `lora-taylor2`, `lora-cos` and their mix `lhspg`),
+LoRAPrune's LoRA-gradient estimate in `lora_grad` (`lora-grad`). A new criterion is a `Criterion`
+subclass that yields element scores per parameter, `@register`ed.
 """
 
-from lorashear.importance import flap, lora, magnitude, taylor, wanda  # noqa: F401  (register the criteria)
+from lorashear.importance import flap, lora, lora_grad, magnitude, taylor, wanda  # noqa: F401  (register the criteria)
 from lorashear.importance.base import (
     CRITERIA,
     Criterion,

@@ -230,3 +230,34 @@ def _check_reachable(
             f"group (one of each kind kept per layer) removes only {most:.2%} of the parameters "
             "(embeddings and norms belong to no such group); lower --ratio or add structures such as hidden_channel"
         )
+
+
+def select_more(
+    graph: StructureGraph,
+    scores: dict[int, float],
+    chosen: set[int],
+    ratio: float,
+    uniform: bool,
+    kinds: list[str],
+    method: str,
+    aliases: dict[str, str] | None = None,
+    multiple_of: int = 1,
+) -> list[int]:
+    """Groups `select` adds to the already `chosen` ones (forced in first, so earlier choices stay) to reach
+    `ratio`, in index order: the cumulative selection of progressive methods (LHSPG periods, LoRAPrune masks)."""
+    forced = {**scores, **dict.fromkeys(chosen, float("-inf"))}
+    plan = select(graph, forced, ratio, uniform, list(kinds), method, aliases=aliases, multiple_of=multiple_of)
+    index = {id(g): i for i, g in enumerate(graph.groups)}
+    return sorted(index[id(g)] for g in plan.groups if index[id(g)] not in chosen)
+
+
+def removal_summary(graph: StructureGraph, indices, aliases: dict[str, str] | None = None,
+                    label: str = "removed") -> dict:
+    """Step-log keys of a set of removed (zeroed, masked) groups: `label` {kind: count}, sparsity, live_params."""
+    counter = ParamCounter(graph, aliases)
+    counter.add([graph.groups[i] for i in sorted(indices)])
+    kinds: dict[str, int] = {}
+    for i in indices:
+        kinds[graph.groups[i].kind] = kinds.get(graph.groups[i].kind, 0) + 1
+    return {label: dict(sorted(kinds.items())), "sparsity": counter.removed_params / counter.total,
+            "live_params": counter.total - counter.removed_params}
