@@ -49,9 +49,14 @@ class LhspgHook(TrainHook):
 
     # ---------------------------------------------------------------- hook interface
 
+    def check(self, total_steps: int) -> Schedule:
+        """The schedule of a run of `total_steps`; refuses too few steps or an unreachable ratio (before any work)."""
+        schedule = Schedule.plan(total_steps, self.config.warmup_share, self.config.periods)
+        self._select({i: 0.0 for i, g in enumerate(self.graph.groups) if g.kind in self.kinds}, self.ratio)
+        return schedule
+
     def on_start(self, run: TrainRun) -> None:
-        self.schedule = Schedule.plan(run.total_steps, self.config.warmup_share, self.config.periods)
-        self._select({i: 0.0 for i, g in enumerate(self.graph.groups) if g.kind in self.kinds}, self.ratio)  # reachable?
+        self.schedule = self.check(run.total_steps)
         self.variables = GroupVariables(run.unwrapped, self._groups(self.redundant()))
 
     def after_step(self, run: TrainRun, record: dict) -> None:
