@@ -82,8 +82,8 @@ class LhspgHook(TrainHook):
                 self._start_period(model, period + 1)
             if last and self.config.merge == "reset":
                 merge_lora(model, optimizer)
-        for i in self.zeroed.difference(current):  # zeros stay zero: the optimizer step revived their LoRA slices
-            self.variables.zero_lora(i, optimizer)
+        # Zeros stay zero: the optimizer step revived their LoRA slices (one write per factor for all of them).
+        self.variables.zero_lora_many(sorted(self.zeroed.difference(current)), optimizer)
         record.update(self.summary())
 
     def on_end(self, run: TrainRun) -> None:
