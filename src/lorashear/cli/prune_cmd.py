@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
     method = METHODS[args.method]
     training, options = _trained(args, method)
-    multiple_of = options.group_divisible if options is not None else (args.multiple_of or 1)
+    multiple_of = options.group_divisible if options is not None else (1 if args.multiple_of is None else args.multiple_of)
     config = PruneConfig(
         model=args.model,
         output=args.output,
