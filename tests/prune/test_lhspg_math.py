@@ -164,3 +164,24 @@ def test_schedule_plan_and_positions():
 def test_config_refuses_bad_values(bad):
     with pytest.raises(LorashearError):
         LhspgConfig(**bad)
+
+
+def test_zero_lora_many_equals_zero_lora_group_by_group(llama):
+    """The per-step "zeros stay zero" write, batched per factor: the same LoRA slices and Adam moments."""
+    graph = llama[1]
+    chosen = [group(graph, "mlp_channel", 1, 0), group(graph, "mlp_channel", 1, 5), group(graph, "kv_group", 0, 1),
+              group(graph, "hidden_channel", None, 2)]
+    copies = []
+    for _ in range(2):
+        torch.manual_seed(0)  # the same batch and dropout: two equal trained copies
+        copies.append(fresh(llama))
+    (one, opt_one), (many, opt_many) = copies
+    for i in chosen:
+        GroupVariables(one, {i: graph.groups[i]}).zero_lora(i, opt_one)
+    GroupVariables(many, {i: graph.groups[i] for i in chosen}).zero_lora_many(chosen, opt_many)
+    for (name, p), q in zip(one.named_parameters(), many.parameters(), strict=True):
+        assert torch.equal(p, q), name
+        for key in ("exp_avg", "exp_avg_sq"):
+            if p in opt_one.state:
+                assert torch.equal(opt_one.state[p][key], opt_many.state[q][key]), name
+    assert any(not torch.equal(p, q) for p, q in zip(llama[0].parameters(), many.parameters(), strict=True))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from lorashear.data import PRETRAIN_CORPORA
 from lorashear.errors import LorashearError
@@ -12,14 +13,56 @@ def split_list(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
-def add_calibration_args(p: argparse.ArgumentParser) -> None:
+def add_calibration_args(p: argparse.ArgumentParser, defaults: bool = True) -> None:
+    """--data, --calib-samples, --seq-len, --batch-size; `defaults=False` leaves the shared ones None
+    (`lorashear prune` fills them from a trained method's recipe, else from `fill_calibration_defaults`)."""
     g = p.add_argument_group("calibration data (training corpora only; evaluation sets are refused)")
-    g.add_argument("--data", type=split_list, default=PRETRAIN_CORPORA, metavar="LIST",
-                   help=f"corpora or local files, comma-separated (default: {','.join(PRETRAIN_CORPORA)})")
+    g.add_argument("--data", type=split_list, default=PRETRAIN_CORPORA if defaults else None, metavar="LIST",
+                   help=f"corpora or local files, comma-separated (default: {','.join(PRETRAIN_CORPORA)}); "
+                        "a trained method also trains on them")
     g.add_argument("--calib-samples", type=int, default=64, metavar="N",
                    help="calibration sequences for scoring (default 64)")
-    g.add_argument("--seq-len", type=int, default=256, metavar="L", help="tokens per sequence (default 256)")
-    g.add_argument("--batch-size", type=int, default=4, metavar="B", help="sequences per forward pass (default 4)")
+    g.add_argument("--seq-len", type=int, default=256 if defaults else None, metavar="L",
+                   help="tokens per sequence (default 256)")
+    g.add_argument("--batch-size", type=int, default=4 if defaults else None, metavar="B",
+                   help="sequences per forward pass (default 4; a trained method's per-process training batch)")
+
+
+def fill_calibration_defaults(args: argparse.Namespace, data=PRETRAIN_CORPORA, seq_len: int = 256,
+                              batch_size: int = 4) -> None:
+    """Give --data, --seq-len and --batch-size the values passed here where the command line gave none."""
+    for name, value in (("data", data), ("seq_len", seq_len), ("batch_size", batch_size)):
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
+# Flags of every trained method (the LoopConfig/TrainedConfig field each sets); --data, --seq-len,
+# --batch-size and --seed are the command's own and set the training run too.
+TRAINING_FLAGS = {
+    "--tokens": ("tokens", int, "training tokens in all, every process together (default 200000)"),
+    "--lr": ("lr", float, "LoRA learning rate (default 2e-4)"),
+    "--grad-accum": ("grad_accum", int, "micro-batches per optimiser step (default 4)"),
+    "--lora-r": ("lora_r", int, "LoRA rank (default 8)"),
+    "--checkpoint-every": ("checkpoint_every", int, "optimiser steps between checkpoints (default 200)"),
+    "--stop-after-steps": ("stop_after_steps", int, "stop after this step, keeping a checkpoint for --resume"),
+}
+SHARED_TRAINING_FIELDS = ("data", "seq_len", "batch_size", "seed")
+
+
+def add_training_args(p: argparse.ArgumentParser, methods: str) -> None:
+    g = p.add_argument_group(f"training ({methods}: LoRA trains while structures are pruned)")
+    for flag, (field, kind, text) in TRAINING_FLAGS.items():
+        g.add_argument(flag, dest=field, type=kind, help=text)
+    g.add_argument("--resume", action="store_true", default=None,
+                   help="continue the unfinished run of -o OUT from its last checkpoint (.OUT.partial)")
+    g.add_argument("--config", type=Path, metavar="YAML",
+                   help="a recipe, e.g. recipes/lhspg.yaml: training and method options (flags override it)")
+
+
+def training_overrides(args: argparse.Namespace) -> dict:
+    """TrainedConfig values the command line gave (None: not given)."""
+    names = [field for field, _, _ in TRAINING_FLAGS.values()] + ["resume", *SHARED_TRAINING_FIELDS]
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
 def add_knowledge_args(p: argparse.ArgumentParser, default_rule: str | None) -> None:

@@ -8,10 +8,14 @@ from lorashear.cli.options import (
     add_calibration_args,
     add_knowledge_args,
     add_score_option_arg,
+    add_training_args,
     calibration_config,
+    fill_calibration_defaults,
     knowledge_config,
     score_options,
+    training_overrides,
 )
+from lorashear.errors import LorashearError
 from lorashear.graph.structures import DEFAULT_KINDS, GROUP_KINDS
 
 
@@ -34,11 +38,12 @@ def register(subparsers) -> None:
         default=",".join(DEFAULT_KINDS),
         help=f"kinds, comma-separated: {', '.join(GROUP_KINDS)}",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="random plans, a trained method's run (default 0)")
     p.add_argument(
         "--multiple-of",
+        "--group-divisible",
         type=int,
-        default=1,
+        default=None,
         metavar="N",
         help="keep the MLP channels of each layer and the hidden channels a multiple of N (8 or 64 suit "
         "kernels; a hidden width divisible by the head count keeps a uniform export a plain config)",
@@ -49,17 +54,41 @@ def register(subparsers) -> None:
         help="MODEL is a peft adapter folder: prune the adapter with its base and keep it unmerged (adapter/)",
     )
     add_score_option_arg(p)
-    add_calibration_args(p)
+    add_calibration_args(p, defaults=False)
     add_knowledge_args(p, default_rule=None)
+    add_training_args(p, ", ".join(m.name for m in METHODS.values() if m.trained))
+    add_lhspg_args(p)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(handler=run)
+
+
+# LhspgConfig fields set by add_lhspg_args's flags (group_divisible: --multiple-of; saliency_options: --score-option).
+LHSPG_FLAGS = ("warmup_share", "periods", "epsilon", "lambda_rule", "variant", "merge", "saliency")
+
+
+def add_lhspg_args(p: argparse.ArgumentParser) -> None:
+    from lorashear.importance import CRITERIA
+    from lorashear.prune.lhspg import LAMBDA_RULES, MERGES, VARIANTS
+
+    g = p.add_argument_group("LHSPG (--method lhspg; defaults in recipes/lhspg.yaml)")
+    g.add_argument("--warmup-share", type=float, help="share of the steps trained before pruning starts (0.1)")
+    g.add_argument("--periods", type=int, help="pruning periods; each zeroes ratio/periods more (5)")
+    g.add_argument("--epsilon", type=float, help="half-space test: zero a group when x̃ᵀx < ε‖x‖² (0)")
+    g.add_argument("--lambda-rule", choices=LAMBDA_RULES, help="step towards zero: ‖x‖/(steps left) or constant")
+    g.add_argument("--variant", choices=VARIANTS, help="Algorithm 4's projection, or the released code's fade")
+    g.add_argument("--merge", choices=MERGES, help="period end: merge BA and restart LoRA (reset), or keep it")
+    g.add_argument("--saliency", help=f"criterion that picks each period's groups (lhspg; any of {', '.join(CRITERIA)}); "
+                   "its options via --score-option")
 
 
 def run(args: argparse.Namespace) -> int:
     from lorashear.prune import METHODS
     from lorashear.prune.api import PruneConfig, prune_model
 
+    method = METHODS[args.method]
+    training, options = _trained(args, method)
+    multiple_of = options.group_divisible if options is not None else (1 if args.multiple_of is None else args.multiple_of)
     config = PruneConfig(
         model=args.model,
         output=args.output,
@@ -67,14 +96,41 @@ def run(args: argparse.Namespace) -> int:
         ratio=args.ratio,
         kinds=tuple(k.strip() for k in args.structures.split(",") if k.strip()),
         uniform=args.uniform,
-        seed=args.seed,
-        multiple_of=args.multiple_of,
+        seed=training.seed if training is not None else (args.seed or 0),
+        multiple_of=multiple_of,
         merge_lora=not args.lora,
         overwrite=args.overwrite,
-        score_options=score_options(args.score_option),
+        score_options={} if method.trained else score_options(args.score_option),
         calibration=calibration_config(args),
-        knowledge=knowledge_config(args, METHODS[args.method].criterion, METHODS[args.method].knowledge),
+        knowledge=knowledge_config(args, method.probe_criterion, method.knowledge),
         batch_size=args.batch_size,
+        training=training,
+        method_options=options,
     )
     prune_model(config)
     return 0
+
+
+def _trained(args: argparse.Namespace, method):
+    """(TrainedConfig, the method's options) from --config and the flags; (None, None) for one-shot methods,
+    which refuse training flags. The calibration shares --data, --seq-len and --batch-size with training."""
+    from lorashear.prune.trained import load_recipe
+
+    given = training_overrides(args)
+    own = {f: getattr(args, f) for f in LHSPG_FLAGS if getattr(args, f) is not None}
+    if own and method.name != "lhspg":
+        raise LorashearError(f"{', '.join('--' + f.replace('_', '-') for f in own)}: LHSPG options; use --method lhspg")
+    if not method.trained:
+        flags = sorted(k for k in given if k not in ("data", "seq_len", "batch_size", "seed"))
+        if flags or args.config is not None:
+            named = ", ".join("--" + f.replace("_", "-") for f in flags) or "--config"
+            raise LorashearError(f"{named}: training options apply to trained methods only (--method lhspg)")
+        fill_calibration_defaults(args)
+        return None, None
+    if args.multiple_of is not None:
+        own["group_divisible"] = args.multiple_of
+    if args.score_option:
+        own["saliency_options"] = score_options(args.score_option)
+    training, options = load_recipe(args.config, {**given, **own}, method.options)
+    fill_calibration_defaults(args, training.data, training.seq_len, training.batch_size)
+    return training, options

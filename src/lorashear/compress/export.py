@@ -106,11 +106,11 @@ def export(
     params_before: int,
     merge_lora: bool = True,
     overwrite: bool = False,
-    extra_files: dict[str, str] | None = None,
+    extra_files: dict[str, str | bytes] | None = None,
     record: dict | None = None,
 ) -> Path:
     """Write the compressed `model` (LoRA merged, or kept as `adapter/`), its tokenizer and `extra_files`
-    (name -> text) to `out_dir`, through a temporary folder renamed at the end; `record` (how the groups
+    (relative path -> text or bytes) to `out_dir`, through a temporary folder renamed at the end; `record` (how the groups
     were chosen) goes into pruning.json."""
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
@@ -165,8 +165,10 @@ def export(
             "removed": [g.to_dict() for g in removed],
         }
         (tmp / PLAN_FILE).write_text(json.dumps(plan))
-        for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text)
+        for name, content in (extra_files or {}).items():
+            path = tmp / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)

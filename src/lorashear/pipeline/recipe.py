@@ -75,7 +75,7 @@ class Recipe:
             return KnowledgeConfig(rule="none")
         from lorashear.prune import METHODS
 
-        criterion = METHODS[self.sections["prune"].get("method", "random")].criterion or "wanda-sp"
+        criterion = METHODS[self.sections["prune"].get("method", "random")].probe_criterion
         return KnowledgeConfig(**{"criterion": criterion, **_with_lists(values)})
 
     def prune(self, output: str | Path, knowledge_from: str | Path | None = None) -> PruneConfig:
@@ -83,10 +83,10 @@ class Recipe:
         from lorashear.prune import METHODS
 
         values = dict(self.sections["prune"])
-        own = set(field_names(PruneConfig)) - set(RUNNER_KEYS["prune"])
+        own = set(field_names(PruneConfig)) - set(RUNNER_KEYS["prune"]) - {"training"}
         method_options = {k: values.pop(k) for k in list(values) if k not in own}
         method = METHODS.get(values.get("method", "random"))
-        if method_options and method is not None and method.options is None:
+        if method_options and method is not None and not method.trained:
             raise LorashearError(f"unknown key(s) in 'prune': {', '.join(sorted(method_options))}; known: "
                                  f"{', '.join(sorted(own))} (method '{method.name}' takes no options of its own)")
         return PruneConfig(model=self.model, output=str(output), calibration=self.calibration(),

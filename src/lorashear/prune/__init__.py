@@ -5,6 +5,9 @@ from lorashear.prune.methods import METHODS, Method, criterion_plan, register_me
 from lorashear.prune.plan import ParamCounter, PruningPlan, group_sizes, select
 from lorashear.prune.random import random_plan
 
+# Trained methods register themselves on import (after METHODS exists).
+from lorashear.prune.lhspg import method as _lhspg_method  # noqa: E402, F401  isort: skip
+
 __all__ = [
     "METHODS",
     "Method",

@@ -6,10 +6,12 @@ The `lorashear prune` command and the demo both go through here, so the recipe l
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lorashear.errors import LorashearError
 from lorashear.graph.structures import DEFAULT_KINDS, GROUP_KINDS
@@ -37,9 +39,11 @@ class PruneConfig:
     knowledge: KnowledgeConfig | None = None  # None: the method's default rule
     knowledge_from: str | None = None  # an earlier analysis's knowledge.json: its verdict is used, nothing probed
     batch_size: int = 4
-    # The method's own settings (a trained method's schedule, data budget, ...): validated by the
-    # dataclass it registers as `Method.options`; a method without one takes none.
-    method_options: dict = field(default_factory=dict)
+    # Trained methods only: the training run (a prune.trained.TrainedConfig) and the method's own
+    # settings (its Method.options dataclass, e.g. LhspgConfig); None: their defaults. A recipe may
+    # give both as one flat mapping in `method_options` (training keys and method keys, split here).
+    training: Any = None
+    method_options: Any = None
 
     def __post_init__(self) -> None:
         from lorashear.importance import get_criterion
@@ -62,9 +66,15 @@ class PruneConfig:
             raise LorashearError(f"method '{self.method}' ranks by no criterion; drop --score-option")
         if method.criterion is not None:
             get_criterion(method.criterion, **self.score_options)  # refuses unknown options now
-        method.parse_options(self.method_options)  # refuses unknown method options now
+        if method.trained:
+            self._trained_defaults(method)
+        elif self.training is not None or self.method_options:
+            method.parse_options(self.method_options if isinstance(self.method_options, dict) else {})
+            trained = [m.name for m in METHODS.values() if m.trained]
+            raise LorashearError(f"training options apply to the trained methods ({', '.join(trained)}), "
+                                 f"not to '{self.method}'")
         if self.knowledge is None:
-            self.knowledge = KnowledgeConfig(rule=method.knowledge, criterion=method.criterion or "wanda-sp")
+            self.knowledge = KnowledgeConfig(rule=method.knowledge, criterion=method.probe_criterion)
         if self.knowledge.probes:
             get_criterion(self.knowledge.criterion)
             if self.calibration.held_out < 1:
@@ -72,16 +82,36 @@ class PruneConfig:
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise LorashearError(f"--batch-size must be a positive integer, got {self.batch_size!r}")
 
+    def _trained_defaults(self, method) -> None:
+        """Fill and check a trained method's training run and options."""
+        from lorashear.prune.trained import TrainedConfig
+
+        if not self.merge_lora:
+            raise LorashearError(f"method '{self.method}' trains LoRA of its own; merge the adapter first, drop --lora")
+        if self.score_options:
+            raise LorashearError(f"method '{self.method}' takes its criterion's options in its own settings "
+                                 "(the CLI's --score-option goes there)")
+        if isinstance(self.method_options, dict):  # a recipe's flat mapping: training and method keys
+            from lorashear.prune.trained import split_options
+
+            training, self.method_options = split_options(self.method_options, method.options)
+            self.training = self.training or training
+        self.training = TrainedConfig() if self.training is None else self.training
+        self.training.validate()
+        if self.method_options is None:
+            self.method_options = method.options()
+
 
 @dataclass
 class PruneResult:
     """Where the pruned model went, the plan that made it, and how long each step took."""
 
     folder: Path
-    plan: PruningPlan
+    plan: PruningPlan | None  # None when a trained method stopped early
     params_before: int
     params_after: int
     seconds: dict[str, float] = field(default_factory=dict)
+    finished: bool = True  # False: a trained method stopped early (stop_after_steps); `folder` is its run folder
 
 
 def tied_aliases(model) -> dict[str, str]:
@@ -113,21 +143,28 @@ def prune_model(config: PruneConfig, log: Callable[[str], None] = print) -> Prun
 
     start = time.perf_counter()
     plan = METHODS[config.method].plan(ctx)
+    if plan is None:  # a trained method stopped at stop_after_steps: `--resume` continues its run folder
+        params = count_params(model)
+        return PruneResult(ctx.work, None, params, params, seconds, finished=False)
     plan.settings["knowledge"] = ctx.knowledge.to_dict() if ctx.knowledge else None
     seconds["plan"] = time.perf_counter() - start
 
     params_before = count_params(model)
+    if not ctx.main_process:  # DDP: the main process writes the folder
+        return PruneResult(out, plan, params_before, params_before - plan.params_removed, seconds)
     start = time.perf_counter()
     compress(model, plan.groups)
     seconds["compress"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    extra = {"plan.json": json.dumps(plan.to_dict())}
+    extra = {"plan.json": json.dumps(plan.to_dict()), **ctx.extra_files}
     if ctx.knowledge is not None:
         extra["knowledge.json"] = json.dumps(ctx.knowledge.to_dict(), indent=2)
     folder = export(model, tokenizer, out, plan.groups, params_before, merge_lora=config.merge_lora,
                     overwrite=config.overwrite, extra_files=extra, record=plan_record(plan))
     seconds["export"] = time.perf_counter() - start
+    if ctx.work is not None:  # a trained method's checkpoints and logs: the folder holds what is kept
+        shutil.rmtree(ctx.work, ignore_errors=True)
     log(f"removed {plan.params_removed:,} of {plan.params_total:,} parameters "
         f"({plan.achieved_ratio:.2%}) -> {folder}")
     return PruneResult(folder, plan, params_before, count_params(model), seconds)

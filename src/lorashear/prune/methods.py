@@ -20,14 +20,25 @@ from lorashear.prune.random import random_plan
 
 @dataclass(frozen=True)
 class Method:
-    """A pruning method: how it plans, which criterion it ranks by, its default knowledge rule."""
+    """A pruning method: how it plans, which criterion it ranks by, its default knowledge rule.
+
+    A trained method (LHSPG, LoRAPrune) trains LoRA on the shared loop (`prune/trained.py`) and has its own
+    settings dataclass `options`; its plan returns None when the run stopped early for a later --resume.
+    """
 
     name: str
-    plan: Callable[[PruneContext], PruningPlan]
+    plan: Callable[[PruneContext], PruningPlan | None]
     criterion: str | None = None
     knowledge: str = "auto"  # default --unprunable rule
     description: str = ""
+    trained: bool = False
     options: type | None = None  # the method's own config dataclass (PruneConfig.method_options fill it)
+    probe: str | None = None  # criterion of the knowledge analysis, when `criterion` cannot score the untrained model
+
+    @property
+    def probe_criterion(self) -> str:
+        """What the knowledge analysis ranks a cluster's groups by (wanda-sp for methods without a criterion)."""
+        return self.probe or self.criterion or "wanda-sp"
 
     def parse_options(self, values: dict[str, Any]) -> Any:
         """The method's own config from `values` (unknown keys refused, naming the known ones); None if it has none."""

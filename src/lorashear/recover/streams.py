@@ -50,15 +50,19 @@ def _unique_names(specs: Sequence[str]) -> list[str]:
 
 
 def text_categories(specs: Sequence[str], tokenizer, seq_len: int, held_out: float, seed: int) -> list[Category]:
-    """Stage 1: one category per corpus, documents split into train / held-out before packing."""
+    """Stage 1: one category per corpus, documents split into train / held-out before packing
+    (`held_out` 0: every document trains, the held-out blocks are empty)."""
     categories = []
     for spec, name in zip(specs, _unique_names(specs), strict=True):
         docs = load_documents(spec, purpose="train")
-        if len(docs) < 2:
+        if held_out > 0 and len(docs) < 2:
             raise LorashearError(f"'{spec}' has {len(docs)} document; need at least 2 to hold one out for the mix")
         train_docs, held_docs = split_documents(docs, held_out, seed=seed)
         train = _packed_or_error(lambda d=train_docs: pack(d, tokenizer, seq_len, seed=seed), spec, seq_len)
-        held = _packed_or_error(lambda d=held_docs: pack(d, tokenizer, seq_len, seed=seed), spec, seq_len, "held-out ")
+        held = torch.empty((0, seq_len), dtype=torch.long)
+        if held_docs:
+            held = _packed_or_error(lambda d=held_docs: pack(d, tokenizer, seq_len, seed=seed), spec, seq_len,
+                                    "held-out ")
         categories.append(Category(name, train, train.clone(), held, held.clone()))
     return categories
 

@@ -25,7 +25,14 @@ from lorashear.train.accelerator import make_accelerator
 from lorashear.train.config import LoopConfig
 from lorashear.train.hooks import TrainHook
 from lorashear.train.loop import BatchSource, LossFn, TrainRun, train
-from lorashear.train.lora import load_pruned_base, lora_model, make_optimizer, save_merged, train_lora
+from lorashear.train.lora import (
+    add_lora,
+    load_pruned_base,
+    lora_model,
+    make_optimizer,
+    save_merged,
+    train_lora,
+)
 
 __all__ = [
     "BatchSource",
@@ -33,6 +40,7 @@ __all__ = [
     "LossFn",
     "TrainHook",
     "TrainRun",
+    "add_lora",
     "load_pruned_base",
     "lora_model",
     "make_accelerator",

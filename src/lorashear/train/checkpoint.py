@@ -24,11 +24,12 @@ def partial_dir(out: str | Path) -> Path:
     return out.parent / f".{out.name}.partial"
 
 
-def check_run_dir(out: str | Path, resume: bool) -> Path:
-    """Check OUT (every process, before any writes) and return the temporary folder to write into."""
+def check_run_dir(out: str | Path, resume: bool, overwrite: bool = False) -> Path:
+    """Check OUT (every process, before any writes) and return the temporary folder to write into;
+    `overwrite`: OUT may exist (the caller replaces it at the end)."""
     out = Path(out).expanduser().absolute()
     work = partial_dir(out)
-    if out.exists():
+    if out.exists() and not overwrite:
         raise LorashearError(f"{out} already exists; choose another output folder or remove it")
     if not resume and latest_checkpoint(work):
         raise LorashearError(

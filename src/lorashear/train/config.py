@@ -46,15 +46,7 @@ class LoopConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any):
         """Load a recipe; keyword overrides that are not None win (the CLI passes its flags here)."""
-        path = Path(path)
-        if not path.is_file():
-            raise LorashearError(f"config file not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise LorashearError(f"{path} is not valid YAML: {err}") from err
-        if not isinstance(raw, dict):
-            raise LorashearError(f"{path}: expected a mapping of option names to values")
+        raw = read_recipe(path)
         return cls.from_dict({**raw, **{k: v for k, v in overrides.items() if v is not None}})
 
     @classmethod
@@ -90,3 +82,17 @@ class LoopConfig:
         if changed:
             diffs = ", ".join(f"{k}: {before.get(k)!r} -> {getattr(self, k)!r}" for k in changed)
             raise LorashearError(f"--resume with different options than the interrupted run ({diffs}); use the same ones")
+
+
+def read_recipe(path: str | Path) -> dict[str, Any]:
+    """A YAML recipe's mapping of option names to values (clear errors for a missing or malformed file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise LorashearError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise LorashearError(f"{path} is not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise LorashearError(f"{path}: expected a mapping of option names to values")
+    return raw

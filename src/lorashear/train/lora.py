@@ -34,7 +34,8 @@ def lora_model(model: torch.nn.Module, r: int, alpha: int, dropout: float, targe
     return peft_model
 
 
-def _lora_as_configured(model: torch.nn.Module, config: LoopConfig):
+def add_lora(model: torch.nn.Module, config: LoopConfig):
+    """`model` with the LoRA adapters `config` asks for (`lora_model` with its r, alpha, dropout, targets)."""
     return lora_model(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_targets)
 
 
@@ -62,8 +63,11 @@ def train_lora(
     desc: str = "train",
     postfix: Callable[[dict], dict] | None = None,
 ) -> TrainRun:
-    """LoRA on `model` → AdamW + cosine → `accelerator.prepare` → `train`; `run.unwrapped` is the trained PeftModel."""
-    peft_model = _lora_as_configured(model, config)
+    """LoRA on `model` → AdamW + cosine → `accelerator.prepare` → `train`; `run.unwrapped` is the trained PeftModel.
+
+    A model that has LoRA already (`add_lora`: a method built its graph on the LoRA model) trains as it is.
+    """
+    peft_model = model if hasattr(model, "peft_config") else add_lora(model, config)
     optimizer, scheduler = make_optimizer(peft_model, config, total_steps)
     prepared, optimizer, scheduler = accelerator.prepare(peft_model, optimizer, scheduler)
     run = TrainRun(prepared, optimizer, scheduler, accelerator, config, total_steps, Path(work))
@@ -79,7 +83,7 @@ def save_merged(accelerator: Accelerator, model, tokenizer, base: str, config: L
     state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
         # Rebuild through the same loader as the input (plain HF or lorashear's pruned layout) and merge there.
-        fresh = _lora_as_configured(load_pruned_base(base, "cpu"), config)
+        fresh = add_lora(load_pruned_base(base, "cpu"), config)
         fresh.load_state_dict({k: v.to("cpu") for k, v in state_dict.items()})
         merged = fresh.merge_and_unload()
         merged.config.use_cache = True

@@ -49,9 +49,14 @@ class LhspgHook(TrainHook):
 
     # ---------------------------------------------------------------- hook interface
 
+    def check(self, total_steps: int) -> Schedule:
+        """The schedule of a run of `total_steps`; refuses too few steps or an unreachable ratio (before any work)."""
+        schedule = Schedule.plan(total_steps, self.config.warmup_share, self.config.periods)
+        self._select({i: 0.0 for i, g in enumerate(self.graph.groups) if g.kind in self.kinds}, self.ratio)
+        return schedule
+
     def on_start(self, run: TrainRun) -> None:
-        self.schedule = Schedule.plan(run.total_steps, self.config.warmup_share, self.config.periods)
-        self._select({i: 0.0 for i, g in enumerate(self.graph.groups) if g.kind in self.kinds}, self.ratio)  # reachable?
+        self.schedule = self.check(run.total_steps)
         self.variables = GroupVariables(run.unwrapped, self._groups(self.redundant()))
 
     def after_step(self, run: TrainRun, record: dict) -> None:
@@ -77,8 +82,8 @@ class LhspgHook(TrainHook):
                 self._start_period(model, period + 1)
             if last and self.config.merge == "reset":
                 merge_lora(model, optimizer)
-        for i in self.zeroed.difference(current):  # zeros stay zero: the optimizer step revived their LoRA slices
-            self.variables.zero_lora(i, optimizer)
+        # Zeros stay zero: the optimizer step revived their LoRA slices (one write per factor for all of them).
+        self.variables.zero_lora_many(sorted(self.zeroed.difference(current)), optimizer)
         record.update(self.summary())
 
     def on_end(self, run: TrainRun) -> None:

@@ -142,6 +142,19 @@ class GroupVariables:
             param.data[index] = 0
             zero_state(optimizer, param, index)
 
+    def zero_lora_many(self, indices, optimizer=None) -> None:
+        """`zero_lora` of many groups at once: one indexed write per LoRA factor (and per moment), not per group."""
+        rows: dict[int, tuple[nn.Parameter, list[torch.Tensor]]] = {}
+        cols: dict[int, tuple[nn.Parameter, list[torch.Tensor]]] = {}
+        for i in indices:
+            for param, index in self.lora_slices(i):
+                (rows if len(index) == 1 else cols).setdefault(id(param), (param, []))[1].append(index[-1])
+        for table, make in ((rows, lambda ix: (ix,)), (cols, lambda ix: (slice(None), ix))):
+            for param, parts in table.values():
+                index = make(torch.cat(parts))
+                param.data[index] = 0
+                zero_state(optimizer, param, index)
+
     def scale(self, i: int, factor: float) -> None:
         """Multiply x_g and the group's LoRA slices by `factor` (the released code's fade)."""
         self.write(i, [v * factor for v in self.values(i)])

@@ -1,0 +1,237 @@
+"""What every trained pruning method (LHSPG, LoRAPrune) shares: training options, a plain language-model
+batch source over the pretraining-like corpora, and `run_trained`, the recipe that trains LoRA with the
+method's hooks on the one training loop (`lorashear.train`).
+
+    def my_plan(ctx):
+        trained = run_trained(ctx, lambda model, graph, steps: [MyHook(graph, ...)], settings, desc="mine")
+        if not trained.run.finished:
+            return None                                       # stopped early: `--resume` continues
+        model = merge_trained(trained)                        # LoRA merged: ctx.model again, in place
+        groups = base_groups(ctx.graph, trained.graph, chosen) # the LoRA graph's groups -> the plan's
+
+Hooks see the LoRA model's graph (peft names: `…base_layer.weight`, `lora_A/B`), rebuilt identically on
+every run and resume, with the knowledge analysis's exclusions carried over from `ctx.graph`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import nn
+
+from lorashear.compress.core import base_name
+from lorashear.data import PRETRAIN_CORPORA, refuse_evaluation_data
+from lorashear.errors import LorashearError
+from lorashear.graph.structures import Group, StructureGraph
+from lorashear.recover.losses import lm_loss
+from lorashear.recover.streams import Category, MixedStream, text_categories
+from lorashear.train import TrainHook, TrainRun, add_lora, make_accelerator, train_lora
+from lorashear.train import checkpoint as ckpt
+from lorashear.train.config import LoopConfig, read_recipe
+from lorashear.train.logs import read_jsonl
+
+if TYPE_CHECKING:
+    from lorashear.prune.context import PruneContext
+
+CONFIG_FILE = "training.yaml"  # the resolved training options, next to the run's logs
+RUN_FILE = "run.json"  # the method's settings; --resume refuses different ones
+
+
+@dataclass
+class TrainedConfig(LoopConfig):
+    """A trained pruner's run: the shared loop options plus its data and token budget (`recipes/lhspg.yaml`)."""
+
+    kind: ClassVar[str] = "training"
+
+    data: list[str] = field(default_factory=lambda: list(PRETRAIN_CORPORA))  # one category each, mixed uniformly
+    tokens: int = 200_000  # training tokens in all (every process together)
+
+    def __post_init__(self) -> None:
+        self.data = [self.data] if isinstance(self.data, str) else list(self.data)
+
+    def validate(self) -> None:
+        if not self.data:
+            raise LorashearError("no training data; name at least one corpus or file with --data")
+        for spec in self.data:
+            refuse_evaluation_data(spec)
+        if isinstance(self.tokens, bool) or not isinstance(self.tokens, int) or self.tokens <= 0:
+            raise LorashearError(f"--tokens must be a positive number of training tokens, got {self.tokens!r}")
+        super().validate()
+
+    def tokens_per_step(self, processes: int) -> int:
+        return self.batch_size * self.seq_len * self.grad_accum * processes
+
+
+def load_recipe(path: str | Path | None, overrides: dict[str, Any], options: type) -> tuple[TrainedConfig, Any]:
+    """A trained method's (TrainedConfig, its `options` dataclass) from a flat YAML recipe and `overrides`
+    (the CLI's flags that were given; they win); unknown keys are refused, naming the known ones."""
+    values = {**(read_recipe(path) if path is not None else {}), **overrides}
+    return split_options(values, options, f" in {path}" if path is not None else "")
+
+
+def split_options(values: dict[str, Any], options: type, where: str = "") -> tuple[TrainedConfig, Any]:
+    """One flat mapping of training and method keys -> (TrainedConfig, the method's `options` dataclass)."""
+    training_keys = {f.name for f in fields(TrainedConfig)}
+    option_keys = {f.name for f in fields(options) if f.init}
+    unknown = sorted(set(values) - training_keys - option_keys)
+    if unknown:
+        raise LorashearError(f"unknown option(s){where}: {', '.join(unknown)}; known: training "
+                             f"{', '.join(sorted(training_keys))}; method {', '.join(sorted(option_keys))}")
+    training = TrainedConfig.from_dict({k: v for k, v in values.items() if k in training_keys})
+    return training, options(**{k: v for k, v in values.items() if k in option_keys})
+
+
+class TextStream(TrainHook):
+    """The loop's batch source: blocks of the corpora, categories mixed uniformly; its position is
+    checkpointed with the run (a hook's state), so a resumed run reads the same data."""
+
+    def __init__(self, categories: Sequence[Category], seed: int) -> None:
+        self.stream = MixedStream(categories, seed)
+        self.weights = [1.0 / len(categories)] * len(categories)
+
+    @property
+    def tokens(self) -> int:
+        return sum(c.input_ids.numel() for c in self.stream.categories)
+
+    def next_batch(self, run: TrainRun, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, labels, _ = self.stream.next_batch(self.weights, rows)
+        return ids, labels
+
+    def state_dict(self) -> dict:
+        return self.stream.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.stream.load_state_dict(state)
+
+
+def lm_step_loss(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """Next-token cross-entropy: what a trained pruner keeps minimising while structures fade."""
+    return lm_loss(model(input_ids=ids).logits, labels), {}
+
+
+@dataclass
+class TrainedRun:
+    """A finished (or stopped) training run of a pruning method."""
+
+    model: nn.Module  # the trained PeftModel (unwrapped)
+    graph: StructureGraph  # the groups of the LoRA model, as the hooks saw them
+    hooks: list[TrainHook]
+    run: TrainRun
+    work: Path
+
+
+# (LoRA model, its graph, total optimiser steps) -> the method's hooks; raises LorashearError on bad input.
+HookFactory = Callable[[nn.Module, StructureGraph, int], list[TrainHook]]
+
+
+def run_trained(ctx: PruneContext, make_hooks: HookFactory, settings: dict, *, desc: str,
+                postfix: Callable[[dict], dict] | None = None) -> TrainedRun:
+    """Train LoRA on `ctx.model` (in place) with the method's hooks, in `.OUT.partial` (resumable).
+
+    Every check (data, schedule, reachable ratio) runs before the run folder is written.
+    """
+    from accelerate.utils import set_seed
+
+    config: TrainedConfig = ctx.config.training
+    if ctx.tokenizer is None:
+        raise LorashearError(f"method '{ctx.config.method}' trains on text, but the model has no tokenizer")
+    accelerator = make_accelerator(config)
+    work = ckpt.check_run_dir(ctx.config.output, config.resume, ctx.config.overwrite)
+    if config.resume:
+        config.check_same_run(work / CONFIG_FILE)
+        _check_same_settings(work / RUN_FILE, settings)
+    set_seed(config.seed)
+    stream = TextStream(text_categories(config.data, ctx.tokenizer, config.seq_len, 0.0, config.seed), config.seed)
+    if stream.tokens < config.tokens:
+        raise LorashearError(
+            f"--tokens {config.tokens:,} is more than the training data holds ({stream.tokens:,} tokens in "
+            f"{', '.join(config.data)} at --seq-len {config.seq_len}); lower --tokens or add --data"
+        )
+    total_steps = math.ceil(config.tokens / config.tokens_per_step(accelerator.num_processes))
+    model = add_lora(ctx.model.to(accelerator.device), config)
+    graph = lora_graph(model, ctx.graph, tuple(ctx.config.kinds))
+    hooks = make_hooks(model, graph, total_steps)
+
+    accelerator.wait_for_everyone()  # every process has checked before anyone writes
+    if accelerator.is_main_process:
+        ckpt.start_run_dir(work, config.resume)
+        config.save(work / CONFIG_FILE)
+        (work / RUN_FILE).write_text(json.dumps(settings, indent=2))
+    accelerator.wait_for_everyone()
+    ctx.work, ctx.main_process = work, accelerator.is_main_process
+    run = train_lora(model, config, accelerator, work, total_steps, stream.next_batch, lm_step_loss,
+                     [stream, *hooks], desc=desc, postfix=postfix)
+    return TrainedRun(run.unwrapped, graph, hooks, run, work)
+
+
+def _check_same_settings(path: Path, settings: dict) -> None:
+    before = json.loads(path.read_text()) if path.is_file() else {}
+    now = json.loads(json.dumps(settings))  # as saved: tuples become lists
+    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    if changed:
+        diffs = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
+        raise LorashearError(f"--resume with different settings than the interrupted run ({diffs}); use the same ones")
+
+
+def merge_trained(trained: TrainedRun) -> nn.Module:
+    """Check that every process holds the same weights, then merge LoRA into them (in place: the
+    model the method was given comes back, in eval mode with its KV cache on)."""
+    assert_same_weights(trained.run.accelerator, trained.model)
+    model = trained.model.merge_and_unload()
+    model.config.use_cache = True
+    return model.eval()
+
+
+def assert_same_weights(accelerator, model: nn.Module) -> None:
+    """DDP: hooks edit the weights on every process, which must stay identical; compare checksums."""
+    if accelerator.num_processes == 1:
+        return
+    with torch.no_grad():
+        sums = torch.stack([torch.stack([p.double().sum(), p.double().square().sum()]) for p in model.parameters()])
+    gathered = accelerator.gather(sums.flatten()[None].to(accelerator.device))
+    if not torch.equal(gathered.min(0).values, gathered.max(0).values):
+        raise RuntimeError("the processes' weights differ after training: a hook edited them non-deterministically")
+
+
+def _twin_key(group: Group) -> tuple:
+    """A group by its base-model slices (peft prefixes and `.base_layer` dropped, LoRA factors left out)."""
+    slices = sorted((name, s.dim, s.index) for s in group.slices if (name := base_name(s.param)) is not None)
+    return group.kind, group.layer, tuple(slices)
+
+
+def lora_graph(model: nn.Module, graph: StructureGraph, kinds: tuple[str, ...]) -> StructureGraph:
+    """The LoRA model's graph, each group unprunable where its twin in `graph` (the knowledge analysis's) is."""
+    from lorashear.graph import build_graph
+
+    lora = build_graph(model, kinds)
+    twins = {_twin_key(g): g for g in graph.groups}
+    for group in lora.groups:
+        twin = twins.get(_twin_key(group))
+        if twin is None:
+            raise RuntimeError(f"the LoRA model's {group.kind} group of layer {group.layer} has no twin in the "
+                               "model's graph")
+        group.unprunable = group.unprunable or twin.unprunable
+    return lora
+
+
+def base_groups(graph: StructureGraph, lora: StructureGraph, indices: Sequence[int]) -> list[Group]:
+    """The groups of `graph` (the model without LoRA) that groups `indices` of the LoRA graph are."""
+    twins = {_twin_key(g): g for g in graph.groups}
+    return [twins[_twin_key(lora.groups[i])] for i in indices]
+
+
+def run_files(work: Path, folder: str, plot: Callable[[list[dict], Path], Path | None]) -> dict[str, str | bytes]:
+    """The run's step log, resolved options and `plot` of the step log, as export files under `folder/`."""
+    steps = work / "logs" / "steps.jsonl"
+    files: dict[str, str | bytes] = {f"{folder}/steps.jsonl": steps.read_text(),
+                                     f"{folder}/{CONFIG_FILE}": (work / CONFIG_FILE).read_text()}
+    picture = plot(read_jsonl(steps), work / "logs" / "curves.png")
+    if picture is not None:
+        files[f"{folder}/curves.png"] = picture.read_bytes()
+    return files
