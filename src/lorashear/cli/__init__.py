@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "lorashear.cli.prune_cmd",
     "lorashear.cli.recover_cmd",
     "lorashear.cli.eval_cmd",
+    "lorashear.cli.export_gguf_cmd",
     "lorashear.cli.demo_cmd",
 ]
 

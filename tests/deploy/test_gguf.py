@@ -1,0 +1,176 @@
+"""GGUF export: llama.cpp itself loads every exported file and computes the HF folder's logits and greedy tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import gguf
+import pytest
+import torch
+from tiny_models import single_thread, tiny_model  # noqa: F401
+
+from lorashear.cli import main
+from lorashear.compress import compress, count_params, export
+from lorashear.deploy import export_gguf, read_layout
+from lorashear.errors import LorashearError
+from lorashear.graph import ATTENTION_BLOCK, GROUP_KINDS, MLP_BLOCK, build_graph
+from lorashear.models import load_model, load_tokenizer
+from lorashear.prune import random_plan
+
+TEXT = "Once upon a time, a little girl named Lily found a big red ball in the park."
+NEW_TOKENS = 8
+
+
+@pytest.fixture(scope="module")
+def llama_cpp():
+    return pytest.importorskip(
+        "llama_cpp", reason="llama-cpp-python is not installed: pip install 'lorashear[gguf]' (make test installs it)"
+    )
+
+
+def blocks(kind: str, layers: tuple[int, ...]) -> Callable:
+    return lambda graph: [g for g in graph.of_kind(kind) if g.layer in layers]
+
+
+def random_groups(ratio: float, kinds: list[str], uniform: bool) -> Callable:
+    return lambda graph: random_plan(graph, ratio, kinds, uniform=uniform, seed=3).groups
+
+
+def both(*pickers: Callable) -> Callable:
+    return lambda graph: [g for pick in pickers for g in pick(graph)]
+
+
+# name -> (source architecture, groups to remove or None, GGUF architecture expected)
+CASES = {
+    "llama-dense": ("llama", None, "llama"),
+    "llama-uniform": ("llama", random_groups(0.3, ["kv_group", "mlp_channel"], True), "llama"),
+    "llama-uniform-hidden": ("llama", random_groups(0.3, ["kv_group", "mlp_channel", "hidden_channel"], True), "llama"),
+    "llama-non-uniform": ("llama", random_groups(0.3, ["kv_group", "mlp_channel"], False), "deci"),
+    # Attention kept, MLP gone: llama.cpp would skip the layer's attention without the 1-wide zero MLP.
+    "llama-no-mlp": ("llama", both(blocks(MLP_BLOCK, (1, 3)), random_groups(0.2, ["mlp_channel"], False)), "deci"),
+    # Layer 0 without heads (llama.cpp reads the head size there) and a middle layer without heads.
+    "llama-no-heads": ("llama", blocks(ATTENTION_BLOCK, (0, 2)), "deci"),
+    "llama-no-layer": ("llama", both(blocks(ATTENTION_BLOCK, (1,)), blocks(MLP_BLOCK, (1,))), "deci"),
+    "qwen2-dense": ("qwen2", None, "qwen2"),
+    "qwen2-uniform-heads": ("qwen2", random_groups(0.3, ["kv_group", "mlp_channel"], True), "deci"),
+    "qwen2-non-uniform": ("qwen2", random_groups(0.3, ["kv_group", "mlp_channel"], False), "deci"),
+}
+
+
+@pytest.fixture(scope="module")
+def folders(small_vocab_dirs, tmp_path_factory) -> dict[str, Path]:
+    """Each case's HF folder: the tiny 4-layer model, pruned by lorashear's compress and export where asked."""
+    out = {}
+    for name, (arch, pick, _) in CASES.items():
+        source = str(small_vocab_dirs[arch])
+        if pick is None:
+            out[name] = Path(source)
+            continue
+        model, tokenizer = load_model(source, device="cpu"), load_tokenizer(source)
+        groups = pick(build_graph(model, kinds=GROUP_KINDS))
+        before = count_params(model)
+        out[name] = export(compress(model, groups), tokenizer, tmp_path_factory.mktemp(name) / "pruned", groups, before)
+    return out
+
+
+def llama_cpp_model(llama_cpp, path: Path):
+    """The file as llama.cpp runs it: every position's logits, f32 KV cache, one thread."""
+    return llama_cpp.Llama(str(path), n_ctx=128, logits_all=True, type_k=0, type_v=0, n_threads=1, verbose=False,
+                           seed=0)
+
+
+def greedy_llama_cpp(llm, ids: list[int], n: int) -> list[int]:
+    """Greedy decoding one token at a time through llama.cpp's KV cache."""
+    llm.reset()
+    llm.eval(ids)
+    out = []
+    for _ in range(n):
+        out.append(int(llm.scores[llm.n_tokens - 1].argmax()))
+        llm.eval([out[-1]])
+    return out
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_llama_cpp_runs_the_export_exactly(case, folders, llama_cpp, tmp_path):
+    folder = folders[case]
+    out = tmp_path / "model.gguf"
+    layout = export_gguf(str(folder), out, dtype="f32")
+    assert layout.arch == CASES[case][2]
+    assert out.is_file() and [p.name for p in tmp_path.iterdir()] == ["model.gguf"]  # temp file renamed
+
+    hf, tokenizer = load_model(str(folder), device="cpu"), load_tokenizer(str(folder))
+    llm = llama_cpp_model(llama_cpp, out)
+    ids = tokenizer(TEXT, add_special_tokens=False).input_ids
+    assert llm.tokenize(TEXT.encode(), add_bos=False) == ids  # the tokenizer metadata splits text like HF
+
+    llm.eval(ids)
+    got = torch.from_numpy(llm.scores[: len(ids)].copy())
+    with torch.no_grad():
+        want = hf(torch.tensor([ids])).logits[0]
+    assert (got - want).abs().max().item() <= 1e-4
+
+    with torch.no_grad():
+        hf_tokens = hf.generate(torch.tensor([ids]), max_new_tokens=NEW_TOKENS, do_sample=False,
+                                min_new_tokens=NEW_TOKENS)[0, len(ids):].tolist()
+    assert greedy_llama_cpp(llm, ids, NEW_TOKENS) == hf_tokens
+
+
+def read_fields(path: Path) -> dict:
+    reader = gguf.GGUFReader(path)
+    return {name: field.contents() for name, field in reader.fields.items() if not name.startswith("tokenizer.")}
+
+
+def test_deci_metadata_declares_per_layer_sizes(folders, tmp_path):
+    """Removed MLPs are written 1 wide, a headless layer 0 with one zero head, other headless layers with none."""
+    out = tmp_path / "m.gguf"
+    export_gguf(str(folders["llama-no-heads"]), out, dtype="f32")
+    fields = read_fields(out)
+    assert fields["general.architecture"] == "deci"
+    assert fields["deci.attention.head_count"] == [1, 4, 0, 4]
+    assert fields["deci.attention.head_count_kv"] == [1, 2, 0, 2]
+    assert fields["deci.attention.key_length"] == fields["deci.rope.dimension_count"] == 16
+    export_gguf(str(folders["llama-no-mlp"]), out, dtype="f32")
+    assert read_fields(out)["deci.feed_forward_length"][1::2] == [1, 1]
+
+
+@pytest.mark.parametrize("dtype", ["f16", "bf16"])
+def test_half_precision_files_are_close(folders, llama_cpp, tmp_path, dtype):
+    out = tmp_path / "m.gguf"
+    export_gguf(str(folders["llama-non-uniform"]), out, dtype=dtype)
+    reader = gguf.GGUFReader(out)
+    types = {t.name: t.tensor_type.name for t in reader.tensors}
+    assert types["blk.0.attn_q.weight"] == dtype.upper() and types["blk.0.attn_norm.weight"] == "F32"
+    hf, tokenizer = load_model(str(folders["llama-non-uniform"]), device="cpu"), load_tokenizer(str(folders["llama-dense"]))
+    ids = tokenizer(TEXT, add_special_tokens=False).input_ids
+    llm = llama_cpp_model(llama_cpp, out)
+    llm.eval(ids)
+    with torch.no_grad():
+        want = hf(torch.tensor([ids])).logits[0]
+    got = torch.from_numpy(llm.scores[: len(ids)].copy())
+    assert (got - want).abs().max().item() <= 0.05 * want.abs().max().item()
+
+
+def test_quantized_file_is_written_by_llama_cpp(folders, llama_cpp, tmp_path):
+    out = tmp_path / "q.gguf"
+    export_gguf(str(folders["llama-non-uniform"]), out, dtype="f32", quant="q8_0")
+    reader = gguf.GGUFReader(out)
+    assert {t.tensor_type.name for t in reader.tensors if len(t.shape) == 2 and min(t.shape) > 1} == {"Q8_0"}
+    llm = llama_cpp_model(llama_cpp, out)
+    assert llm.n_vocab() == read_layout(load_model(str(folders["llama-dense"]), device="cpu")).vocab
+
+
+def test_other_architectures_are_refused_by_name(tmp_path):
+    folder = tmp_path / "gpt2"
+    tiny_model("gpt2").save_pretrained(folder)
+    with pytest.raises(LorashearError, match="supports the llama and qwen2 architectures.*'gpt2'"):
+        export_gguf(str(folder), tmp_path / "x.gguf")
+    assert not any(p.suffix == ".gguf" for p in tmp_path.iterdir())
+
+
+def test_cli_writes_the_file_and_refuses_bad_input(folders, tmp_path, capsys):
+    out = tmp_path / "cli.gguf"
+    assert main(["export-gguf", str(folders["llama-uniform"]), "-o", str(out), "--dtype", "f32"]) == 0
+    assert read_fields(out)["general.architecture"] == "llama"
+    assert main(["export-gguf", str(folders["llama-uniform"]), "-o", str(out), "--quant", "q9_9"]) == 2
+    assert "unknown quantization 'q9_9'" in capsys.readouterr().err
