@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import gguf
@@ -11,7 +12,7 @@ import torch
 from tiny_models import single_thread, tiny_model  # noqa: F401
 
 from lorashear.cli import main
-from lorashear.compress import compress, count_params, export
+from lorashear.compress import add_output_bias, compress, count_params, export
 from lorashear.deploy import export_gguf, read_layout
 from lorashear.errors import LorashearError
 from lorashear.graph import ATTENTION_BLOCK, GROUP_KINDS, MLP_BLOCK, build_graph
@@ -41,35 +42,76 @@ def both(*pickers: Callable) -> Callable:
     return lambda graph: [g for pick in pickers for g in pick(graph)]
 
 
-# name -> (source architecture, groups to remove or None, GGUF architecture expected)
+def with_output_biases(model) -> None:
+    """FLAP's compensation: random output biases on every attention output and MLP down projection."""
+    names = [n for n, _ in model.named_modules() if n.endswith(("o_proj", "down_proj"))]
+    add_output_bias(model, names)
+    with torch.no_grad():
+        for name in names:
+            model.get_submodule(name).bias.normal_(0, 0.1)
+
+
+@dataclass(frozen=True)
+class Case:
+    arch: str  # the tiny source model's
+    pick: Callable | None  # graph -> groups to remove; None: the dense folder itself
+    expected: str  # GGUF architecture
+    biases: bool = False  # add FLAP-like output biases before compressing
+    config: dict | None = None  # a source model of its own, with these config settings
+
+
+LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+LINEAR_ROPE = {"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0}
+
+
 CASES = {
-    "llama-dense": ("llama", None, "llama"),
-    "llama-uniform": ("llama", random_groups(0.3, ["kv_group", "mlp_channel"], True), "llama"),
-    "llama-uniform-hidden": ("llama", random_groups(0.3, ["kv_group", "mlp_channel", "hidden_channel"], True), "llama"),
-    "llama-non-uniform": ("llama", random_groups(0.3, ["kv_group", "mlp_channel"], False), "deci"),
+    "llama-dense": Case("llama", None, "llama"),
+    "llama-uniform": Case("llama", random_groups(0.3, ["kv_group", "mlp_channel"], True), "llama"),
+    "llama-uniform-hidden": Case("llama", random_groups(0.3, ["kv_group", "mlp_channel", "hidden_channel"], True),
+                                 "llama"),
+    "llama-non-uniform": Case("llama", random_groups(0.3, ["kv_group", "mlp_channel"], False), "deci"),
     # Attention kept, MLP gone: llama.cpp would skip the layer's attention without the 1-wide zero MLP.
-    "llama-no-mlp": ("llama", both(blocks(MLP_BLOCK, (1, 3)), random_groups(0.2, ["mlp_channel"], False)), "deci"),
+    "llama-no-mlp": Case("llama", both(blocks(MLP_BLOCK, (1, 3)), random_groups(0.2, ["mlp_channel"], False)),
+                         "deci"),
     # Layer 0 without heads (llama.cpp reads the head size there) and a middle layer without heads.
-    "llama-no-heads": ("llama", blocks(ATTENTION_BLOCK, (0, 2)), "deci"),
-    "llama-no-layer": ("llama", both(blocks(ATTENTION_BLOCK, (1,)), blocks(MLP_BLOCK, (1,))), "deci"),
-    "qwen2-dense": ("qwen2", None, "qwen2"),
-    "qwen2-uniform-heads": ("qwen2", random_groups(0.3, ["kv_group", "mlp_channel"], True), "deci"),
-    "qwen2-non-uniform": ("qwen2", random_groups(0.3, ["kv_group", "mlp_channel"], False), "deci"),
+    "llama-no-heads": Case("llama", blocks(ATTENTION_BLOCK, (0, 2)), "deci"),
+    "llama-no-layer": Case("llama", both(blocks(ATTENTION_BLOCK, (1,)), blocks(MLP_BLOCK, (1,))), "deci"),
+    "llama-non-uniform-biases": Case("llama", random_groups(0.3, ["kv_group", "mlp_channel"], False), "deci",
+                                     biases=True),
+    # RoPE scaling as llama.cpp's rope_freqs (llama3 scales some frequencies, linear all).
+    "llama-rope-llama3": Case("llama", random_groups(0.3, ["kv_group", "mlp_channel"], False), "deci",
+                              config={"rope_parameters": LLAMA3_ROPE}),
+    "llama-rope-linear": Case("llama", None, "llama", config={"rope_parameters": LINEAR_ROPE}),
+    "qwen2-dense": Case("qwen2", None, "qwen2"),
+    # llama.cpp's qwen2 loader wants query width == hidden size, and has no output biases: deci takes both.
+    "qwen2-uniform-heads": Case("qwen2", random_groups(0.3, ["kv_group", "mlp_channel"], True), "deci"),
+    "qwen2-uniform-biases": Case("qwen2", random_groups(0.2, ["mlp_channel"], True), "deci", biases=True),
+    "qwen2-non-uniform": Case("qwen2", random_groups(0.3, ["kv_group", "mlp_channel"], False), "deci"),
 }
 
 
 @pytest.fixture(scope="module")
-def folders(small_vocab_dirs, tmp_path_factory) -> dict[str, Path]:
+def folders(small_vocab_dirs, small_tokenizer, tmp_path_factory) -> dict[str, Path]:
     """Each case's HF folder: the tiny 4-layer model, pruned by lorashear's compress and export where asked."""
-    out = {}
-    for name, (arch, pick, _) in CASES.items():
-        source = str(small_vocab_dirs[arch])
-        if pick is None:
+    out, graphs = {}, {}
+    for name, case in CASES.items():
+        source = str(small_vocab_dirs[case.arch])
+        if case.config:
+            source = str(tmp_path_factory.mktemp(name) / "dense")
+            tiny_model(case.arch, vocab_size=len(small_tokenizer) + 20, num_hidden_layers=4,
+                       max_position_embeddings=512, **case.config).save_pretrained(source)
+            small_tokenizer.save_pretrained(source)
+        if case.pick is None:
             out[name] = Path(source)
             continue
         model, tokenizer = load_model(source, device="cpu"), load_tokenizer(source)
-        groups = pick(build_graph(model, kinds=GROUP_KINDS))
+        if case.arch not in graphs:  # groups name parameters, so one graph serves every model of an architecture
+            graphs[case.arch] = build_graph(model, kinds=GROUP_KINDS)
+        groups = case.pick(graphs[case.arch])
         before = count_params(model)
+        if case.biases:
+            with_output_biases(model)
         out[name] = export(compress(model, groups), tokenizer, tmp_path_factory.mktemp(name) / "pruned", groups, before)
     return out
 
@@ -96,7 +138,7 @@ def test_llama_cpp_runs_the_export_exactly(case, folders, llama_cpp, tmp_path):
     folder = folders[case]
     out = tmp_path / "model.gguf"
     layout = export_gguf(str(folder), out, dtype="f32")
-    assert layout.arch == CASES[case][2]
+    assert layout.arch == CASES[case].expected
     assert out.is_file() and [p.name for p in tmp_path.iterdir()] == ["model.gguf"]  # temp file renamed
 
     hf, tokenizer = load_model(str(folder), device="cpu"), load_tokenizer(str(folder))

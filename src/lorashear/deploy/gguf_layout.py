@@ -67,12 +67,19 @@ def layer_shape(layer: nn.Module) -> LayerShape:
     return LayerShape(heads, kv, width)
 
 
-def choose_arch(model_type: str, layers: list[LayerShape], hidden: int, head_dim: int) -> str:
+def output_biases(model: nn.Module) -> bool:
+    """Whether any attention output or MLP projection has a bias (FLAP's compensation, llama's mlp_bias)."""
+    names = ("o_proj", "gate_proj", "up_proj", "down_proj")
+    return any(getattr(m, "bias", None) is not None for n, m in model.named_modules() if n.rpartition(".")[2] in names)
+
+
+def choose_arch(model_type: str, layers: list[LayerShape], hidden: int, head_dim: int, biases: bool) -> str:
     """The model's own GGUF architecture when every layer is alike and its loader takes the sizes, else deci."""
     first = layers[0]
     alike = all(s == first for s in layers) and first.heads > 0 and first.mlp > 0
-    # llama.cpp's qwen2 loader assumes query width == hidden size (no head removed, no hidden channel removed).
-    fits = model_type != "qwen2" or first.heads * head_dim == hidden
+    # llama.cpp's qwen2 loader assumes query width == hidden size (no head removed, no hidden channel removed)
+    # and has no output or MLP biases; deci has both.
+    fits = model_type != "qwen2" or (first.heads * head_dim == hidden and not biases)
     return OWN_ARCH[model_type] if alike and fits else NON_UNIFORM_ARCH
 
 
@@ -111,7 +118,7 @@ def read_layout(model: nn.Module) -> GGUFLayout:
     rope = getattr(config, "rope_parameters", None) or {}
     theta = float(rope.get("rope_theta", getattr(config, "rope_theta", 10000.0)))
     return GGUFLayout(
-        arch=choose_arch(config.model_type, layers, hidden, head_dim),
+        arch=choose_arch(config.model_type, layers, hidden, head_dim, output_biases(model)),
         layers=tuple(layers),
         hidden=hidden,
         head_dim=head_dim,
