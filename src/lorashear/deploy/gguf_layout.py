@@ -110,6 +110,8 @@ def read_layout(model: nn.Module) -> GGUFLayout:
             f"GGUF export supports the llama and qwen2 architectures (uniform or not); this model is "
             f"'{config.model_type}'"
         )
+    if getattr(config, "use_sliding_window", False):
+        raise LorashearError("this model uses sliding-window attention, which GGUF export does not write")
     layers = [layer_shape(layer) for layer in model.model.layers]
     if all(s.heads == 0 for s in layers):
         raise LorashearError("no layer has attention heads left; llama.cpp needs at least one to set the head size")
