@@ -64,6 +64,12 @@ def prompt_ids(model: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False).input_ids[:PREFILL]
 
 
+def next_token(llm) -> int:
+    """Greedy choice from the last position's logits (kept by llama.cpp; the binding keeps none without logits_all)."""
+    logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),))
+    return int(np.argmax(logits))
+
+
 def time_once(llm, ids: list[int]) -> dict[str, float]:
     """Prefill tok/s of `ids`, then greedy decode tok/s of DECODE new tokens through the KV cache."""
     llm.reset()
@@ -72,7 +78,7 @@ def time_once(llm, ids: list[int]) -> dict[str, float]:
     prefill = len(ids) / (time.perf_counter() - start)
     start = time.perf_counter()
     for _ in range(DECODE):
-        llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
+        llm.eval([next_token(llm)])
     return {"prefill": prefill, "decode": DECODE / (time.perf_counter() - start)}
 
 
