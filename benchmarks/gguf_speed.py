@@ -101,8 +101,9 @@ def time_side_by_side(files: dict[str, Path], ids: list[int], rounds: int, threa
 
 def describe_machine(load: list[float], threads: int) -> str:
     m = machine_state(torch.device("cpu"), load)
+    busy = " (busy: more runnable jobs than cores, figures are noise)" if m.busy else ""
     return (f"{m.device_name}, {m.cpu_count} cores, {threads} llama.cpp threads, "
-            f"load average {min(load):.1f}–{max(load):.1f}")
+            f"load average {min(load):.1f}–{max(load):.1f}{busy}")
 
 
 def summarize(rounds: list[dict], reference: list[dict] | None) -> dict:
