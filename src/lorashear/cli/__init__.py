@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "lorashear.cli.recover_cmd",
     "lorashear.cli.eval_cmd",
     "lorashear.cli.run_cmd",
+    "lorashear.cli.export_gguf_cmd",
     "lorashear.cli.demo_cmd",
 ]
 

@@ -1,0 +1,200 @@
+"""llama.cpp speed of the default model's GGUF exports: dense vs 20%/50% pruned (uniform and not), f16 and q4_k_m.
+
+    PYTHONPATH=src python benchmarks/gguf_speed.py --workdir /tmp/gguf-speed [--ratios 0.2,0.5]
+        [--layouts uniform,non-uniform] [--formats f16,q4_k_m] [--rounds 5] [--threads 2]
+
+What a laptop user gets: `lorashear prune --method random` (speed depends on the shapes, not on which groups
+went), `lorashear export-gguf`, then llama.cpp (llama-cpp-python) times a 512-token prefill and a 128-token
+greedy decode through its KV cache, batch 1. Each pruned row is timed side by side with the dense file of the
+same format, alternating within every round (dense, pruned, dense, ...), so each round's ratio sees one machine
+load; ratios are the median (min–max) over rounds. Every finished row is written at once (resumable): the JSON
+and its Markdown table in benchmarks/results/gguf_speed_<name>.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lorashear.compress.core import count_params
+from lorashear.data import load_documents
+from lorashear.deploy import export_gguf
+from lorashear.evaluate.files import write_atomic
+from lorashear.evaluate.speed import Spread, machine_state
+from lorashear.models import load_model, load_tokenizer
+from lorashear.prune.api import PruneConfig, prune_model
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PREFILL, DECODE = 512, 128
+
+
+def row_key(ratio: float, layout: str, fmt: str) -> str:
+    return "dense " + fmt if ratio == 0 else f"{round(ratio * 100)}% {layout} {fmt}"
+
+
+def folder_for(model: str, ratio: float, layout: str, workdir: Path) -> str:
+    """The HF folder of a row: the model itself, or its random prune (made once)."""
+    if ratio == 0:
+        return model
+    folder = workdir / f"pruned-{round(ratio * 100)}-{layout}"
+    if not (folder / "config.json").is_file():
+        prune_model(PruneConfig(model, str(folder), ratio=ratio, uniform=layout == "uniform", overwrite=True),
+                    log=lambda _: None)
+    return str(folder)
+
+
+def gguf_for(model: str, folder: str, key: str, fmt: str, workdir: Path) -> Path:
+    """The row's GGUF file (exported once): f16, or quantized by llama.cpp from f16."""
+    path = workdir / (key.replace("%", "").replace(" ", "-") + ".gguf")
+    if not path.is_file():
+        export_gguf(folder, path, dtype="f16", quant=None if fmt == "f16" else fmt)
+    return path
+
+
+def prompt_ids(model: str) -> list[int]:
+    tokenizer = load_tokenizer(model)
+    text = "\n\n".join(load_documents("c4")[:50])
+    return tokenizer(text, add_special_tokens=False).input_ids[:PREFILL]
+
+
+def next_token(llm) -> int:
+    """Greedy choice from the last position's logits (kept by llama.cpp; the binding keeps none without logits_all)."""
+    logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),))
+    return int(np.argmax(logits))
+
+
+def time_once(llm, ids: list[int]) -> dict[str, float]:
+    """Prefill tok/s of `ids`, then greedy decode tok/s of DECODE new tokens through the KV cache."""
+    llm.reset()
+    start = time.perf_counter()
+    llm.eval(ids)
+    prefill = len(ids) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for _ in range(DECODE):
+        llm.eval([next_token(llm)])
+    return {"prefill": prefill, "decode": DECODE / (time.perf_counter() - start)}
+
+
+def time_side_by_side(files: dict[str, Path], ids: list[int], rounds: int, threads: int) -> tuple[dict, list]:
+    """tok/s of every file in every round (after one warm-up round), the files alternated within each round."""
+    import llama_cpp
+
+    models = {name: llama_cpp.Llama(str(path), n_ctx=PREFILL + DECODE + 8, n_batch=PREFILL, n_threads=threads,
+                                    n_threads_batch=threads, verbose=False) for name, path in files.items()}
+    per_round: dict[str, list[dict]] = {name: [] for name in files}
+    load = [os.getloadavg()[0]]
+    for r in range(rounds + 1):
+        for name, llm in models.items():
+            figures = time_once(llm, ids)
+            if r:
+                per_round[name].append(figures)
+        load.append(os.getloadavg()[0])
+    return per_round, load
+
+
+def describe_machine(load: list[float], threads: int) -> str:
+    m = machine_state(torch.device("cpu"), load)
+    busy = " (busy: more runnable jobs than cores, figures are noise)" if m.busy else ""
+    return (f"{m.device_name}, {m.cpu_count} cores, {threads} llama.cpp threads, "
+            f"load average {min(load):.1f}–{max(load):.1f}{busy}")
+
+
+def summarize(rounds: list[dict], reference: list[dict] | None) -> dict:
+    out = {}
+    for metric in ("prefill", "decode"):
+        out[metric] = Spread.of([r[metric] for r in rounds]).__dict__
+        if reference is not None:
+            ratios = [a[metric] / b[metric] for a, b in zip(rounds, reference, strict=True)]
+            out[f"{metric}_vs_dense"] = Spread.of(ratios).__dict__
+    return out
+
+
+def arch_of(path: Path) -> str:
+    """The GGUF architecture a file declares."""
+    import gguf
+
+    return gguf.GGUFReader(path).fields["general.architecture"].contents()
+
+
+def markdown(results: dict) -> str:
+    lines = [f"# llama.cpp speed of {results['model']} GGUF exports, dense vs pruned", "",
+             f"Command: `{results['command']}`", "",
+             f"llama-cpp-python {results['llama_cpp']}; prefill {PREFILL} tokens, greedy decode {DECODE} new "
+             "tokens, batch 1. Pruned rows were timed alternating with the dense file of their format; ratios "
+             "are median (min–max) over rounds.", "",
+             "| row | GGUF arch | params | file MB | prefill tok/s | decode tok/s | prefill × dense | decode × dense | machine |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+
+    def ratio(row: dict, metric: str) -> str:
+        s = row["speed"].get(f"{metric}_vs_dense")
+        return "—" if s is None else f"{s['median']:.2f}× ({s['min']:.2f}–{s['max']:.2f})"
+
+    for key, row in results["rows"].items():
+        speed = row["speed"]
+        lines.append(f"| {key} | {row['arch']} | {row['params']:,} | {row['file_mb']:.0f} | "
+                     f"{speed['prefill']['median']:.0f} | {speed['decode']['median']:.1f} | {ratio(row, 'prefill')} | "
+                     f"{ratio(row, 'decode')} | {row['machine']} |")
+    return "\n".join(lines) + "\n"
+
+
+def save(results: dict, stem: str) -> None:
+    write_atomic(RESULTS / f"{stem}.json", json.dumps(results, indent=2) + "\n")
+    write_atomic(RESULTS / f"{stem}.md", markdown(results))
+
+
+def main() -> int:
+    import llama_cpp
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, required=True, help="where the pruned folders and GGUF files go")
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--name", default="smollm2")
+    parser.add_argument("--ratios", default="0.2,0.5")
+    parser.add_argument("--layouts", default="uniform,non-uniform")
+    parser.add_argument("--formats", default="f16,q4_k_m")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    stem = f"gguf_speed_{args.name}"
+    path = RESULTS / f"{stem}.json"
+    results = json.loads(path.read_text()) if path.exists() else {"model": args.model, "rows": {}}
+    results.update(command="PYTHONPATH=src python benchmarks/gguf_speed.py " + " ".join(sys.argv[1:]),
+                   llama_cpp=llama_cpp.__version__)
+    ids = prompt_ids(args.model)
+    rows = [(0.0, "", f) for f in args.formats.split(",")] + [
+        (float(r), lay, f) for f in args.formats.split(",") for r in args.ratios.split(",")
+        for lay in args.layouts.split(",")]
+    for ratio, layout, fmt in rows:
+        key = row_key(ratio, layout, fmt)
+        if key in results["rows"]:
+            continue
+        print(f"[{key}] preparing", flush=True)
+        folder = folder_for(args.model, ratio, layout, args.workdir)
+        files = {"dense": gguf_for(args.model, args.model, row_key(0, "", fmt), fmt, args.workdir)}
+        if ratio:
+            files[key] = gguf_for(args.model, folder, key, fmt, args.workdir)
+        per_round, load = time_side_by_side(files, ids, args.rounds, args.threads)
+        mine = per_round[key if ratio else "dense"]
+        timed = files[key if ratio else "dense"]
+        results["rows"][key] = {
+            "arch": arch_of(timed), "params": count_params(load_model(folder, device="cpu")),
+            "file_mb": timed.stat().st_size / 2**20,
+            "speed": summarize(mine, per_round["dense"] if ratio else None),
+            "rounds": per_round, "threads": args.threads,
+            "machine": describe_machine(load, args.threads),
+        }
+        save(results, stem)
+        print(f"[{key}] {json.dumps(results['rows'][key]['speed'])}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

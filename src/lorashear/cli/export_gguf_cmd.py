@@ -1,0 +1,30 @@
+"""`lorashear export-gguf MODEL -o OUT.gguf`: one GGUF file for llama.cpp (pruned layers of any shape)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from lorashear.deploy import DTYPES, QUANTS
+
+    p = sub.add_parser("export-gguf", help="write a (pruned) model as a GGUF file that llama.cpp runs")
+    p.add_argument("model", help="pruned or dense folder (uniform or not), peft adapter folder, built-in name")
+    p.add_argument("-o", "--output", required=True, type=Path, help="the .gguf file to write")
+    p.add_argument("--dtype", default="f16", choices=list(DTYPES),
+                   help="matrix precision of the file (norms stay f32; default f16); with --quant: of the "
+                        "file llama.cpp quantizes from")
+    p.add_argument("--quant", default=None, metavar="TYPE",
+                   help=f"quantize with llama.cpp (needs lorashear[gguf]): {', '.join(QUANTS)}")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lorashear.deploy import export_gguf
+
+    layout = export_gguf(args.model, args.output, dtype=args.dtype, quant=args.quant)
+    shapes = "every layer alike" if layout.uniform else "per-layer sizes"
+    print(f"wrote {args.output} (GGUF architecture {layout.arch}, {len(layout.layers)} layers, {shapes}, "
+          f"{args.quant or args.dtype})")
+    return 0
