@@ -4,6 +4,7 @@ LoRAPrune hook's masks, merge, compress, export; resume; recipes; bad input."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,16 @@ def test_the_pipeline_recipe_loads():
     config = recipe.prune("out")
     assert config.method == "loraprune" and config.knowledge.rule == "fixed"
     assert config.training.tokens == 200_000 and config.method_options == LorapruneConfig()
+
+
+@pytest.mark.parametrize("method, extra, match", [
+    ("magnitude", ["--mask-every", "5"], "--mask-every: not an option of --method magnitude; use --method loraprune$"),
+    ("magnitude", ["--warmup-share", "0.2"], "use --method lhspg or loraprune$"),
+    ("lhspg", ["--subtract-cross"], "--subtract-cross: not an option of --method lhspg; use --method loraprune$"),
+])
+def test_method_flags_are_refused_by_methods_without_them(small_vocab_dirs, tmp_path, capsys, method, extra, match):
+    out = tmp_path / "out"
+    argv = ["prune", str(small_vocab_dirs["llama"]), "--method", method, "--ratio", "0.2", "-o", str(out), *extra]
+    assert main(argv) == 2
+    assert re.search(match, capsys.readouterr().err.strip())
+    assert not out.exists()

@@ -148,7 +148,10 @@ def _trained(args: argparse.Namespace, method):
     if args.multiple_of is not None:
         own["group_divisible"] = args.multiple_of
     if args.score_option:
-        own[next(f for f in SCORE_OPTION_FIELDS if f in takes)] = score_options(args.score_option)
+        field = next((f for f in SCORE_OPTION_FIELDS if f in takes), None)
+        if field is None:
+            raise LorashearError(f"--score-option: method '{method.name}' has no criterion options")
+        own[field] = score_options(args.score_option)
     training, options = load_recipe(args.config, {**given, **own}, method.options)
     fill_calibration_defaults(args, training.data, training.seq_len, training.batch_size)
     return training, options
