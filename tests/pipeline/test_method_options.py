@@ -16,27 +16,35 @@ from lorashear.prune.methods import _random
 @dataclass
 class ScheduleOptions:
     periods: int = 5
-    tokens: int = 1000
+    every: int = 10
 
 
 @pytest.fixture
 def scheduled_method():
-    register_method(Method("scheduled", _random, None, "none", "a test method with options", ScheduleOptions))
+    register_method(Method("scheduled", _random, None, "none", "a test method with options", trained=True,
+                           options=ScheduleOptions))
     yield METHODS["scheduled"]
     del METHODS["scheduled"]
 
 
 def test_extra_prune_keys_become_the_methods_options(scheduled_method):
+    """A trained method's flat keys split into its own options and the training run's."""
     recipe = recipe_from_dict({"model": "m", "prune": {"method": "scheduled", "ratio": 0.3, "periods": 2}},
-                              ["prune.tokens=64"])
+                              ["prune.every=64", "prune.tokens=640"])
     config = recipe.prune("out")
-    assert config.ratio == 0.3 and config.method_options == {"periods": 2, "tokens": 64}
-    assert scheduled_method.parse_options(config.method_options) == ScheduleOptions(periods=2, tokens=64)
+    assert config.ratio == 0.3 and config.method_options == ScheduleOptions(periods=2, every=64)
+    assert config.training.tokens == 640
 
 
 def test_unknown_method_option_names_the_known_ones(scheduled_method):
-    with pytest.raises(LorashearError, match="unknown option.*'scheduled': epochs; known: periods, tokens"):
+    with pytest.raises(LorashearError, match=r"unknown option\(s\): epochs; known: training .*tokens.*; "
+                                             r"method every, periods"):
         recipe_from_dict({"model": "m", "prune": {"method": "scheduled", "epochs": 3}})
+
+
+def test_one_shot_methods_refuse_extra_keys():
+    with pytest.raises(LorashearError, match=r"unknown key\(s\) in 'prune': periods; .*takes no options"):
+        recipe_from_dict({"model": "m", "prune": {"method": "taylor", "periods": 3}})
 
 
 def test_knowledge_from_refuses_an_analysis_of_other_clusters(small_vocab_dirs, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 
 from lorashear.cli.options import (
     add_calibration_args,
@@ -57,22 +58,26 @@ def register(subparsers) -> None:
     add_calibration_args(p, defaults=False)
     add_knowledge_args(p, default_rule=None)
     add_training_args(p, ", ".join(m.name for m in METHODS.values() if m.trained))
-    add_lhspg_args(p)
+    add_method_args(p)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(handler=run)
 
 
-# LhspgConfig fields set by add_lhspg_args's flags (group_divisible: --multiple-of; saliency_options: --score-option).
-LHSPG_FLAGS = ("warmup_share", "periods", "epsilon", "lambda_rule", "variant", "merge", "saliency")
+# Trained methods' option fields set by add_method_args's flags (each method takes those its options
+# dataclass has); group_divisible comes from --multiple-of, the criterion's options from --score-option.
+METHOD_FLAGS = ("warmup_share", "periods", "epsilon", "lambda_rule", "variant", "merge", "saliency",
+                "beta", "cooldown_share", "mask_every", "subtract_cross")
+SCORE_OPTION_FIELDS = ("saliency_options", "criterion_options")  # where a trained method takes --score-option
 
 
-def add_lhspg_args(p: argparse.ArgumentParser) -> None:
+def add_method_args(p: argparse.ArgumentParser) -> None:
     from lorashear.importance import CRITERIA
     from lorashear.prune.lhspg import LAMBDA_RULES, MERGES, VARIANTS
 
-    g = p.add_argument_group("LHSPG (--method lhspg; defaults in recipes/lhspg.yaml)")
+    g = p.add_argument_group("LHSPG and LoRAPrune (defaults in recipes/lhspg.yaml, recipes/loraprune.yaml)")
     g.add_argument("--warmup-share", type=float, help="share of the steps trained before pruning starts (0.1)")
+    g = p.add_argument_group("LHSPG (--method lhspg)")
     g.add_argument("--periods", type=int, help="pruning periods; each zeroes ratio/periods more (5)")
     g.add_argument("--epsilon", type=float, help="half-space test: zero a group when x̃ᵀx < ε‖x‖² (0)")
     g.add_argument("--lambda-rule", choices=LAMBDA_RULES, help="step towards zero: ‖x‖/(steps left) or constant")
@@ -80,6 +85,12 @@ def add_lhspg_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--merge", choices=MERGES, help="period end: merge BA and restart LoRA (reset), or keep it")
     g.add_argument("--saliency", help=f"criterion that picks each period's groups (lhspg; any of {', '.join(CRITERIA)}); "
                    "its options via --score-option")
+    g = p.add_argument_group("LoRAPrune (--method loraprune; lora-grad options via --score-option)")
+    g.add_argument("--beta", type=float, help="moving average of the scores: s ← β·s + (1 − β)·s_new (0.9)")
+    g.add_argument("--cooldown-share", type=float, help="share of the last steps held at the target ratio (0.1)")
+    g.add_argument("--mask-every", type=int, metavar="N", help="optimiser steps between mask updates (10)")
+    g.add_argument("--subtract-cross", action="store_true", default=None,
+                   help="the released code's G − ∇B·∇A instead of the paper's G = ∇B·A + B·∇A")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,23 +125,38 @@ def run(args: argparse.Namespace) -> int:
 def _trained(args: argparse.Namespace, method):
     """(TrainedConfig, the method's options) from --config and the flags; (None, None) for one-shot methods,
     which refuse training flags. The calibration shares --data, --seq-len and --batch-size with training."""
+    from lorashear.prune import METHODS
     from lorashear.prune.trained import load_recipe
 
     given = training_overrides(args)
-    own = {f: getattr(args, f) for f in LHSPG_FLAGS if getattr(args, f) is not None}
-    if own and method.name != "lhspg":
-        raise LorashearError(f"{', '.join('--' + f.replace('_', '-') for f in own)}: LHSPG options; use --method lhspg")
+    own = {f: getattr(args, f) for f in METHOD_FLAGS if getattr(args, f) is not None}
+    takes = _option_names(method)
+    foreign = [f for f in own if f not in takes]
+    if foreign:
+        owners = [m.name for m in METHODS.values() if set(foreign) <= _option_names(m)]
+        named = ", ".join("--" + f.replace("_", "-") for f in foreign)
+        raise LorashearError(f"{named}: not an option of --method {method.name}"
+                             + (f"; use --method {' or '.join(owners)}" if owners else ""))
     if not method.trained:
         flags = sorted(k for k in given if k not in ("data", "seq_len", "batch_size", "seed"))
         if flags or args.config is not None:
             named = ", ".join("--" + f.replace("_", "-") for f in flags) or "--config"
-            raise LorashearError(f"{named}: training options apply to trained methods only (--method lhspg)")
+            trained = ", ".join(m.name for m in METHODS.values() if m.trained)
+            raise LorashearError(f"{named}: training options apply to trained methods only ({trained})")
         fill_calibration_defaults(args)
         return None, None
     if args.multiple_of is not None:
         own["group_divisible"] = args.multiple_of
     if args.score_option:
-        own["saliency_options"] = score_options(args.score_option)
+        field = next((f for f in SCORE_OPTION_FIELDS if f in takes), None)
+        if field is None:
+            raise LorashearError(f"--score-option: method '{method.name}' has no criterion options")
+        own[field] = score_options(args.score_option)
     training, options = load_recipe(args.config, {**given, **own}, method.options)
     fill_calibration_defaults(args, training.data, training.seq_len, training.batch_size)
     return training, options
+
+
+def _option_names(method) -> set[str]:
+    """The fields of a method's own options dataclass (none for one-shot methods)."""
+    return set() if method.options is None else {f.name for f in fields(method.options)}

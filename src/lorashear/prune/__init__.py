@@ -7,6 +7,7 @@ from lorashear.prune.random import random_plan
 
 # Trained methods register themselves on import (after METHODS exists).
 from lorashear.prune.lhspg import method as _lhspg_method  # noqa: E402, F401  isort: skip
+from lorashear.prune.loraprune import method as _loraprune_method  # noqa: E402, F401  isort: skip
 
 __all__ = [
     "METHODS",

@@ -3,11 +3,11 @@ batch source over the pretraining-like corpora, and `run_trained`, the recipe th
 method's hooks on the one training loop (`lorashear.train`).
 
     def my_plan(ctx):
-        trained = run_trained(ctx, lambda model, graph, steps: [MyHook(graph, ...)], settings, desc="mine")
-        if not trained.run.finished:
+        done = train_method(ctx, lambda model, graph: MyHook(graph, ...), progress)  # run_trained with one hook
+        if done is None:
             return None                                       # stopped early: `--resume` continues
-        model = merge_trained(trained)                        # LoRA merged: ctx.model again, in place
-        groups = base_groups(ctx.graph, trained.graph, chosen) # the LoRA graph's groups -> the plan's
+        trained, hook, settings = done
+        return trained_plan(ctx, trained, hook.chosen, settings, "Mine: loss and sparsity")  # LoRA merged, logs kept
 
 Hooks see the LoRA model's graph (peft names: `…base_layer.weight`, `lora_A/B`), rebuilt identically on
 every run and resume, with the knowledge analysis's exclusions carried over from `ctx.graph`.
@@ -29,6 +29,7 @@ from lorashear.compress.core import base_name
 from lorashear.data import PRETRAIN_CORPORA, refuse_evaluation_data
 from lorashear.errors import LorashearError
 from lorashear.graph.structures import Group, StructureGraph
+from lorashear.prune.plan import ParamCounter, PruningPlan
 from lorashear.recover.losses import lm_loss
 from lorashear.recover.streams import Category, MixedStream, text_categories
 from lorashear.train import TrainHook, TrainRun, add_lora, make_accelerator, train_lora
@@ -226,12 +227,81 @@ def base_groups(graph: StructureGraph, lora: StructureGraph, indices: Sequence[i
     return [twins[_twin_key(lora.groups[i])] for i in indices]
 
 
-def run_files(work: Path, folder: str, plot: Callable[[list[dict], Path], Path | None]) -> dict[str, str | bytes]:
-    """The run's step log, resolved options and `plot` of the step log, as export files under `folder/`."""
+def method_settings(ctx: PruneContext) -> dict:
+    """What a trained method's run is (`run.json`; `--resume` refuses others): method, ratio, kinds, its options."""
+    c = ctx.config
+    return {"method": c.method, "ratio": c.ratio, "kinds": list(c.kinds), "uniform": c.uniform,
+            c.method: c.method_options.to_dict()}
+
+
+def train_method(ctx: PruneContext, make_hook: Callable[[nn.Module, StructureGraph], Any],
+                 progress: Callable[[dict], dict]) -> tuple[TrainedRun, Any, dict] | None:
+    """Train with the method's one hook (its `check(total_steps)` refuses bad input before any work):
+    (the run, the hook, the run's settings), or None when the run stopped early (`--resume` continues)."""
+    made = []
+
+    def hooks(model: nn.Module, graph: StructureGraph, total_steps: int) -> list[TrainHook]:
+        hook = make_hook(model, graph)
+        hook.check(total_steps)
+        made.append(hook)
+        return [hook]
+
+    settings = method_settings(ctx)
+    trained = run_trained(ctx, hooks, settings, desc=ctx.config.method, postfix=progress)
+    return (trained, made[0], settings) if trained.run.finished else None
+
+
+def trained_plan(ctx: PruneContext, trained: TrainedRun, chosen: Sequence[int], settings: dict,
+                 title: str) -> PruningPlan:
+    """Merge LoRA, turn the LoRA graph's `chosen` groups into the plan, and hand the run's logs to the
+    export (`METHOD/steps.jsonl`, `training.yaml`, `curves.png` titled `title`)."""
+    c = ctx.config
+    merge_trained(trained)
+    groups = base_groups(ctx.graph, trained.graph, chosen)
+    counter = ParamCounter(ctx.graph, ctx.aliases)
+    counter.add(groups)
+    run = trained.run
+    settings = {**settings,
+                "training": {**c.training.to_dict(), "steps": run.step, "tokens_seen": run.tokens_seen,
+                             "num_processes": run.accelerator.num_processes},
+                "calibration": ctx.calibration_record()}
+    if ctx.main_process:
+        ctx.extra_files.update(run_files(trained.work, c.method, title))
+    return PruningPlan(c.method, c.ratio, c.uniform, list(c.kinds), groups, counter.total, counter.removed_params,
+                       {k: v for k, v in settings.items() if k not in ("method", "ratio", "kinds", "uniform")})
+
+
+def run_files(work: Path, folder: str, title: str) -> dict[str, str | bytes]:
+    """The run's step log, resolved options and loss/sparsity curves (`title`), as export files under `folder/`."""
     steps = work / "logs" / "steps.jsonl"
     files: dict[str, str | bytes] = {f"{folder}/steps.jsonl": steps.read_text(),
                                      f"{folder}/{CONFIG_FILE}": (work / CONFIG_FILE).read_text()}
-    picture = plot(read_jsonl(steps), work / "logs" / "curves.png")
+    picture = plot_curves(read_jsonl(steps), work / "logs" / "curves.png", title)
     if picture is not None:
         files[f"{folder}/curves.png"] = picture.read_bytes()
     return files
+
+
+def plot_curves(steps: list[dict], path: Path, title: str) -> Path | None:
+    """Training loss and sparsity per optimiser step, one PNG (two y axes)."""
+    if not steps:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only
+    import matplotlib.pyplot as plt
+
+    x = [r["step"] for r in steps]
+    fig, loss_ax = plt.subplots(figsize=(7, 4))
+    loss_ax.plot(x, [r["loss"] for r in steps], lw=1, color="tab:blue")
+    loss_ax.set_xlabel("optimiser step")
+    loss_ax.set_ylabel("training loss (nats)", color="tab:blue")
+    sparsity_ax = loss_ax.twinx()
+    sparsity_ax.plot(x, [100 * r["sparsity"] for r in steps], lw=1.5, color="tab:red")
+    sparsity_ax.set_ylabel("parameters removed (%)", color="tab:red")
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
