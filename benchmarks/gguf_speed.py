@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from graph_discovery import write_results
 
 from lorashear.compress.core import count_params
 from lorashear.data import load_documents
 from lorashear.deploy import export_gguf
-from lorashear.evaluate.files import write_atomic
 from lorashear.evaluate.speed import Spread, machine_state
 from lorashear.models import load_model, load_tokenizer
 from lorashear.prune.api import PruneConfig, prune_model
@@ -145,8 +145,7 @@ def markdown(results: dict) -> str:
 
 
 def save(results: dict, stem: str) -> None:
-    write_atomic(RESULTS / f"{stem}.json", json.dumps(results, indent=2) + "\n")
-    write_atomic(RESULTS / f"{stem}.md", markdown(results))
+    write_results(stem, results, markdown(results))
 
 
 def main() -> int:

@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 
 import torch
+from graph_discovery import write_results
 
 from lorashear.evaluate import AVERAGE_METRIC, evaluate
-from lorashear.evaluate.files import write_atomic
 from lorashear.models import count_parameters, load_model, load_tokenizer
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -98,8 +98,7 @@ def markdown(results: dict) -> str:
 
 
 def save(results: dict, stem: str) -> None:
-    write_atomic(RESULTS / f"{stem}.json", json.dumps(results, indent=2) + "\n")
-    write_atomic(RESULTS / f"{stem}.md", markdown(results))
+    write_results(stem, results, markdown(results))
 
 
 def main() -> int:
