@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 import torch
@@ -24,7 +24,6 @@ from lorashear.importance.base import (
     ScoreContext,
     aggregate,
     get_criterion,
-    lora_delta,
     lora_layers,
     register,
 )
@@ -40,7 +39,7 @@ def lora_products(
     state = ctx.model.state_dict()
     found = False
     for name, layer in layers.items():
-        delta = lora_delta(layer)
+        delta = ctx.lora_delta(name, layer)
         if delta is None:
             continue
         found = True
@@ -122,6 +121,7 @@ class Lhspg(Criterion):
         from lorashear.prune.plan import per_parameter_scores  # the selection's notion of "per parameter"
 
         total: dict[int, float] = {i: 0.0 for i in ctx.wanted()}
+        ctx = replace(ctx, deltas={} if ctx.deltas is None else ctx.deltas)  # s·BA once per weight for every proxy
         for proxy, weight in self.mix.items():
             scores = get_criterion(proxy).score(ctx)
             values = per_parameter_scores(ctx.graph, scores, ctx.aliases) if self.per_parameter else scores.scores
