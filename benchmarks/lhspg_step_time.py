@@ -1,14 +1,16 @@
 """Time of LHSPG's hook steps on the default model next to one plain LoRA training step (issue 10's ≤ 10% goal).
 
     PYTHONPATH=src python benchmarks/lhspg_step_time.py [--model smollm2-135m] [--ratio 0.2] [--steps 3]
-                                                       [--profile OUT.prof] [--out benchmarks/results/…json]
+                                                       [--threads N] [--profile OUT.prof] [--out …json]
 
 The hook runs 5 periods of 2 steps, no warm-up, on the LoRA graph of the default kinds (kv_group, mlp_channel):
 step 1 starts period 1 (score every group with the `lhspg` saliency, select, project), step 2 ends it (zero,
 select period 2, merge), step 3 is a mid-period step (project period 2, keep period 1's zeros). Adam has state
 from one step and B is small random, so projections and zeroing do real work. The plain step is forward,
 backward and AdamW on one batch of random tokens of the loop's default batch size and sequence length.
-Writes JSON with each step's seconds, the machine's load average and torch's thread count.
+`--threads` sets torch's thread count for both: on cores shared with other jobs, a second thread that waits for
+a core makes every small op ~40 ms (the hook's many small matmuls suffer most). Writes JSON with each step's
+seconds, the machine's load average and torch's thread count (default out: benchmarks/results/lhspg_step_time.json).
 """
 
 from __future__ import annotations
@@ -52,10 +54,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--ratio", type=float, default=0.2)
     parser.add_argument("--steps", type=int, default=3, help="hook steps to time (at most 10)")
     parser.add_argument("--no-plain", action="store_true", help="skip the plain LoRA step")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
     parser.add_argument("--profile", help="write cProfile stats of the hook steps here")
     parser.add_argument("--out", default=str(RESULTS / "lhspg_step_time.json"))
     args = parser.parse_args(argv)
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     config = TrainedConfig()
     model = add_lora(load_model(args.model, device="cpu"), config)

@@ -109,13 +109,15 @@ def group_sizes(graph: StructureGraph, indices, aliases: dict[str, str] | None =
 SIZE_POWERS = {"sum": 1.0, "abs-sum": 1.0, "l2": 0.5, "square": 2.0}
 
 
-def per_parameter_scores(graph: StructureGraph, scores: GroupScores, aliases: dict[str, str] | None = None) -> dict[int, float]:
+def per_parameter_scores(graph: StructureGraph, scores: GroupScores, aliases: dict[str, str] | None = None,
+                         sizes: dict[int, int] | None = None) -> dict[int, float]:
     """`scores` as importance per parameter held, so groups of different sizes (heads, channels)
-    compare: sums divided by the group's size, L2 norms by its square root (an RMS); means stay as they are."""
+    compare: sums divided by the group's size, L2 norms by its square root (an RMS); means stay as they are.
+    `sizes`: `group_sizes` of the scored groups, when the caller has them already."""
     power = SIZE_POWERS.get(scores.settings.get("reduce"))
     if power is None:
         return dict(scores.scores)
-    sizes = group_sizes(graph, scores.scores, aliases)
+    sizes = sizes if sizes is not None else group_sizes(graph, scores.scores, aliases)
     return {i: s / max(sizes[i], 1) ** power for i, s in scores.scores.items()}
 
 

@@ -46,6 +46,7 @@ class LhspgHook(TrainHook):
         self.variables: GroupVariables | None = None
         self._sparsity: tuple[int, dict] | None = None  # (len(zeroed), summary) cache
         self._period = 0  # periods begun, for the step log
+        self._score_memo: dict = {}  # what scoring derives from the graph alone, kept across periods
 
     # ---------------------------------------------------------------- hook interface
 
@@ -113,7 +114,8 @@ class LhspgHook(TrainHook):
 
     def _start_period(self, model, period: int) -> None:
         """Move the least salient still-important groups into the redundant set (cumulative ratio·(p+1)/P)."""
-        ctx = ScoreContext(model, self.graph, self.batches, aliases=self.aliases, kinds=self.kinds)
+        ctx = ScoreContext(model, self.graph, self.batches, aliases=self.aliases, kinds=self.kinds,
+                           memo=self._score_memo)
         ranking = per_parameter_scores(self.graph, self.criterion.score(ctx), self.aliases)
         target = self.ratio * (period + 1) / self.config.periods
         chosen = self._select(ranking, target)

@@ -36,7 +36,7 @@ def project_many(variables: GroupVariables, indices: list[int], step_sizes: Step
     zeroed: list[int] = []
     for wave, lines in variables.waves(indices):
         xs = [part.read() for part in lines]
-        norms = _per_group(lines, [x * x for x in xs], len(wave)).sqrt()
+        norms = _per_group(lines, [x.double().square() for x in xs], len(wave)).sqrt()
         lam = step_sizes(wave, norms)
         shrink = torch.where(norms > 0, lam / norms.clamp_min(torch.finfo(torch.float64).tiny), 0.0).float()
         trials = [x + part.lora_update() - shrink[part.owner, None] * x for part, x in zip(lines, xs, strict=True)]
