@@ -140,7 +140,7 @@ class LhspgHook(TrainHook):
 
         def step_sizes(wave: list[int], norms: torch.Tensor) -> torch.Tensor:
             start = torch.tensor([self.start_norms.setdefault(i, n) for i, n in zip(wave, norms.tolist(), strict=True)],
-                                 dtype=norms.dtype)
+                                 dtype=norms.dtype, device=norms.device)
             return step_size(self.config.lambda_rule, norms, start, t, steps)
 
         self.zeroed.update(project_many(self.variables, groups, step_sizes, self.config.epsilon, optimizer))
