@@ -98,3 +98,21 @@ def test_a_data_criterion_in_the_mix_needs_data():
 def test_the_parsed_mix_is_no_option():
     with pytest.raises(LorashearError, match="has no option mix"):
         get_criterion("lhspg", mix={"magnitude": 1.0})
+
+
+def test_lhspg_mix_computes_each_lora_product_once(setup, monkeypatch):
+    """The four proxies (three of them read s·BA, lora-cos thrice) share one s·BA per LoRA layer; alone, a
+    criterion keeps none of them (each is a weight-sized tensor)."""
+    import lorashear.importance.base as base
+
+    model, _, ctx = setup
+    calls = []
+    real = base.lora_delta
+    monkeypatch.setattr(base, "lora_delta", lambda layer: calls.append(layer) or real(layer))
+    mixed = get_criterion("lhspg").score(ctx).scores
+    assert len(calls) == len(base.lora_layers(model)) > 0
+    assert ctx.deltas is None  # the mix kept them on its own copy of the context
+    calls.clear()
+    get_criterion("lora-cos").score(ctx)
+    assert len(calls) == 3 * len(base.lora_layers(model))
+    assert get_criterion("lhspg").score(ctx).scores == mixed

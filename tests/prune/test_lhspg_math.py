@@ -10,6 +10,7 @@ from tiny_models import single_thread  # noqa: F401
 from lorashear.errors import LorashearError
 from lorashear.graph.structures import Group, Slice
 from lorashear.prune.lhspg import GroupVariables, LhspgConfig, Schedule, fade, merge_lora, project, step_size
+from lorashear.prune.lhspg.step import fade_many, project_many
 
 
 @pytest.fixture(scope="module")
@@ -185,3 +186,63 @@ def test_zero_lora_many_equals_zero_lora_group_by_group(llama):
             if p in opt_one.state:
                 assert torch.equal(opt_one.state[p][key], opt_many.state[q][key]), name
     assert any(not torch.equal(p, q) for p, q in zip(llama[0].parameters(), many.parameters(), strict=True))
+
+
+def reference_project(variables: GroupVariables, i: int, lam: float, epsilon: float, optimizer) -> bool:
+    """Algorithm 4's step on one group, piece by piece (the form `project_many` batches)."""
+    x = variables.values(i)
+    x_norm = float(torch.stack([v.double().pow(2).sum() for v in x]).sum().sqrt())
+    if x_norm == 0.0:
+        variables.zero_lora(i, optimizer)
+        return True
+    trial = [xk + uk - (lam / x_norm) * xk for xk, uk in zip(x, variables.lora_update(i), strict=True)]
+    if sum(float((t.double() * v.double()).sum()) for t, v in zip(trial, x, strict=True)) < epsilon * x_norm**2:
+        variables.zero(i, optimizer)
+        return True
+    variables.write(i, trial)
+    variables.zero_lora(i, optimizer)
+    return False
+
+
+def assert_same_state(one, opt_one, many, opt_many) -> None:
+    for (name, p), q in zip(one.named_parameters(), many.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+        for key in ("exp_avg", "exp_avg_sq"):
+            if p in opt_one.state:
+                torch.testing.assert_close(opt_one.state[p][key], opt_many.state[q][key], msg=name)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2"])
+def test_batched_steps_equal_group_by_group_steps(model_type, llama):
+    """project_many / fade_many / zero_many equal the per-group forms applied in index order, also for groups that
+    share elements (a hidden channel's columns and a KV group's or MLP channel's rows of one matrix)."""
+    base, graph = llama if model_type == "llama" else (lambda m: (m, graph_of(m)))(lora_model("gpt2"))
+    kinds = ["hidden_channel", "mlp_channel", "mlp_channel"] + (["kv_group"] if model_type == "llama" else [])
+    chosen = sorted({group(graph, "hidden_channel", None, 3), group(graph, "mlp_channel", 0, 1),
+                     group(graph, "mlp_channel", 1, 4), group(graph, "mlp_channel", 1, 6)}
+                    | ({group(graph, "kv_group", 1, 0)} if "kv_group" in kinds else set()))
+    shrink = {i: 0.3 for i in chosen} | {chosen[-1]: 1.5}  # the last one fails the half-space test
+    copies = []
+    for _ in range(2):
+        torch.manual_seed(0)  # the same batch and dropout: two equal trained copies
+        copies.append(fresh((base, graph)))
+    (one, opt_one), (many, opt_many) = copies
+    ref = GroupVariables(one, {i: graph.groups[i] for i in chosen})
+    got = GroupVariables(many, {i: graph.groups[i] for i in chosen})
+    assert len(got.waves(chosen)) > 1  # the hidden channel shares elements with the others
+    for i in chosen:
+        lam = shrink[i] * float(torch.cat([v.double().flatten() for v in ref.values(i)]).norm())
+        reference_project(ref, i, lam, 0.0, opt_one)
+    zeroed = project_many(got, chosen, lambda wave, norms: norms * torch.tensor([shrink[i] for i in wave],
+                                                                                 dtype=norms.dtype), 0.0, opt_many)
+    assert zeroed == [chosen[-1]]
+    assert_same_state(one, opt_one, many, opt_many)
+    for i in chosen:
+        fade(ref, i, 1, 4)
+    fade_many(got, chosen, 1, 4)
+    assert_same_state(one, opt_one, many, opt_many)
+    for i in chosen:
+        ref.zero(i, opt_one)
+    got.zero_many(chosen, opt_many)
+    assert_same_state(one, opt_one, many, opt_many)
+    assert all(got.is_zero(i) for i in chosen)

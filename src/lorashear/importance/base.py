@@ -36,6 +36,10 @@ class ScoreContext:
     batch_size: int = 4
     aliases: dict[str, str] = field(default_factory=dict)  # tied state_dict names -> the name they share
     kinds: tuple[str, ...] | None = None  # score only groups of these kinds (None: all)
+    # base weight name -> s·BA, kept for the context's life when a dict (a mix of proxies reads each many times);
+    # None computes it at each use (one weight-sized tensor per LoRA layer is a model copy's worth of memory)
+    deltas: dict[str, torch.Tensor | None] | None = None
+    memo: dict = field(default_factory=dict, repr=False, compare=False)  # what depends on graph and kinds only
 
     def require_batches(self, criterion: str) -> torch.Tensor:
         if self.batches is None or len(self.batches) == 0:
@@ -45,6 +49,29 @@ class ScoreContext:
     def wanted(self) -> list[int]:
         """Indices (in graph.groups) of the groups to score."""
         return [i for i, g in enumerate(self.graph.groups) if self.kinds is None or g.kind in self.kinds]
+
+    def lora_delta(self, name: str, layer: nn.Module) -> torch.Tensor | None:
+        """`lora_delta(layer)` of the base weight `name`, from `deltas` when it is kept."""
+        if self.deltas is None:
+            return lora_delta(layer)
+        if name not in self.deltas:
+            self.deltas[name] = lora_delta(layer)
+        return self.deltas[name]
+
+    def slice_table(self) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:
+        """(parameter, dim) -> (indices along dim, position in `wanted()` of the group of each) over every wanted
+        group's slices, LoRA factors and tied aliases left out: `aggregate` sums channels into groups with it."""
+        if "slice_table" not in self.memo:
+            parts: dict[tuple[str, int], tuple[list[int], list[int]]] = {}
+            for k, i in enumerate(self.wanted()):
+                for s in self.graph.groups[i].slices:
+                    if ".lora_" not in s.param and s.param not in self.aliases:
+                        index, owner = parts.setdefault((s.param, s.dim), ([], []))
+                        index.extend(s.index)
+                        owner.extend([k] * len(s.index))
+            self.memo["slice_table"] = {key: (np.asarray(ix, dtype=np.int64), np.asarray(ow, dtype=np.int64))
+                                        for key, (ix, ow) in parts.items()}
+        return self.memo["slice_table"]
 
     def scored_params(self) -> set[str]:
         """state_dict names of the base weights that some wanted group slices (LoRA factors excluded)."""
@@ -140,8 +167,9 @@ def _coerce(value: Any, default: Any) -> Any:
 
 def _channel_sums(elements: torch.Tensor, dim: int) -> np.ndarray:
     """Sum of `elements` over every dim but `dim`: one value per index along `dim` (float64)."""
-    moved = elements.detach().double().movedim(dim, 0)
-    return moved.reshape(moved.shape[0], -1).sum(dim=1).cpu().numpy()
+    other = [d for d in range(elements.dim()) if d != dim]
+    sums = elements.detach().sum(dim=other, dtype=torch.float64) if other else elements.detach().double()
+    return sums.cpu().numpy()
 
 
 def aggregate(
@@ -154,13 +182,12 @@ def aggregate(
     LoRA factors and tied aliases are skipped (they merge into / are the same as the base weights).
     """
     wanted = ctx.wanted()
-    needed: dict[str, set[int]] = {}
-    for i in wanted:
-        for s in ctx.graph.groups[i].slices:
-            if ".lora_" not in s.param and s.param not in ctx.aliases:
-                needed.setdefault(s.param, set()).add(s.dim)
-    channel: dict[tuple[str, int], np.ndarray] = {}
-    per_index: dict[tuple[str, int], int] = {}
+    table = ctx.slice_table()
+    needed: dict[str, list[int]] = {}
+    for name, d in table:
+        needed.setdefault(name, []).append(d)
+    sums = np.zeros(len(wanted))
+    counts = np.zeros(len(wanted), dtype=np.int64)
     for name, elem in elements:
         if name not in needed:
             continue
@@ -168,20 +195,12 @@ def aggregate(
             norm = float(elem.double().norm())
             elem = elem / norm if norm > 0 else elem
         for d in needed[name]:
-            channel[(name, d)] = np.abs(_channel_sums(elem, d)) if channel_abs else _channel_sums(elem, d)
-            per_index[(name, d)] = math.prod(elem.shape) // elem.shape[d]
-    sums: dict[int, float] = {}
-    counts: dict[int, int] = {}
-    for i in wanted:
-        total, count = 0.0, 0
-        for s in ctx.graph.groups[i].slices:
-            vec = channel.get((s.param, s.dim))
-            if vec is None:
-                continue
-            total += float(vec[list(s.index)].sum())
-            count += per_index[(s.param, s.dim)] * len(s.index)
-        sums[i], counts[i] = total, count
-    return sums, counts
+            channel = np.abs(_channel_sums(elem, d)) if channel_abs else _channel_sums(elem, d)
+            index, owner = table[(name, d)]
+            sums += np.bincount(owner, weights=channel[index], minlength=len(wanted))
+            counts += np.bincount(owner, minlength=len(wanted)) * (math.prod(elem.shape) // elem.shape[d])
+    return ({i: float(v) for i, v in zip(wanted, sums.tolist(), strict=True)},
+            {i: int(c) for i, c in zip(wanted, counts.tolist(), strict=True)})
 
 
 def reduce_scores(sums: dict[int, float], counts: dict[int, int], reduce: str) -> dict[int, float]:
@@ -210,8 +229,10 @@ def lora_layers(model: nn.Module) -> dict[str, nn.Module]:
     return out
 
 
-def effective_weights(model: nn.Module, names: Iterable[str] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
-    """(state_dict name, W + s·B·A) for every weight of the model (W alone where no LoRA is attached)."""
+def effective_weights(model: nn.Module, names: Iterable[str] | None = None,
+                      ctx: ScoreContext | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+    """(state_dict name, W + s·B·A) for every weight of the model (W alone where no LoRA is attached);
+    s·BA from `ctx` when given (it may keep them)."""
     from lorashear.graph.build import refuse_dora
 
     refuse_dora(model)  # its weight is not W + s·BA
@@ -221,7 +242,10 @@ def effective_weights(model: nn.Module, names: Iterable[str] | None = None) -> I
         if ".lora_" in name or name not in state:
             continue
         w = state[name]
-        delta = lora_delta(lora[name]) if name in lora else None
+        if name not in lora:
+            delta = None
+        else:
+            delta = ctx.lora_delta(name, lora[name]) if ctx is not None else lora_delta(lora[name])
         yield name, (w if delta is None else w + delta.to(w.dtype))
 
 

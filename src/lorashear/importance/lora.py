@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 import torch
@@ -24,7 +24,6 @@ from lorashear.importance.base import (
     ScoreContext,
     aggregate,
     get_criterion,
-    lora_delta,
     lora_layers,
     register,
 )
@@ -40,7 +39,7 @@ def lora_products(
     state = ctx.model.state_dict()
     found = False
     for name, layer in layers.items():
-        delta = lora_delta(layer)
+        delta = ctx.lora_delta(name, layer)
         if delta is None:
             continue
         found = True
@@ -119,12 +118,16 @@ class Lhspg(Criterion):
                 "per_parameter": self.per_parameter}
 
     def score(self, ctx: ScoreContext) -> GroupScores:
-        from lorashear.prune.plan import per_parameter_scores  # the selection's notion of "per parameter"
+        from lorashear.prune.plan import group_sizes, per_parameter_scores  # the selection's "per parameter"
 
         total: dict[int, float] = {i: 0.0 for i in ctx.wanted()}
+        ctx = replace(ctx, deltas={} if ctx.deltas is None else ctx.deltas)  # s·BA once per weight for every proxy
+        if "group_sizes" not in ctx.memo:  # the same for every proxy (and every call on this graph)
+            ctx.memo["group_sizes"] = group_sizes(ctx.graph, ctx.wanted(), ctx.aliases)
         for proxy, weight in self.mix.items():
             scores = get_criterion(proxy).score(ctx)
-            values = per_parameter_scores(ctx.graph, scores, ctx.aliases) if self.per_parameter else scores.scores
+            values = (per_parameter_scores(ctx.graph, scores, ctx.aliases, ctx.memo["group_sizes"]) if self.per_parameter
+                      else scores.scores)
             norm = math.sqrt(sum(v * v for v in values.values()))
             for i, v in values.items():
                 total[i] += weight * (v / norm if norm > 0 else 0.0)

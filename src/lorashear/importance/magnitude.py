@@ -21,5 +21,5 @@ class Magnitude(Criterion):
 
     def elements(self, ctx: ScoreContext) -> Iterator[tuple[str, torch.Tensor]]:
         square = self.reduce == "l2"
-        for name, w in effective_weights(ctx.model):
+        for name, w in effective_weights(ctx.model, sorted(ctx.scored_params()), ctx):
             yield name, (w.float() ** 2 if square else w.float().abs())

@@ -65,26 +65,29 @@ class ParamCounter:
         self.removed: dict[str, list[set[int]]] = {}
         self.removed_params = 0
 
-    def _kept(self, name: str, removed: list[set[int]] | None) -> int:
-        if removed is None:
-            return math.prod(self.shapes[name])
-        return math.prod(n - len(r) for n, r in zip(self.shapes[name], removed, strict=True))
-
     def _apply(self, groups: list[Group], commit: bool) -> int:
-        gained, changed = 0, {}
+        """Parameters `groups` remove beyond those already removed; `commit` records them. Only the new
+        indices are collected (no copy of the removed sets: selection asks this once per candidate)."""
+        fresh: dict[str, list[set[int]]] = {}
         for g in groups:
             for s in g.slices:
                 name = self.aliases.get(s.param, s.param)
                 if name not in self.shapes:
                     continue
-                if name not in changed:
-                    old = self.removed.get(name)
-                    changed[name] = [set(r) for r in old] if old else [set() for _ in self.shapes[name]]
-                changed[name][s.dim].update(s.index)
-        for name, new in changed.items():
-            gained += self._kept(name, self.removed.get(name)) - self._kept(name, new)
+                new = fresh.setdefault(name, [set() for _ in self.shapes[name]])[s.dim]
+                old = self.removed.get(name)
+                new.update(s.index if old is None else (i for i in s.index if i not in old[s.dim]))
+        gained = 0
+        for name, new in fresh.items():
+            shape, old = self.shapes[name], self.removed.get(name)
+            before = [len(r) for r in old] if old else [0] * len(shape)
+            after = [k + len(n) for k, n in zip(before, new, strict=True)]
+            gained += math.prod(d - k for d, k in zip(shape, before, strict=True)) - math.prod(
+                d - k for d, k in zip(shape, after, strict=True))
         if commit:
-            self.removed.update(changed)
+            for name, new in fresh.items():
+                for r, n in zip(self.removed.setdefault(name, [set() for _ in self.shapes[name]]), new, strict=True):
+                    r.update(n)
             self.removed_params += gained
         return gained
 
@@ -106,13 +109,15 @@ def group_sizes(graph: StructureGraph, indices, aliases: dict[str, str] | None =
 SIZE_POWERS = {"sum": 1.0, "abs-sum": 1.0, "l2": 0.5, "square": 2.0}
 
 
-def per_parameter_scores(graph: StructureGraph, scores: GroupScores, aliases: dict[str, str] | None = None) -> dict[int, float]:
+def per_parameter_scores(graph: StructureGraph, scores: GroupScores, aliases: dict[str, str] | None = None,
+                         sizes: dict[int, int] | None = None) -> dict[int, float]:
     """`scores` as importance per parameter held, so groups of different sizes (heads, channels)
-    compare: sums divided by the group's size, L2 norms by its square root (an RMS); means stay as they are."""
+    compare: sums divided by the group's size, L2 norms by its square root (an RMS); means stay as they are.
+    `sizes`: `group_sizes` of the scored groups, when the caller has them already."""
     power = SIZE_POWERS.get(scores.settings.get("reduce"))
     if power is None:
         return dict(scores.scores)
-    sizes = group_sizes(graph, scores.scores, aliases)
+    sizes = sizes if sizes is not None else group_sizes(graph, scores.scores, aliases)
     return {i: s / max(sizes[i], 1) ** power for i, s in scores.scores.items()}
 
 

@@ -21,8 +21,8 @@ from lorashear.graph.structures import StructureGraph
 from lorashear.importance import ScoreContext, get_criterion
 from lorashear.prune.lhspg.config import LhspgConfig
 from lorashear.prune.lhspg.schedule import Schedule
-from lorashear.prune.lhspg.step import fade, merge_lora, project, step_size
-from lorashear.prune.lhspg.variables import GroupVariables, norm
+from lorashear.prune.lhspg.step import fade_many, merge_lora, project_many, step_size
+from lorashear.prune.lhspg.variables import GroupVariables
 from lorashear.prune.plan import ParamCounter, per_parameter_scores, select
 from lorashear.train.hooks import TrainHook
 
@@ -46,6 +46,7 @@ class LhspgHook(TrainHook):
         self.variables: GroupVariables | None = None
         self._sparsity: tuple[int, dict] | None = None  # (len(zeroed), summary) cache
         self._period = 0  # periods begun, for the step log
+        self._score_memo: dict = {}  # what scoring derives from the graph alone, kept across periods
 
     # ---------------------------------------------------------------- hook interface
 
@@ -70,12 +71,12 @@ class LhspgHook(TrainHook):
                 self._start_period(model, period)
             current = self.periods[period]
             last = t == self.schedule.period_steps - 1
-            for i in current:
-                if last or i in self.zeroed:  # the period's end, or zeroed early by the half-space test
-                    self.variables.zero(i, optimizer)
-                    self.zeroed.add(i)
-                else:
-                    self._advance(i, t, optimizer)
+            # The period's end zeroes all its groups; otherwise those zeroed early by the half-space test stay zero.
+            done = current if last else [i for i in current if i in self.zeroed]
+            self.variables.zero_many(done, optimizer)
+            self.zeroed.update(done)
+            if not last:
+                self._advance([i for i in current if i not in self.zeroed], t, optimizer)
             if last and period + 1 < self.schedule.periods:
                 # The next period's groups are chosen now, while BA still holds this period's training
                 # (a reset merge below would leave the proxies only one step of LoRA to read).
@@ -90,9 +91,8 @@ class LhspgHook(TrainHook):
         """At the end of the schedule every redundant group is exactly zero (an interrupted run is left as is)."""
         if run.step < self.schedule.total_steps:
             return
-        for i in self.redundant():
-            self.variables.zero(i, run.optimizer)
-            self.zeroed.add(i)
+        self.variables.zero_many(self.redundant(), run.optimizer)
+        self.zeroed.update(self.redundant())
 
     def state_dict(self) -> dict:
         return {"periods": [list(p) for p in self.periods], "zeroed": sorted(self.zeroed),
@@ -114,7 +114,8 @@ class LhspgHook(TrainHook):
 
     def _start_period(self, model, period: int) -> None:
         """Move the least salient still-important groups into the redundant set (cumulative ratio·(p+1)/P)."""
-        ctx = ScoreContext(model, self.graph, self.batches, aliases=self.aliases, kinds=self.kinds)
+        ctx = ScoreContext(model, self.graph, self.batches, aliases=self.aliases, kinds=self.kinds,
+                           memo=self._score_memo)
         ranking = per_parameter_scores(self.graph, self.criterion.score(ctx), self.aliases)
         target = self.ratio * (period + 1) / self.config.periods
         chosen = self._select(ranking, target)
@@ -130,17 +131,19 @@ class LhspgHook(TrainHook):
         index = {id(g): i for i, g in enumerate(self.graph.groups)}
         return sorted(index[id(g)] for g in plan.groups if index[id(g)] not in redundant)
 
-    def _advance(self, i: int, t: int, optimizer) -> None:
-        """One step of a redundant group towards zero within its period."""
+    def _advance(self, groups: list[int], t: int, optimizer) -> None:
+        """One step of the period's live redundant groups towards zero."""
         steps = self.schedule.period_steps
         if self.config.variant == "fade":
-            fade(self.variables, i, t, steps)
+            fade_many(self.variables, groups, t, steps)
             return
-        x_norm = norm(self.variables.values(i))
-        start = self.start_norms.setdefault(i, x_norm)
-        lam = step_size(self.config.lambda_rule, x_norm, start, t, steps)
-        if project(self.variables, i, lam, self.config.epsilon, optimizer):
-            self.zeroed.add(i)
+
+        def step_sizes(wave: list[int], norms: torch.Tensor) -> torch.Tensor:
+            start = torch.tensor([self.start_norms.setdefault(i, n) for i, n in zip(wave, norms.tolist(), strict=True)],
+                                 dtype=norms.dtype, device=norms.device)
+            return step_size(self.config.lambda_rule, norms, start, t, steps)
+
+        self.zeroed.update(project_many(self.variables, groups, step_sizes, self.config.epsilon, optimizer))
 
     def summary(self) -> dict:
         """The step log's LHSPG keys: period, zeroed groups per kind, sparsity, live base parameters."""

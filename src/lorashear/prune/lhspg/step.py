@@ -1,17 +1,23 @@
-"""The LHSPG math on one group per call: projection step, multiplicative fade, and the period-end merge."""
+"""The LHSPG math on many groups per call: projection step, multiplicative fade, and the period-end merge."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from lorashear.importance.base import lora_delta, lora_layers
-from lorashear.prune.lhspg.variables import GroupVariables, dot, norm
+from lorashear.prune.lhspg.variables import GroupVariables, Lines
+
+Number = float | torch.Tensor
+StepSizes = Callable[[list[int], torch.Tensor], torch.Tensor]
 
 
-def step_size(rule: str, x_norm: float, start_norm: float, t: int, period_steps: int) -> float:
+def step_size(rule: str, x_norm: Number, start_norm: Number, t: int, period_steps: int) -> Number:
     """λ_g at step t of a period of T steps: `remaining` ‖x_g‖/(T − t) (without LoRA this is the fade
-    (T−t−1)/(T−t) and ends at 0 exactly); `constant` ‖x_g at the group's first step‖/T (a straight line to 0)."""
+    (T−t−1)/(T−t) and ends at 0 exactly); `constant` ‖x_g at the group's first step‖/T (a straight line to 0).
+    Floats or tensors of many groups' norms alike."""
     if rule == "remaining":
         return x_norm / (period_steps - t)
     return start_norm / period_steps
@@ -20,23 +26,45 @@ def step_size(rule: str, x_norm: float, start_norm: float, t: int, period_steps:
 def project(variables: GroupVariables, i: int, lam: float, epsilon: float, optimizer=None) -> bool:
     """One LHSPG step of group i: x̃ = [x + s·BA]_g − λ·x_g/‖x_g‖; zero if x̃ᵀx < ε‖x‖², else x_g ← x̃.
     The group's LoRA slices (absorbed) and their optimizer moments become zero. True when x_g is now 0."""
-    x = variables.values(i)
-    x_norm = norm(x)
-    if x_norm == 0.0:  # zeros stay zero
-        variables.zero_lora(i, optimizer)
-        return True
-    trial = [xk + uk - (lam / x_norm) * xk for xk, uk in zip(x, variables.lora_update(i), strict=True)]
-    if dot(trial, x) < epsilon * x_norm**2:
-        variables.zero(i, optimizer)
-        return True
-    variables.write(i, trial)
-    variables.zero_lora(i, optimizer)
-    return False
+    return bool(project_many(variables, [i], lambda _, norms: torch.full_like(norms, lam), epsilon, optimizer))
+
+
+def project_many(variables: GroupVariables, indices: list[int], step_sizes: StepSizes, epsilon: float,
+                 optimizer=None) -> list[int]:
+    """`project` of many groups, a wave of disjoint groups at a time, each tensor read and written once per
+    wave; `step_sizes(wave, norms)` gives λ of the wave's groups from their ‖x_g‖ (float64). The groups now 0."""
+    zeroed: list[int] = []
+    for wave, lines in variables.waves(indices):
+        xs = [part.read() for part in lines]
+        norms = _per_group(lines, [x.double().square() for x in xs], len(wave)).sqrt()
+        lam = step_sizes(wave, norms)
+        shrink = torch.where(norms > 0, lam / norms.clamp_min(torch.finfo(torch.float64).tiny), 0.0).float()
+        trials = [x + part.lora_update() - shrink[part.owner, None] * x for part, x in zip(lines, xs, strict=True)]
+        inner = _per_group(lines, [t.double() * x.double() for t, x in zip(trials, xs, strict=True)], len(wave))
+        zero = (norms == 0) | (inner < epsilon * norms**2)  # zeros stay zero; the half-space test
+        for part, x, trial in zip(lines, xs, trials, strict=True):
+            part.write(torch.where(zero[part.owner, None], 0.0, trial), x)
+        variables.zero_lora_many(wave, optimizer)  # absorbed (a later wave reads these factors)
+        zeroed += [i for i, z in zip(wave, zero.tolist(), strict=True) if z]
+    return zeroed
+
+
+def _per_group(lines: list[Lines], values: list[torch.Tensor], groups: int) -> torch.Tensor:
+    """Σ of `values` (one tensor per `Lines`) over each group's elements: [groups] float64."""
+    out = torch.zeros(groups, dtype=torch.float64, device=values[0].device if values else None)
+    for part, v in zip(lines, values, strict=True):
+        part.per_group(v, out)
+    return out
 
 
 def fade(variables: GroupVariables, i: int, t: int, period_steps: int) -> None:
     """The authors' released form: multiply x_g and the group's LoRA slices by (T−t−1)/(T−t) (0 at the last step)."""
-    variables.scale(i, (period_steps - t - 1) / (period_steps - t))
+    fade_many(variables, [i], t, period_steps)
+
+
+def fade_many(variables: GroupVariables, indices: list[int], t: int, period_steps: int) -> None:
+    """`fade` of many groups at once."""
+    variables.scale_many(indices, (period_steps - t - 1) / (period_steps - t))
 
 
 def merge_lora(model: nn.Module, optimizer=None) -> int:

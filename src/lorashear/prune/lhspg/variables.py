@@ -6,6 +6,11 @@ weight with LoRA, s·BA on the same elements is B[R]·A (rows that are outputs) 
 that are inputs), transposed for fan-in-fan-out layers (gpt2's Conv1D). The group's LoRA slices are
 the rows of B for its output indices and the columns of A for its input indices: zeroing them after
 absorbing s·BA into x removes exactly the absorbed part and leaves every other element's function.
+
+Many groups at once (`waves`, `zero_many`, `scale_many`): per tensor and dim, every group's rows (or
+columns) are read and written in one indexed operation as `Lines`. Groups that share a tensor along
+different dims (a head's rows and a hidden channel's columns of one matrix) share elements, so they go
+in different waves, in group order: each wave sees the previous one's writes, as one group after another would.
 """
 
 from __future__ import annotations
@@ -45,6 +50,19 @@ class Piece:
     own_factor: str = ""
     own: torch.Tensor | None = None
 
+    @property
+    def dim(self) -> int:
+        """The dim `own` indexes: 0 rows (or a vector's elements), 1 columns."""
+        return len(self.index) - 1
+
+    def keep(self) -> torch.Tensor | None:
+        """For a columns piece, which rows of each column are its own (None: all; the rest are its group's rows)."""
+        if self.dim == 0 or self.index[0].numel() == self.param.shape[0]:
+            return None
+        mask = torch.zeros(self.param.shape[0], dtype=torch.bool, device=self.param.device)
+        mask[self.index[0].flatten()] = True
+        return mask
+
     def values(self) -> torch.Tensor:
         return self.param.data[self.index]
 
@@ -68,6 +86,78 @@ class Piece:
         if self.own_factor == "b":
             return [(f.b, (self.own,)) for f in self.lora]
         return [(f.a, (slice(None), self.own)) for f in self.lora]
+
+
+@dataclass
+class Lines:
+    """Many groups' pieces of one tensor along one dim, read as lines [n, L] (rows, or columns transposed).
+
+    Line k is `param`'s row (column) `index[k]` of the group at position `owner[k]`; `keep` [n, L] marks
+    the elements that are that group's (None: all of them; a columns piece leaves its group's rows out).
+    """
+
+    param: nn.Parameter
+    dim: int
+    index: torch.Tensor
+    owner: torch.Tensor
+    lora: list[LoraFactors]
+    transpose: bool
+    keep: torch.Tensor | None
+
+    @classmethod
+    def of(cls, parts: list[tuple[int, Piece]]) -> Lines:
+        first = parts[0][1]
+        masks = [piece.keep() for _, piece in parts]
+        keep = None
+        if any(m is not None for m in masks):
+            full = torch.ones(first.param.shape[0], dtype=torch.bool, device=first.param.device)
+            keep = torch.cat([(full if m is None else m).expand(len(p.own), -1) for m, (_, p) in zip(masks, parts,
+                                                                                                      strict=True)])
+        owner = torch.cat([torch.full((len(p.own),), k, dtype=torch.long) for k, p in parts])
+        return cls(first.param, first.dim, torch.cat([p.own for _, p in parts]), owner.to(first.param.device),
+                   first.lora, first.transpose, keep)
+
+    def read(self) -> torch.Tensor:
+        """The lines' current values (float32)."""
+        w = self.param.data
+        if w.dim() == 1:
+            return w.index_select(0, self.index).float()[:, None]
+        lines = w.index_select(self.dim, self.index).float()
+        return lines if self.dim == 0 else lines.T
+
+    def lora_update(self) -> torch.Tensor:
+        """s·BA on the lines (zeros where the tensor has no LoRA)."""
+        w = self.param.data
+        width = 1 if w.dim() == 1 else w.shape[1 - self.dim]
+        total = torch.zeros(len(self.index), width, dtype=torch.float32, device=w.device)
+        for f in self.lora:
+            if (self.dim == 0) != self.transpose:  # the lines are outputs: B's rows
+                total += f.scaling * (f.b.data.index_select(0, self.index).float() @ f.a.data.float())
+            else:  # inputs: A's columns
+                total += f.scaling * (f.b.data.float() @ f.a.data.index_select(1, self.index).float()).T
+        return total
+
+    def write(self, values: torch.Tensor, old: torch.Tensor) -> None:
+        """Lines ← `values` on the owners' elements (`old`, what `read` gave, elsewhere)."""
+        if self.keep is not None:
+            values = torch.where(self.keep, values, old)
+        w = self.param.data
+        values = values.to(w.dtype)
+        if w.dim() == 1:
+            w.index_copy_(0, self.index, values[:, 0])
+        else:
+            w.index_copy_(self.dim, self.index, values if self.dim == 0 else values.T)
+
+    def fill_zero(self) -> None:
+        """Zero the lines entirely (a columns piece's left-out rows are its group's rows piece, zeroed too)."""
+        self.param.data.index_fill_(self.dim, self.index, 0)
+
+    def per_group(self, values: torch.Tensor, out: torch.Tensor) -> None:
+        """Add each line's sum of `values` (owners' elements only) to `out[owner]` (float64)."""
+        values = values.double()
+        if self.keep is not None:
+            values = values * self.keep
+        out.index_add_(0, self.owner, values.sum(dim=1))
 
 
 class GroupVariables:
@@ -133,49 +223,74 @@ class GroupVariables:
 
     def zero(self, i: int, optimizer=None) -> None:
         """x_g = 0 exactly, with the group's LoRA slices and their optimizer moments."""
-        self.write(i, [torch.zeros_like(v) for v in self.values(i)])
-        self.zero_lora(i, optimizer)
+        self.zero_many([i], optimizer)
+
+    def zero_many(self, indices, optimizer=None) -> None:
+        """`zero` of many groups: one indexed fill per tensor and dim, one per LoRA factor (and moment)."""
+        for lines in self._lines(list(indices)):
+            lines.fill_zero()
+        self.zero_lora_many(indices, optimizer)
 
     def zero_lora(self, i: int, optimizer=None) -> None:
         """The group's LoRA slices and their optimizer moments (exp_avg, exp_avg_sq …) to zero."""
-        for param, index in self.lora_slices(i):
-            param.data[index] = 0
-            zero_state(optimizer, param, index)
+        self.zero_lora_many([i], optimizer)
 
     def zero_lora_many(self, indices, optimizer=None) -> None:
         """`zero_lora` of many groups at once: one indexed write per LoRA factor (and per moment), not per group."""
+        for param, index in self._lora_index(indices):
+            param.data[index] = 0
+            zero_state(optimizer, param, index)
+
+    def scale(self, i: int, factor: float) -> None:
+        """Multiply x_g and the group's LoRA slices by `factor` (the released code's fade)."""
+        self.scale_many([i], factor)
+
+    def scale_many(self, indices, factor: float) -> None:
+        """`scale` of many groups, a wave at a time (shared elements are scaled once per group, in order)."""
+        for wave, lines in self.waves(indices):
+            for part in lines:
+                x = part.read()
+                part.write(x * factor, x)
+            for param, index in self._lora_index(wave):
+                param.data[index] *= factor
+
+    def _lora_index(self, indices) -> list[tuple[nn.Parameter, tuple]]:
+        """(factor, index) of the LoRA slices of all `indices`: one B row index and one A column index per factor."""
         rows: dict[int, tuple[nn.Parameter, list[torch.Tensor]]] = {}
         cols: dict[int, tuple[nn.Parameter, list[torch.Tensor]]] = {}
         for i in indices:
             for param, index in self.lora_slices(i):
                 (rows if len(index) == 1 else cols).setdefault(id(param), (param, []))[1].append(index[-1])
-        for table, make in ((rows, lambda ix: (ix,)), (cols, lambda ix: (slice(None), ix))):
-            for param, parts in table.values():
-                index = make(torch.cat(parts))
-                param.data[index] = 0
-                zero_state(optimizer, param, index)
+        return ([(p, (torch.cat(parts),)) for p, parts in rows.values()]
+                + [(p, (slice(None), torch.cat(parts))) for p, parts in cols.values()])
 
-    def scale(self, i: int, factor: float) -> None:
-        """Multiply x_g and the group's LoRA slices by `factor` (the released code's fade)."""
-        self.write(i, [v * factor for v in self.values(i)])
-        for param, index in self.lora_slices(i):
-            param.data[index] *= factor
+    def waves(self, indices) -> list[tuple[list[int], list[Lines]]]:
+        """`indices` cut, in order, into runs of groups that share no element, each with its `Lines`
+        (columns before rows, so a group's rows piece is written last where the two meet)."""
+        waves: list[tuple[list[int], dict[int, set[int]]]] = []
+        for i in indices:
+            dims: dict[int, set[int]] = {}
+            for piece in self.pieces[i]:
+                dims.setdefault(id(piece.param), set()).add(piece.dim)
+            if not waves or any(k in waves[-1][1] and (len(d) > 1 or waves[-1][1][k] != d) for k, d in dims.items()):
+                waves.append(([], {}))
+            waves[-1][0].append(i)
+            waves[-1][1].update(dims)
+        return [(wave, self._lines(wave)) for wave, _ in waves]
+
+    def _lines(self, indices: list[int]) -> list[Lines]:
+        """The pieces of `indices`, one `Lines` per tensor and dim, columns first; `owner` = position in `indices`."""
+        parts: dict[tuple[int, int], list[tuple[int, Piece]]] = {}
+        for k, i in enumerate(indices):
+            for piece in self.pieces[i]:
+                parts.setdefault((-piece.dim, id(piece.param)), []).append((k, piece))
+        return [Lines.of(parts[key]) for key in sorted(parts, key=lambda key: key[0])]
 
     def lora_slices(self, i: int) -> list[tuple[nn.Parameter, tuple]]:
         return [s for piece in self.pieces[i] for s in piece.own_lora_slices()]
 
     def is_zero(self, i: int) -> bool:
         return all(not v.any() for v in self.values(i)) and all(not p.data[ix].any() for p, ix in self.lora_slices(i))
-
-
-def norm(values: list[torch.Tensor]) -> float:
-    """‖x_g‖ over all pieces."""
-    return float(torch.stack([v.double().pow(2).sum() for v in values]).sum().sqrt()) if values else 0.0
-
-
-def dot(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
-    """⟨a, b⟩ over all pieces."""
-    return float(sum((x.double() * y.double()).sum() for x, y in zip(a, b, strict=True))) if a else 0.0
 
 
 def zero_state(optimizer, param: nn.Parameter, index: tuple) -> None:
