@@ -59,8 +59,7 @@ class LorapruneHook(TrainHook):
     def on_start(self, run: TrainRun) -> None:
         self.check(run.total_steps)
         self.variables = GroupVariables(run.unwrapped, self._groups(self.masked))
-        for i in sorted(self.masked):  # resumed: the masks hold on the restored weights too
-            self.variables.zero(i, run.optimizer)
+        self.variables.zero_many(sorted(self.masked), run.optimizer)  # resumed: masks hold on restored weights
 
     def before_optimizer_step(self, run: TrainRun) -> None:
         ctx = ScoreContext(run.unwrapped, self.graph, aliases=self.aliases, kinds=self.kinds)
@@ -78,8 +77,8 @@ class LorapruneHook(TrainHook):
         scheduled = self.scheduled_ratio(run.step - 1)
         if scheduled > self.mask_ratio and ((run.step - 1) % self.config.mask_every == 0 or scheduled >= self.ratio):
             self._mask(scheduled, run.optimizer)
-        for i in self.masked:  # weight decay or a stale moment may have moved a masked LoRA slice
-            self.variables.zero_lora(i, run.optimizer)
+        # Weight decay or a stale moment may have moved a masked LoRA slice.
+        self.variables.zero_lora_many(sorted(self.masked), run.optimizer)
         record.update(scheduled_ratio=scheduled, **self.summary())
 
     def on_end(self, run: TrainRun) -> None:
@@ -116,8 +115,7 @@ class LorapruneHook(TrainHook):
         """Mask the lowest-scored unmasked groups until `ratio` of the base parameters is masked."""
         chosen = self._choose(self.scores, ratio)
         self.variables.add(self._groups(chosen))
-        for i in chosen:
-            self.variables.zero(i, optimizer)
+        self.variables.zero_many(chosen, optimizer)
         self.masked.update(chosen)
         self.mask_ratio = ratio
 
