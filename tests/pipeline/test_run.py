@@ -172,3 +172,20 @@ def test_cli_bad_key_exits_2_with_one_line_and_no_output(tmp_path, capsys):
     assert len(errors) == 1 and re.search("ratoi", errors[0]) and "known:" in errors[0], errors
     assert not out.exists()
     assert main(["report", str(tmp_path)]) == 2  # not a run folder
+
+
+def test_trained_prune_stage_stopped_early_resumes_from_its_checkpoint(small_vocab_dirs, texts, tmp_path):
+    """A trained method (lhspg) stopped by stop_after_steps leaves the prune stage unfinished; --resume
+    continues its run from the checkpoint instead of failing or starting over."""
+    out = tmp_path / "run"
+    base = tiny(small_vocab_dirs["llama"], texts, "evaluate=null", "analyze=null", "knowledge=null", "recover=null",
+                "prune.method=lhspg", "prune.tokens=256", "prune.seq_len=32",
+                "prune.grad_accum=1", "prune.warmup_share=0.25", "prune.periods=2", "prune.checkpoint_every=1",
+                "prune.data=[tiny-stories, c4]")
+    first = run_recipe(load_recipe(DEMO, [*base, "prune.stop_after_steps=1"]), out, log=lambda _: None)
+    assert not first.finished and first.ran == [] and not (out / "03-prune").exists()
+    logs = []
+    second = run_recipe(load_recipe(DEMO, base), out, resume=True, log=logs.append)
+    assert second.finished and second.ran == ["prune"] and any("resuming from" in line for line in logs)
+    record = json.loads((out / "03-prune" / "model" / "pruning.json").read_text())
+    assert record["method"] == "lhspg" and abs(record["achieved_ratio"] - 0.2) < 0.01

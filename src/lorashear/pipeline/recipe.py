@@ -134,8 +134,9 @@ class Recipe:
         from lorashear.train.config import RESUMABLE_CHANGES
 
         sections = copy.deepcopy(self.sections)
-        if isinstance(sections.get("recover"), dict):
-            sections["recover"] = {k: v for k, v in sections["recover"].items() if k not in RESUMABLE_CHANGES}
+        for name in ("prune", "recover"):  # the training stages (a trained method's options sit in `prune`)
+            if isinstance(sections.get(name), dict):
+                sections[name] = {k: v for k, v in sections[name].items() if k not in RESUMABLE_CHANGES}
         return sections
 
     def to_yaml(self) -> str:

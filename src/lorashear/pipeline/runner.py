@@ -50,7 +50,7 @@ class Stage:
 STAGES = (
     Stage("analyze", stages.analyze, lambda r: r.enabled("analyze")),
     Stage("knowledge", stages.knowledge, stages.knowledge_enabled),
-    Stage("prune", stages.prune, lambda r: True),  # a trained method's resume plugs in here (resumable=True)
+    Stage("prune", stages.prune, lambda r: True, resumable=True),  # a trained method resumes its run
     Stage("recover", stages.recover, lambda r: r.enabled("recover"), resumable=True),
     Stage("evaluate", stages.evaluate, lambda r: r.enabled("evaluate"), resumable=True),
 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -108,11 +109,25 @@ def prune(ctx: StageContext) -> bool:
     Method-specific keys of the recipe's `prune:` section arrive as `PruneConfig.method_options`
     (see `Recipe.prune`): a trained method (lhspg, loraprune) reads its schedule and budget there.
     """
+    from lorashear.prune import METHODS
     from lorashear.prune.api import prune_model
+    from lorashear.train.checkpoint import latest_checkpoint, partial_dir
 
     analysis = ctx.finished("knowledge")
-    config = ctx.recipe.prune(ctx.work / MODEL_DIR, analysis / "knowledge.json" if analysis else None)
+    out = ctx.work / MODEL_DIR
+    config = ctx.recipe.prune(out, analysis / "knowledge.json" if analysis else None)
+    if METHODS[config.method].trained:  # its run folder holds checkpoints: an interrupted run resumes
+        config.training.resume = latest_checkpoint(partial_dir(out)) is not None
+        if config.training.resume:
+            ctx.log(f"prune: resuming from {latest_checkpoint(partial_dir(out))}")
+    else:  # a one-shot method redoes an interrupted stage whole
+        for leftover in ctx.work.iterdir():
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
     result = prune_model(config, ctx.log)
+    if not result.finished:
+        ctx.log(f"prune: stopped after step {config.training.stop_after_steps} (stop_after_steps); "
+                "rerun with --resume to continue")
+        return False
     write_json(ctx.work / "prune.json", {"params_before": result.params_before, "params_after": result.params_after,
                                          "achieved_ratio": result.plan.achieved_ratio, "seconds": result.seconds})
     write_config(ctx.work, config)
