@@ -178,16 +178,9 @@ def apply_overrides(sections: dict, overrides: list[str]) -> dict:
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     """Read a recipe file, apply the overrides and check every stage's settings."""
-    path = Path(path)
-    if not path.is_file():
-        raise LorashearError(f"recipe not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise LorashearError(f"{path} is not valid YAML: {err}") from err
-    if not isinstance(raw, dict):
-        raise LorashearError(f"{path}: a recipe is a mapping of sections ({', '.join(SECTIONS)})")
-    return recipe_from_dict(raw, overrides)
+    from lorashear.train.config import read_recipe
+
+    return recipe_from_dict(read_recipe(path), overrides)
 
 
 def recipe_from_dict(raw: dict, overrides: list[str] = ()) -> Recipe:
