@@ -70,3 +70,32 @@ def test_gguf_speed_report_is_rendered_from_its_json():
     for key, row in results["rows"].items():
         assert all(len(r) == len(row["rounds"]["dense"]) for r in row["rounds"].values()) and "load average" in row["machine"]
         assert ("prefill_vs_dense" in row["speed"]) == (not key.startswith("dense"))
+
+
+def test_every_methods_row_is_a_valid_recipe():
+    """Each side-by-side row is recipes/lorashear-20.yaml plus its overrides: all load and name the row's method."""
+    from lorashear.pipeline.recipe import load_recipe
+
+    methods = _script("methods")
+    for name, (_, overrides) in methods.ROWS.items():
+        recipe = load_recipe(methods.RECIPE, [*overrides, "prune.ratio=0.5", "evaluate=null"])
+        assert not recipe.enabled("evaluate") and recipe.enabled("recover")
+        assert recipe.prune("OUT").ratio == 0.5
+        assert name.startswith(recipe.prune("OUT").method)
+
+
+def test_methods_report_is_rendered_from_its_json():
+    """methods_smollm2.md is `markdown()` of its JSON (once the script has written one)."""
+    methods = _script("methods")
+    path = BENCHMARKS / "results" / "methods_smollm2.json"
+    if not path.exists():
+        path = None
+    results = json.loads(path.read_text()) if path else {
+        "model": "m", "command": "c", "machine": "x", "limit": 200,
+        "rows": {"dense": {"params": 10, "ppl": {"ppl": 2.0}}, "20% taylor-auto": {"run": {"seconds": 5.0, "params": 8}}}}
+    text = methods.markdown(results)
+    assert text.startswith("# Methods side by side")
+    if path:
+        assert text == path.with_suffix(".md").read_text()
+    else:
+        assert "| 20% | taylor-auto | 8 |" in text
