@@ -36,6 +36,14 @@ def test_extra_prune_keys_become_the_methods_options(scheduled_method):
     assert config.training.tokens == 640
 
 
+def test_batch_size_and_seed_set_the_training_run_too(scheduled_method):
+    """As on the command line: a trained method's `prune.batch_size`/`prune.seed` are the scoring batch and
+    seed and also the training run's (the training batch used to stay at its default, 4)."""
+    config = recipe_from_dict({"model": "m", "prune": {"method": "scheduled", "batch_size": 2, "seed": 7}}).prune("out")
+    assert (config.batch_size, config.seed) == (2, 7)
+    assert (config.training.batch_size, config.training.seed) == (2, 7)
+
+
 def test_unknown_method_option_names_the_known_ones(scheduled_method):
     with pytest.raises(LorashearError, match=r"unknown option\(s\): epochs; known: training .*tokens.*; "
                                              r"method every, periods"):

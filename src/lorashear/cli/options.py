@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lorashear.data import PRETRAIN_CORPORA
 from lorashear.errors import LorashearError
+from lorashear.prune.trained import SHARED_WITH_PRUNE
 
 
 def split_list(text: str) -> tuple[str, ...]:
@@ -46,7 +47,7 @@ TRAINING_FLAGS = {
     "--checkpoint-every": ("checkpoint_every", int, "optimiser steps between checkpoints (default 200)"),
     "--stop-after-steps": ("stop_after_steps", int, "stop after this step, keeping a checkpoint for --resume"),
 }
-SHARED_TRAINING_FIELDS = ("data", "seq_len", "batch_size", "seed")
+SHARED_TRAINING_FIELDS = ("data", "seq_len", *SHARED_WITH_PRUNE)
 
 
 def add_training_args(p: argparse.ArgumentParser, methods: str) -> None:

@@ -86,6 +86,10 @@ class Recipe:
         own = set(field_names(PruneConfig)) - set(RUNNER_KEYS["prune"]) - {"training"}
         method_options = {k: values.pop(k) for k in list(values) if k not in own}
         method = METHODS.get(values.get("method", "random"))
+        if method is not None and method.trained:  # as on the command line: the scoring batch and seed are the run's too
+            from lorashear.prune.trained import SHARED_WITH_PRUNE
+
+            method_options.update({k: values[k] for k in SHARED_WITH_PRUNE if k in values})
         if method_options and method is not None and not method.trained:
             raise LorashearError(f"unknown key(s) in 'prune': {', '.join(sorted(method_options))}; known: "
                                  f"{', '.join(sorted(own))} (method '{method.name}' takes no options of its own)")

@@ -76,6 +76,10 @@ def load_recipe(path: str | Path | None, overrides: dict[str, Any], options: typ
     return split_options(values, options, f" in {path}" if path is not None else "")
 
 
+# PruneConfig fields that set a trained method's run too (the CLI's --batch-size/--seed, a recipe's prune keys).
+SHARED_WITH_PRUNE = ("batch_size", "seed")
+
+
 def split_options(values: dict[str, Any], options: type, where: str = "") -> tuple[TrainedConfig, Any]:
     """One flat mapping of training and method keys -> (TrainedConfig, the method's `options` dataclass)."""
     training_keys = {f.name for f in fields(TrainedConfig)}
