@@ -3,7 +3,7 @@
     hook = LhspgHook(LhspgConfig(), graph, ratio=0.2, kinds=("kv_group", "mlp_channel"), aliases=aliases)
     # the shared loop calls hook.on_start / after_step / on_end; at the end the plan's groups are zero
 
-`config` the settings, `schedule` warm-up and periods, `variables` each group's x_g and LoRA slices,
+`config` the settings, `schedule` warm-up and periods (each group's x_g: `prune.variables`),
 `step` the projection / fade / merge math, `hook` the selection and bookkeeping.
 """
 
@@ -11,7 +11,7 @@ from lorashear.prune.lhspg.config import LAMBDA_RULES, MERGES, VARIANTS, LhspgCo
 from lorashear.prune.lhspg.hook import LhspgHook
 from lorashear.prune.lhspg.schedule import Schedule
 from lorashear.prune.lhspg.step import fade, merge_lora, project, step_size
-from lorashear.prune.lhspg.variables import GroupVariables
+from lorashear.prune.variables import GroupVariables
 
 __all__ = ["LAMBDA_RULES", "MERGES", "VARIANTS", "GroupVariables", "LhspgConfig", "LhspgHook", "Schedule", "fade",
            "merge_lora", "project", "step_size"]

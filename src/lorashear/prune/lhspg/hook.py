@@ -22,8 +22,8 @@ from lorashear.importance import ScoreContext, get_criterion
 from lorashear.prune.lhspg.config import LhspgConfig
 from lorashear.prune.lhspg.schedule import Schedule
 from lorashear.prune.lhspg.step import fade_many, merge_lora, project_many, step_size
-from lorashear.prune.lhspg.variables import GroupVariables
 from lorashear.prune.plan import ParamCounter, per_parameter_scores, select
+from lorashear.prune.variables import GroupVariables
 from lorashear.train.hooks import TrainHook
 
 if TYPE_CHECKING:

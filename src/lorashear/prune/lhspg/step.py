@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from lorashear.importance.base import lora_delta, lora_layers
-from lorashear.prune.lhspg.variables import GroupVariables, Lines
+from lorashear.prune.variables import GroupVariables, Lines
 
 Number = float | torch.Tensor
 StepSizes = Callable[[list[int], torch.Tensor], torch.Tensor]

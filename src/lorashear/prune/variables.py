@@ -1,4 +1,6 @@
-"""`GroupVariables`: the LHSPG variable x_g of each group (its base-weight slices) next to its LoRA slices.
+"""`GroupVariables`: each group's variable x_g (its base-weight slices) next to its LoRA slices.
+
+Shared by the trained pruners: LHSPG projects, fades and zeroes x_g; LoRAPrune zeroes masked groups.
 
 A group's variable is every element its slices name, each tensor once (tied weights share one
 tensor; a group with both rows R and columns C of one matrix holds W[R, :] and W[not R, C]). For a
@@ -185,7 +187,7 @@ class GroupVariables:
                 raise LorashearError(f"group slice {s.param} is not a parameter of the model; rebuild the graph")
             p = self.params[s.param]
             if p.dim() > 2 or s.dim > 1:
-                raise LorashearError(f"LHSPG handles vectors and matrices only; {s.param} has shape {tuple(p.shape)}")
+                raise LorashearError(f"trained pruning handles vectors and matrices only; {s.param} has shape {tuple(p.shape)}")
             tensors[id(p)] = p
             (rows if s.dim == 0 else cols).setdefault(id(p), set()).update(s.index)
         pieces = []
@@ -313,7 +315,7 @@ def _lora_by_weight(model: nn.Module) -> dict[int, tuple[list[LoraFactors], bool
         adapters = [a for a in layer.active_adapters if a not in merged]
         odd = [a for a in adapters if a not in layer.lora_A]
         if odd:
-            raise LorashearError(f"LHSPG supports LoRA on linear layers only; {name} has adapter(s) {odd} of another type")
+            raise LorashearError(f"trained pruning supports LoRA on linear layers only; {name} has adapter(s) {odd} of another type")
         factors = [LoraFactors(layer.lora_A[a].weight, layer.lora_B[a].weight, float(layer.scaling[a])) for a in adapters]
         out[id(layer.base_layer.weight)] = (factors, bool(getattr(layer, "fan_in_fan_out", False)))
     return out
