@@ -12,7 +12,6 @@ with ties broken by group index, so every process edits its copy identically.
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import TYPE_CHECKING
 
 import torch
@@ -22,7 +21,7 @@ from lorashear.importance import ScoreContext, get_criterion
 from lorashear.prune.lhspg.config import LhspgConfig
 from lorashear.prune.lhspg.schedule import Schedule
 from lorashear.prune.lhspg.step import fade_many, merge_lora, project_many, step_size
-from lorashear.prune.plan import ParamCounter, per_parameter_scores, select
+from lorashear.prune.plan import per_parameter_scores, removal_summary, select_more
 from lorashear.prune.variables import GroupVariables
 from lorashear.train.hooks import TrainHook
 
@@ -123,13 +122,9 @@ class LhspgHook(TrainHook):
         self.variables.add(self._groups(chosen))
 
     def _select(self, ranking: dict[int, float], ratio: float) -> list[int]:
-        """Groups `select` adds to the redundant ones (forced in first) to reach `ratio`, in index order."""
-        redundant = set(self.redundant())
-        ranking = {**ranking, **dict.fromkeys(redundant, float("-inf"))}
-        plan = select(self.graph, ranking, ratio, self.uniform, list(self.kinds), "lhspg", aliases=self.aliases,
-                      multiple_of=self.config.group_divisible)
-        index = {id(g): i for i, g in enumerate(self.graph.groups)}
-        return sorted(index[id(g)] for g in plan.groups if index[id(g)] not in redundant)
+        """Groups the plan's `select` adds to the redundant ones (forced in first) to reach `ratio`, in index order."""
+        return select_more(self.graph, ranking, set(self.redundant()), ratio, self.uniform, list(self.kinds), "lhspg",
+                           aliases=self.aliases, multiple_of=self.config.group_divisible)
 
     def _advance(self, groups: list[int], t: int, optimizer) -> None:
         """One step of the period's live redundant groups towards zero."""
@@ -148,12 +143,5 @@ class LhspgHook(TrainHook):
     def summary(self) -> dict:
         """The step log's LHSPG keys: period, zeroed groups per kind, sparsity, live base parameters."""
         if self._sparsity is None or self._sparsity[0] != len(self.zeroed):
-            counter = ParamCounter(self.graph, self.aliases)
-            counter.add([self.graph.groups[i] for i in sorted(self.zeroed)])
-            kinds = Counter(self.graph.groups[i].kind for i in self.zeroed)
-            self._sparsity = (len(self.zeroed), {
-                "zeroed": dict(sorted(kinds.items())),
-                "sparsity": counter.removed_params / counter.total,
-                "live_params": counter.total - counter.removed_params,
-            })
+            self._sparsity = (len(self.zeroed), removal_summary(self.graph, self.zeroed, self.aliases, label="zeroed"))
         return {"period": self._period, **self._sparsity[1]}
