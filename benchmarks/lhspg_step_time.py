@@ -10,7 +10,8 @@ from one step and B is small random, so projections and zeroing do real work. Th
 backward and AdamW on one batch of random tokens of the loop's default batch size and sequence length.
 `--threads` sets torch's thread count for both: on cores shared with other jobs, a second thread that waits for
 a core makes every small op ~40 ms (the hook's many small matmuls suffer most). Writes JSON with each step's
-seconds, the machine's load average and torch's thread count (default out: benchmarks/results/lhspg_step_time.json).
+seconds, the process's peak memory after the plain step and after the
+hook steps plus one more plain step (what LHSPG adds to LoRA training), the machine's load average and torch's thread count (default out: benchmarks/results/lhspg_step_time.json).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse
 import cProfile
 import json
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -48,6 +50,11 @@ def plain_step(model, optimizer, config: TrainedConfig) -> float:
     return time.perf_counter() - start
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (Linux reports KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=DEFAULT_MODEL)
@@ -74,6 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
         sum(p.sum() for p in model.parameters() if p.requires_grad).backward()
         optimizer.step()
         optimizer.zero_grad()
+    rss_plain = peak_rss_mb()  # model, LoRA, Adam state and one training step's activations
     hook = LhspgHook(LhspgConfig(warmup_share=0.0, periods=5), graph, args.ratio, DEFAULT_KINDS,
                      aliases=tied_aliases(model))
     run = SimpleNamespace(model=model, unwrapped=model, optimizer=optimizer, step=0, total_steps=10)
@@ -95,9 +103,12 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(steps[-1]), flush=True)
     if profiler:
         profiler.dump_stats(args.profile)
+    if plain is not None:  # a training step with the hook's state (its groups' copies, Adam state) alive
+        plain_step(model, optimizer, config)
     result = {"command": "python " + " ".join(["benchmarks/lhspg_step_time.py", *(argv or sys.argv[1:])]),
               "model": args.model, "ratio": args.ratio, "groups": len(graph.groups), "plain_step_s": plain,
-              "hook_steps": steps, "load_average": os.getloadavg(), "threads": torch.get_num_threads()}
+              "hook_steps": steps,
+              "peak_rss_mb": {"plain_step": rss_plain, "with_hook": peak_rss_mb()}, "load_average": os.getloadavg(), "threads": torch.get_num_threads()}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
