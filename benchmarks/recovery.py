@@ -73,6 +73,15 @@ def held_out_losses(summary: dict) -> dict:
     return {stage: {"mean": sum(v.values()) / len(v), **v} for stage, v in summary.items() if v}
 
 
+def given_pruning(folder: Path) -> dict:
+    """What `--pruned FOLDER`'s pruning.json says: method, ratio and knowledge rule (the folder is not pruned here)."""
+    record = json.loads((folder / "pruning.json").read_text())
+    rule = (record.get("knowledge") or {}).get("rule", "none")
+    return {"command": f"an existing folder ({folder.name}): {record['method']}, ratio {record['ratio']}, "
+                       f"knowledge rule {rule}",
+            "note": f"{record['method']} pruning with the {rule} knowledge rule", "ratio": record["ratio"]}
+
+
 def recover_variant(name: str, pruned: Path, work: Path, args: argparse.Namespace) -> dict:
     """One recovery run with the benchmark's budget; what it trained on and the held-out losses."""
     overrides = VARIANTS[name]
@@ -104,14 +113,18 @@ def run(args: argparse.Namespace, command: str) -> dict:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    pruned = work / "pruned"
     started = time.time()
-    prune_argv = prune(args.model, args.ratio, args.seed, pruned)
+    if args.pruned:
+        pruned, pruning = Path(args.pruned), given_pruning(Path(args.pruned))
+    else:
+        pruned = work / "pruned"
+        prune_argv = prune(args.model, args.ratio, args.seed, pruned)
+        pruning = {"command": "lorashear " + " ".join(prune_argv[:-2]), "note": PRUNING_NOTE}
     results: dict = {
         "command": command,
         "model": args.model,
-        "pruning": {"command": "lorashear " + " ".join(prune_argv[:-2]), "note": PRUNING_NOTE},
-        "ratio": args.ratio,
+        "pruning": pruning,
+        "ratio": pruning.get("ratio", args.ratio),
         "parameters": {
             "dense": count_parameters(load_model(args.model, device="cpu")),
             "pruned": count_parameters(load_model(str(pruned), device="cpu")),
@@ -284,6 +297,8 @@ def main() -> int:
     p.add_argument("--eval-batch-size", type=int, default=4)
     p.add_argument("--workdir", default="runs/bench-recovery")
     p.add_argument("--stem", default="recovery_smollm2", help="results file name under benchmarks/results/")
+    p.add_argument("--pruned", metavar="FOLDER", help="recover this pruned folder (e.g. an LHSPG run's "
+                   "03-prune/model) instead of pruning randomly here; --ratio is then the folder's")
     p.add_argument("--add-to", metavar="PRUNED", help="run --variants on an earlier run's pruned folder, merging "
                    "them into its results (same settings)")
     args = p.parse_args()

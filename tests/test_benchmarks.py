@@ -99,3 +99,13 @@ def test_methods_report_is_rendered_from_its_json():
         assert text == path.with_suffix(".md").read_text()
     else:
         assert "| 20% | taylor-auto | 8 |" in text
+
+
+def test_recovery_names_a_given_pruned_folder(tmp_path):
+    """`recovery.py --pruned FOLDER` describes the folder from its pruning.json (method, ratio, knowledge rule)."""
+    recovery = _script("recovery")
+    (tmp_path / "pruning.json").write_text(json.dumps({"method": "lhspg", "ratio": 0.2, "knowledge": {"rule": "auto"}}))
+    given = recovery.given_pruning(tmp_path)
+    assert given["ratio"] == 0.2 and "lhspg, ratio 0.2, knowledge rule auto" in given["command"]
+    (tmp_path / "pruning.json").write_text(json.dumps({"method": "taylor", "ratio": 0.5, "knowledge": None}))
+    assert "knowledge rule none" in recovery.given_pruning(tmp_path)["command"]
