@@ -58,7 +58,7 @@ def run_row(ratio: float, name: str, out: Path) -> dict:
     overrides = [*ROWS[name][1], f"prune.ratio={ratio}", "evaluate=null"]
     argv = ["run", str(RECIPE.relative_to(RECIPE.parent.parent)), *overrides, "-o", str(out), "--resume"]
     start = time.time()
-    child = subprocess.Popen([sys.executable, "-m", "lorashear", *argv], env={**os.environ, "TQDM_DISABLE": "1"},
+    child = subprocess.Popen([sys.executable, "-m", "lorashear", *argv], env={**os.environ, "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"},
                              cwd=RECIPE.parent.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in child.stdout:  # the pipeline's own log, for whoever watches
         print(f"    {line.rstrip()}", flush=True)
