@@ -9,9 +9,12 @@ average is recorded next to them (the machine is shared).
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +35,29 @@ def machine() -> dict:
         "torch_threads": torch.get_num_threads(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def machine_line() -> str:
+    """The machine in one line for a results file: CPU, cores, torch version, device."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {device}"
+
+
+def run_lorashear(argv: list[str], out: Path, cwd: Path | None = None) -> dict:
+    """`lorashear ARGV` in a child process, its log echoed line by line as it runs: the command (with `out`
+    written OUT), wall seconds and peak RSS measured from the outside. A failure stops the benchmark."""
+    env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"}
+    start, tail = time.time(), collections.deque(maxlen=40)
+    child = subprocess.Popen([sys.executable, "-m", "lorashear", *argv], env=env, cwd=cwd,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in child.stdout:
+        tail.append(line)
+        print(f"    {line.rstrip()}", flush=True)
+    _, status, usage = os.wait4(child.pid, 0)
+    if status != 0:
+        raise SystemExit(f"lorashear {' '.join(argv)} failed (exit {status >> 8}):\n{''.join(tail)}")
+    return {"command": "lorashear " + " ".join(argv).replace(str(out), "OUT"), "seconds": round(time.time() - start, 1),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024)}
 
 
 def write_results(name: str, data: dict, markdown: str) -> None:

@@ -16,14 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import torch
-from graph_discovery import write_results
+from graph_discovery import machine_line, run_lorashear, write_results
 
 from lorashear.evaluate import AVERAGE_METRIC, evaluate
 from lorashear.models import count_parameters, load_model, load_tokenizer
@@ -41,17 +38,10 @@ def prune_row(ratio: float, method: str, rule: str, out: Path, args: argparse.Na
     """`lorashear prune` in a child process: its command, wall time, peak RSS and what pruning.json says."""
     argv = ["prune", MODEL, "--method", method, "--ratio", str(ratio), "--unprunable", rule, "-o", str(out),
             "--overwrite"]
-    start = time.time()
-    child = subprocess.Popen([sys.executable, "-m", "lorashear", *argv], env={**os.environ, "TQDM_DISABLE": "1"},
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output = child.stdout.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    if status != 0:
-        raise SystemExit(f"lorashear {' '.join(argv)} failed:\n{output[-3000:]}")
+    child = run_lorashear(argv, out)
     record = json.loads((out / "pruning.json").read_text())
     knowledge = record.get("knowledge") or {}
-    return {"command": "lorashear " + " ".join(argv).replace(str(out), "OUT"), "seconds": round(time.time() - start, 1),
-            "peak_rss_mb": round(usage.ru_maxrss / 1024), "params": record["params_after"],
+    return {**child, "params": record["params_after"],
             "achieved_ratio": record["achieved_ratio"], "unprunable": knowledge.get("unprunable", [])}
 
 
@@ -115,8 +105,7 @@ def main() -> int:
     path = RESULTS / f"{args.stem}.json"
     results = json.loads(path.read_text()) if path.exists() else {"model": MODEL, "rows": {}}
     results.update(command="PYTHONPATH=src python benchmarks/importance.py " + " ".join(sys.argv[1:]),
-                   machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                           f"torch {torch.__version__}, {'cuda' if torch.cuda.is_available() else 'cpu'}",
+                   machine=machine_line(),
                    limit=args.limit)
     rows = [(float(r), m, u) for r in args.ratios.split(",") for u in args.rules.split(",")
             for m in args.methods.split(",") if not (m == "random" and u != "none")]

@@ -16,15 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import torch
-from graph_discovery import write_results
+from graph_discovery import machine_line, run_lorashear, write_results
 from importance import score
 
 from lorashear.models import count_parameters, load_model
@@ -57,20 +52,12 @@ def run_row(ratio: float, name: str, out: Path) -> dict:
     """`lorashear run` of the row's recipe in a child process (resumes a stopped run): command, seconds, peak RSS."""
     overrides = [*ROWS[name][1], f"prune.ratio={ratio}", "evaluate=null"]
     argv = ["run", str(RECIPE.relative_to(RECIPE.parent.parent)), *overrides, "-o", str(out), "--resume"]
-    start = time.time()
-    child = subprocess.Popen([sys.executable, "-m", "lorashear", *argv], env={**os.environ, "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"},
-                             cwd=RECIPE.parent.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in child.stdout:  # the pipeline's own log, for whoever watches
-        print(f"    {line.rstrip()}", flush=True)
-    _, status, usage = os.wait4(child.pid, 0)
-    if status != 0:
-        raise SystemExit(f"lorashear {' '.join(argv)} failed (exit {status >> 8})")
+    child = run_lorashear(argv, out, cwd=RECIPE.parent.parent)
     run_log = json.loads((out / "run.json").read_text())
     pruning = json.loads((out / "03-prune" / "model" / "pruning.json").read_text())
     knowledge = pruning.get("knowledge") or {}
-    return {"command": "lorashear " + " ".join(argv).replace(str(out), "OUT"), "seconds": round(time.time() - start, 1),
-            "stage_seconds": {k: round(v, 1) for k, v in run_log["seconds"].items()},
-            "peak_rss_mb": round(usage.ru_maxrss / 1024), "params": pruning["params_after"],
+    return {**child, "stage_seconds": {k: round(v, 1) for k, v in run_log["seconds"].items()},
+            "params": pruning["params_after"],
             "achieved_ratio": pruning["achieved_ratio"], "unprunable": knowledge.get("unprunable", [])}
 
 
@@ -123,8 +110,7 @@ def main() -> int:
     path = RESULTS / f"{args.stem}.json"
     results = json.loads(path.read_text()) if path.exists() else {"model": MODEL, "rows": {}}
     results.update(command="PYTHONPATH=src python benchmarks/methods.py " + " ".join(sys.argv[1:]),
-                   machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                           f"torch {torch.__version__}, {'cuda' if torch.cuda.is_available() else 'cpu'}",
+                   machine=machine_line(),
                    limit=args.limit)
     save = lambda: write_results(args.stem, results, markdown(results))  # noqa: E731
     dense = results["rows"].setdefault("dense", {})

@@ -109,3 +109,27 @@ def test_recovery_names_a_given_pruned_folder(tmp_path):
     assert given["ratio"] == 0.2 and "lhspg, ratio 0.2, knowledge rule auto" in given["command"]
     (tmp_path / "pruning.json").write_text(json.dumps({"method": "taylor", "ratio": 0.5, "knowledge": None}))
     assert "knowledge rule none" in recovery.given_pruning(tmp_path)["command"]
+
+
+def test_prune_cost_rows_share_the_micro_batch_and_report_memory_against_taylor():
+    """prune_cost.py: every row runs 4 x 256 micro-batches; trained rows get --tokens; memory is shown × taylor."""
+    cost = _script("prune_cost")
+    for name in ("taylor", "loraprune", "lhspg"):
+        flags = cost.row_args(name, 999)
+        assert flags[flags.index("--batch-size") + 1] == "4" and flags[flags.index("--seq-len") + 1] == "256"
+        assert ("--tokens" in flags) == (name != "taylor")
+    rows = {"taylor": {"peak_rss_mb": 4000, "seconds": 9.0, "load_avg": 1.0, "command": "c"},
+            "loraprune": {"peak_rss_mb": 2000, "seconds": 5.0, "load_avg": 1.0, "command": "c", "train_tokens_per_s": 7}}
+    text = cost.markdown({"model": "m", "command": "x", "machine": "y", "rows": rows})
+    assert "| loraprune | 2,000 | 0.50 | 5.0 | 7 |" in text
+
+
+def test_run_lorashear_measures_a_child_and_stops_on_its_failure(tmp_path):
+    """graph_discovery.run_lorashear: the command with OUT for the folder, seconds, peak RSS; exit != 0 → SystemExit."""
+    import pytest
+
+    shared = _script("graph_discovery")
+    row = shared.run_lorashear(["analyze", "--help"], tmp_path)
+    assert row["command"] == "lorashear analyze --help" and row["seconds"] > 0 and row["peak_rss_mb"] > 0
+    with pytest.raises(SystemExit, match=r"lorashear prune .* failed \(exit 2\)"):
+        shared.run_lorashear(["prune", str(tmp_path / "no-model"), "-o", str(tmp_path / "out")], tmp_path / "out")

@@ -1,0 +1,87 @@
+"""Peak memory and time of the gradient-based pruners on the default model, same micro-batch.
+
+LoRAPrune's claim: scoring groups from LoRA gradients needs about half the memory of LLM-Pruner's
+full-weight Taylor gradients. Each row is one `lorashear prune` process (no knowledge analysis, so
+only the method itself is measured), its wall time and peak RSS taken from the outside:
+- `taylor`: one-shot, gradients of every full weight over the calibration batches;
+- `loraprune`: LoRA training with LoRA-gradient scores and masks;
+- `lhspg`: LoRA training with LHSPG's projections.
+All use micro-batches of 4 × 256 tokens; the trained rows run `--tokens` (a few optimiser steps, not a
+full run), and report their median training throughput from the step log. Rows are saved as they finish.
+
+    PYTHONPATH=src python benchmarks/prune_cost.py --workdir /tmp/prune-cost [--tokens 12288] [--rows taylor,loraprune,lhspg]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+from graph_discovery import machine_line, run_lorashear, write_results
+
+RESULTS = Path(__file__).resolve().parent / "results"
+MODEL = "smollm2-135m"
+BATCH = ["--batch-size", "4", "--seq-len", "256"]
+
+
+def row_args(name: str, tokens: int) -> list[str]:
+    """The `lorashear prune` flags of a row (besides model, ratio, output)."""
+    if name == "taylor":
+        return ["--method", "taylor", *BATCH]
+    return ["--method", name, *BATCH, "--grad-accum", "1", "--tokens", str(tokens)]
+
+
+def measure(name: str, args: argparse.Namespace) -> dict:
+    """One `lorashear prune` child: command, wall seconds, peak RSS, training throughput (trained rows)."""
+    out = args.workdir / name
+    argv = ["prune", MODEL, "--ratio", "0.2", "--unprunable", "none", *row_args(name, args.tokens), "-o", str(out),
+            "--overwrite"]
+    row = {**run_lorashear(argv, out), "load_avg": round(os.getloadavg()[0], 1)}
+    steps = out / name / "steps.jsonl"
+    if steps.is_file():
+        rates = [json.loads(line)["tokens_per_s"] for line in steps.read_text().splitlines() if line.strip()]
+        row["train_tokens_per_s"] = round(statistics.median(rates), 1)
+    return row
+
+
+def markdown(results: dict) -> str:
+    taylor = results["rows"].get("taylor", {}).get("peak_rss_mb")
+    lines = [f"# Peak memory and time of the gradient-based pruners on {results['model']}", "",
+             f"Command: `{results['command']}`", "", f"Machine: {results['machine']}. Each row is one `lorashear prune` "
+             "process (load, calibration or training, scoring, compress, export), measured from the outside; "
+             "micro-batch 4 × 256 tokens for all.", "",
+             "| row | peak RSS MB | × taylor | wall s | training tok/s (median) | load avg | command |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for name, row in results["rows"].items():
+        ratio = f"{row['peak_rss_mb'] / taylor:.2f}" if taylor else ""
+        lines.append(f"| {name} | {row['peak_rss_mb']:,} | {ratio} | {row['seconds']:,} | "
+                     f"{row.get('train_tokens_per_s', '')} | {row['load_avg']} | `{row['command']}` |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--tokens", type=int, default=12288, help="training tokens of the trained rows (12 steps)")
+    parser.add_argument("--rows", default="taylor,loraprune,lhspg")
+    parser.add_argument("--stem", default="prune_cost_smollm2")
+    args = parser.parse_args()
+    path = RESULTS / f"{args.stem}.json"
+    results = json.loads(path.read_text()) if path.exists() else {"model": MODEL, "rows": {}}
+    results.update(command="PYTHONPATH=src python benchmarks/prune_cost.py " + " ".join(sys.argv[1:]),
+                   machine=machine_line())
+    for name in args.rows.split(","):
+        if name not in results["rows"]:
+            print(f"[{name}] lorashear prune", flush=True)
+            results["rows"][name] = measure(name, args)
+            write_results(args.stem, results, markdown(results))
+            print(f"[{name}] {json.dumps(results['rows'][name])}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
