@@ -99,3 +99,31 @@ def test_methods_report_is_rendered_from_its_json():
         assert text == path.with_suffix(".md").read_text()
     else:
         assert "| 20% | taylor-auto | 8 |" in text
+
+
+def test_torch_pruning_baseline_prunes_then_recovers_a_tiny_llama(small_vocab_dirs, tmp_path):
+    """TP's Taylor pruning leaves a folder load_model reloads, ~ratio smaller, finite; the recipe's recovery follows
+    in `lorashear run`'s layout (what methods.py scores)."""
+    import torch
+
+    from lorashear.data import load_documents
+    from lorashear.models import count_parameters, load_model
+
+    stories = tmp_path / "stories.txt"
+    stories.write_text("\n\n".join(load_documents("tiny-stories")[:40]))
+    tiny = [f"model={small_vocab_dirs['llama']}", "calibration.data=[tiny-stories]", "calibration.samples=4",
+            "calibration.seq_len=32", "recover.tokens=128", "recover.seq_len=32", "recover.batch_size=2",
+            "recover.eval_sequences=2", f"recover.data=[{stories}]", "recover.stage_split=1"]
+    baseline = _script("torch_pruning_baseline")
+    out = tmp_path / "tp"
+    log = baseline.run(0.25, out, overrides=tiny)
+    assert set(log["seconds"]) == {"prune", "recover"}
+    dense = load_model(str(small_vocab_dirs["llama"]), device="cpu")
+    record = json.loads((out / "03-prune" / "model" / "pruning.json").read_text())
+    for stage in ("03-prune", "04-recover"):
+        model = load_model(str(out / stage / "model"), device="cpu")
+        assert count_parameters(model) == record["params_after"] < count_parameters(dense)
+        assert model.config.hidden_size < dense.config.hidden_size  # TP cut the residual width
+        assert torch.isfinite(model(torch.arange(12)[None]).logits).all()
+    # widths move in steps of ROUND_TO (8 of 64 channels here), so the count lands near, not on, the ratio
+    assert abs(record["achieved_ratio"] - 0.25) < 0.07 and record["method"] == "torch-pruning"
