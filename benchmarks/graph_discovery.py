@@ -34,6 +34,12 @@ def machine() -> dict:
     }
 
 
+def machine_text() -> str:
+    """One line for a results file: CPU, cores, torch and its device (the load goes with each figure)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {device}"
+
+
 def write_results(name: str, data: dict, markdown: str) -> None:
     """benchmarks/results/NAME.json and NAME.md, each written to a temp file and renamed."""
     RESULTS.mkdir(parents=True, exist_ok=True)

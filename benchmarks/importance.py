@@ -16,14 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import torch
-from graph_discovery import write_results
+from graph_discovery import machine_text, write_results
 
 from lorashear.evaluate import AVERAGE_METRIC, evaluate
 from lorashear.models import count_parameters, load_model, load_tokenizer
@@ -115,8 +113,7 @@ def main() -> int:
     path = RESULTS / f"{args.stem}.json"
     results = json.loads(path.read_text()) if path.exists() else {"model": MODEL, "rows": {}}
     results.update(command="PYTHONPATH=src python benchmarks/importance.py " + " ".join(sys.argv[1:]),
-                   machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                           f"torch {torch.__version__}, {'cuda' if torch.cuda.is_available() else 'cpu'}",
+                   machine=machine_text(),
                    limit=args.limit)
     rows = [(float(r), m, u) for r in args.ratios.split(",") for u in args.rules.split(",")
             for m in args.methods.split(",") if not (m == "random" and u != "none")]

@@ -101,6 +101,37 @@ def test_methods_report_is_rendered_from_its_json():
         assert "| 20% | taylor-auto | 8 |" in text
 
 
+def test_methods_margin_kept_and_speed_columns():
+    """Margin kept is (avg − chance) / (dense − chance) with chance from the tasks' answer counts; speed-ups
+    are the pruned folder's paired ratios to dense."""
+    methods = _script("methods")
+    assert abs(methods.chance_average() - (3 * 0.5 + 4 * 0.25) / 7) < 1e-3  # 2 choices ×3 tasks, 4 choices ×4
+    chance = methods.chance_average()
+    assert methods.margin_kept(chance, 0.6) == 0 and methods.margin_kept(0.6, 0.6) == 1
+    assert methods.margin_kept(None, 0.6) is None
+    spread = {"median": 1.25, "min": 1.1, "max": 1.3}
+    results = {"model": "m", "command": "c", "machine": "x", "limit": 200, "rows": {
+        "dense": {"params": 10, "tasks": {"avg": 0.55}},
+        "50% torch-pruning": {"run": {"seconds": 5.0, "params": 5}, "pruned": {"tasks": {"avg": chance}},
+                              "recovered": {"tasks": {"avg": 0.45}},
+                              "speed": {"prefill_vs_dense": spread, "decode_vs_dense": spread}}}}
+    line = next(line for line in methods.markdown(results).splitlines() if "| torch-pruning |" in line)
+    margin = 100 * (0.45 - chance) / (0.55 - chance)
+    assert f"| 0.00 / {margin:.2f} | 1.25× (1.10–1.30) | 1.25× (1.10–1.30) |" in line and "Torch-Pruning" in line
+
+
+def test_methods_rows_run_at_50_percent():
+    """A 50% row is the recipe with prune.ratio=0.5 (recipes/lorashear-50.yaml); the baseline gets --ratio 0.5."""
+    methods = _script("methods")
+    out = Path("/w/50-x")
+    assert methods.row_argv(0.5, "torch-pruning", out) == ["benchmarks/torch_pruning_baseline.py", "--ratio", "0.5",
+                                                            "-o", str(out)]
+    argv = methods.row_argv(0.5, "taylor-auto", out)
+    assert argv[:4] == ["-m", "lorashear", "run", "recipes/lorashear-20.yaml"] and "prune.ratio=0.5" in argv
+    assert methods.row_key(0.5, "lhspg-auto") == "50% lhspg-auto"
+    assert set(methods.ALL_ROWS) == set(methods.ROWS) | {"torch-pruning"}
+
+
 def test_torch_pruning_baseline_prunes_then_recovers_a_tiny_llama(small_vocab_dirs, tmp_path):
     """TP's Taylor pruning leaves a folder load_model reloads, ~ratio smaller, finite; the recipe's recovery follows
     in `lorashear run`'s layout (what methods.py scores)."""
@@ -127,3 +158,6 @@ def test_torch_pruning_baseline_prunes_then_recovers_a_tiny_llama(small_vocab_di
         assert torch.isfinite(model(torch.arange(12)[None]).logits).all()
     # widths move in steps of ROUND_TO (8 of 64 channels here), so the count lands near, not on, the ratio
     assert abs(record["achieved_ratio"] - 0.25) < 0.07 and record["method"] == "torch-pruning"
+    # methods.py's speed part times that folder against the dense model
+    speed = _script("methods").time_row(dense, out / "03-prune" / "model", rounds=1)
+    assert speed["prefill_vs_dense"]["median"] > 0 and speed["decode_vs_dense"]["median"] > 0
