@@ -125,6 +125,10 @@ def fmt(value: float | None, scale: float = 1.0) -> str:
     return "" if value is None else f"{scale * value:,.2f}"
 
 
+def count(value: int | None) -> str:
+    return "" if value is None else f"{value:,}"
+
+
 def speedup(row: dict, metric: str) -> str:
     spread = row.get("speed", {}).get(f"{metric}_vs_dense")
     return "" if spread is None else f"{spread['median']:.2f}× ({spread['min']:.2f}–{spread['max']:.2f})"
@@ -149,7 +153,7 @@ def markdown(results: dict) -> str:
              "| margin kept pruned / recovered | prefill × dense | decode × dense "
              "| pipeline s (prune / recover) | peak RSS MB | what |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
-             f"| 0% | dense | {dense.get('params', 0):,} | {fmt(dense.get('ppl', {}).get('ppl'))} | | "
+             f"| 0% | dense | {count(dense.get('params'))} | {fmt(dense.get('ppl', {}).get('ppl'))} | | "
              f"{fmt(dense_avg, 100)} | | | | | | | the unpruned model |"]
     for key, row in results["rows"].items():
         if key == "dense":
@@ -157,15 +161,15 @@ def markdown(results: dict) -> str:
         ratio, name = key.split(" ", 1)
         run = row.get("run", {})
         stages = run.get("stage_seconds", {})
-        timing = f"{run['seconds']:,.0f} ({stages.get('prune', 0):,.0f} / {stages.get('recover', 0):,.0f})" if run else ""
+        timing = f"{run['seconds']:,.0f} ({stages.get('prune', 0):,.0f} / {stages.get('recover', 0):,.0f})" if run else "pending"
         averages = [row.get(m, {}).get("tasks", {}).get("avg") for m in MODELS]
         cells = [fmt(row.get(m, {}).get("ppl", {}).get("ppl")) for m in MODELS] + [fmt(a, 100) for a in averages]
         margins = [fmt(margin_kept(a, dense_avg), 100) for a in averages]
         cells += [" / ".join(margins) if any(margins) else "", speedup(row, "prefill"), speedup(row, "decode")]
         what = ROWS.get(name, BASELINES.get(name, ("",)))[0]
-        lines.append(f"| {ratio} | {name} | {run.get('params', 0):,} | {' | '.join(cells)} | {timing} | "
+        lines.append(f"| {ratio} | {name} | {count(run.get('params'))} | {' | '.join(cells)} | {timing} | "
                      f"{run.get('peak_rss_mb', '')} | {what} |")
-    lines += ["", "Empty cells: not measured yet (the script resumes them)."]
+    lines += ["", "Empty cells and `pending` rows: not measured yet (the script resumes them)."]
     return "\n".join(lines) + "\n"
 
 

@@ -161,3 +161,25 @@ def test_torch_pruning_baseline_prunes_then_recovers_a_tiny_llama(small_vocab_di
     # methods.py's speed part times that folder against the dense model
     speed = _script("methods").time_row(dense, out / "03-prune" / "model", rounds=1)
     assert speed["prefill_vs_dense"]["median"] > 0 and speed["decode_vs_dense"]["median"] > 0
+
+
+def test_benchmarks_md_is_rendered_from_the_committed_results():
+    """BENCHMARKS.md (linked from the README) is what write_benchmarks_md.py renders from benchmarks/results/*.json;
+    every planned methods row is listed, measured or pending, and every section names its command."""
+    writer = _script("write_benchmarks_md")
+    text = writer.render()
+    assert text == (BENCHMARKS.parent / "BENCHMARKS.md").read_text(), "rerun benchmarks/write_benchmarks_md.py"
+    for ratio in ("20%", "50%"):
+        assert f"| {ratio} | torch-pruning |" in text and f"| {ratio} | lhspg-auto |" in text
+    assert text.count("Produced by: ") == len(writer.SECTIONS) and "Hardware: " in text
+    assert "(BENCHMARKS.md)" in (BENCHMARKS.parent / "README.md").read_text()
+
+
+def test_benchmarks_md_marks_unmeasured_methods_rows_pending():
+    writer = _script("write_benchmarks_md")
+    results = writer.methods_results({"model": "m", "command": "c", "machine": "x", "limit": 200,
+                                      "rows": {"dense": {"params": 10}, "20% random": {"run": {"seconds": 1.0, "params": 8}}}})
+    text = _script("methods").markdown(results)
+    assert "| 20% | random | 8 |" in text
+    pending = [line for line in text.splitlines() if line.endswith("|") and "| pending |" in line]
+    assert len(pending) == 2 * len(_script("methods").ALL_ROWS) - 1  # all planned rows but the measured one
