@@ -1,9 +1,9 @@
 """Torch-Pruning (VainF/Torch-Pruning, `pip install torch-pruning==1.6.1`) as an external baseline.
 
 Its own structured pruning as its LLM example (examples/LLMs/prune_llm.py) runs it: `MetaPruner`,
-local (uniform) ratios, the LM head's vocabulary rows kept, channels rounded to a multiple of
-`ROUND_TO`; with its Taylor importance (|w·∂L/∂w| per group) on our calibration text
-(`lorashear.importance.calibration`, the recipe's `calibration:` section). Then the recipe's own
+local (uniform) ratios, the LM head's vocabulary rows kept, kept widths a multiple of `round_to`
+(the example's 4 and the head count); with its Taylor importance (|w·∂L/∂w| per group) on our
+calibration text (`lorashear.importance.calibration`, the recipe's `calibration:` section). Then the recipe's own
 recovery (`Recipe.recover`), so the row sees the same calibration data and token budget as ours.
 
 What TP prunes here: the residual width (embedding, every norm and projection input) and each
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import sys
 import time
@@ -41,7 +42,7 @@ from lorashear.models import count_parameters, load_model, load_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "lorashear-20.yaml"
-ROUND_TO = 8  # the example's round_to is 4; 8 keeps widths kernel-friendly and is as coarse on a 576-wide model
+ROUND_TO = 4  # the example's; widths are also kept a multiple of the head count (`round_to`)
 TP_VERSION = "1.6.1"
 STAGES = {"prune": "03-prune", "recover": "04-recover"}  # `lorashear run`'s folder names
 MODEL_DIR = "model"
@@ -62,6 +63,12 @@ def _attention_projections(model: nn.Module) -> list[nn.Module]:
             for p in ("q_proj", "k_proj", "v_proj")]
 
 
+def round_to(config) -> int:
+    """Kept widths are multiples of this: the example's ROUND_TO and the head count (transformers 5's configs
+    refuse a hidden size that is not a multiple of num_attention_heads, even with head_dim set)."""
+    return math.lcm(ROUND_TO, config.num_attention_heads)
+
+
 def prune_width(model: nn.Module, width_ratio: float, importance, example: torch.Tensor) -> None:
     """TP's MetaPruner on `model` in place: residual width and MLP channels, `width_ratio` of each, local."""
     tp = _torch_pruning()
@@ -69,7 +76,7 @@ def prune_width(model: nn.Module, width_ratio: float, importance, example: torch
     tied = head.weight is model.get_input_embeddings().weight
     pruner = tp.pruner.MetaPruner(
         model, example_inputs=example, importance=importance, global_pruning=False, pruning_ratio=width_ratio,
-        ignored_layers=[head, *_attention_projections(model)], round_to=ROUND_TO,
+        ignored_layers=[head, *_attention_projections(model)], round_to=round_to(model.config),
         unwrapped_parameters=[(m.weight, 0) for m in model.modules() if type(m).__name__.endswith("RMSNorm")],
         forward_fn=lambda m, ids: m(ids, use_cache=False), output_transform=lambda out: out.logits)
     for group in pruner.step(interactive=True):
@@ -109,7 +116,7 @@ def params_at(config, width_ratio: float) -> int:
 
 def width_ratio_for(config, ratio: float, steps: int = 12) -> float:
     """The width ratio whose pruned model has the parameter count nearest to `ratio` fewer (bisection on
-    `params_at`; widths move in steps of ROUND_TO, so the two ends of the last interval are compared)."""
+    `params_at`; widths move in steps of `round_to`, so every probed ratio is a candidate)."""
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
@@ -145,7 +152,7 @@ def prune_folder(model_spec: str, ratio: float, calibration: CalibrationConfig, 
     params_after = count_parameters(model)
     record = {"method": "torch-pruning", "package": f"torch-pruning {tp.__version__}", "model": model_spec,
               "importance": "GroupTaylorImportance (|w·g|, group mean)", "width_ratio": width_ratio,
-              "round_to": ROUND_TO, "pruned": "residual width and MLP channels (uniform); attention heads whole",
+              "round_to": round_to(model.config), "pruned": "residual width and MLP channels (uniform); attention heads whole",
               "calibration": {"data": list(calibration.data), "samples": calibration.samples,
                               "seq_len": calibration.seq_len, "tokens": data.tokens},
               "target_ratio": ratio, "params_before": params_before, "params_after": params_after,
