@@ -48,6 +48,9 @@ def write_results(name: str, data: dict, markdown: str) -> None:
             f.write(text)
         Path(f.name).replace(RESULTS / f"{name}{suffix}")
     print(f"wrote {RESULTS / name}.json and .md")
+    from write_benchmarks_md import write  # BENCHMARKS.md gathers every table: keep it in step
+
+    write()
 
 
 def with_lora(model):

@@ -3,13 +3,14 @@
 Each section is its script's own `markdown()` of benchmarks/results/STEM.json (headings one level
 down), under the command that produced it and the hardware it ran on. The side-by-side methods table
 lists every planned row (each row of methods.py at 20% and 50%); rows not measured yet say `pending`.
-A test checks that BENCHMARKS.md is what this script renders, so rerun it after a benchmark writes.
+Every benchmark's `write_results` rewrites it, and a test checks that it is what this script renders.
 
-    PYTHONPATH=src python benchmarks/write_benchmarks_md.py
+    PYTHONPATH=src python benchmarks/write_benchmarks_md.py [--results-md]
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import sys
@@ -94,9 +95,31 @@ def render() -> str:
     return "\n".join(head) + "\n".join(f"\n{section(*entry)}" for entry in SECTIONS)
 
 
+def write() -> None:
+    """BENCHMARKS.md from the results as they are now (every benchmark's `write_results` calls this)."""
+    staging = OUTPUT.with_suffix(".md.partial")
+    staging.write_text(render())
+    staging.replace(OUTPUT)
+
+
+def rerender_results() -> list[str]:
+    """Each section's own benchmarks/results/STEM.md again from its JSON (after a script's markdown() changed)."""
+    written = []
+    for stem, script, _ in SECTIONS:
+        path = RESULTS / f"{stem}.json"
+        if path.is_file():
+            path.with_suffix(".md").write_text(importlib.import_module(script).markdown(json.loads(path.read_text())))
+            written.append(path.with_suffix(".md").name)
+    return written
+
+
 def main() -> int:
-    OUTPUT.with_suffix(".md.partial").write_text(render())
-    OUTPUT.with_suffix(".md.partial").replace(OUTPUT)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results-md", action="store_true",
+                        help="also rewrite each results/STEM.md from its JSON (after a script's markdown() changed)")
+    if parser.parse_args().results_md:
+        print(f"rewrote {', '.join(rerender_results())}")
+    write()
     print(f"wrote {OUTPUT}")
     return 0
 

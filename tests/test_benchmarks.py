@@ -183,3 +183,16 @@ def test_benchmarks_md_marks_unmeasured_methods_rows_pending():
     assert "| 20% | random | 8 |" in text
     pending = [line for line in text.splitlines() if line.endswith("|") and "| pending |" in line]
     assert len(pending) == 2 * len(_script("methods").ALL_ROWS) - 1  # all planned rows but the measured one
+
+
+def test_every_benchmark_write_refreshes_benchmarks_md(tmp_path, monkeypatch):
+    """write_results (every benchmark's save) writes NAME.json/.md and BENCHMARKS.md again."""
+    import importlib
+
+    _script("write_benchmarks_md")  # puts benchmarks/ on the path, as the scripts run
+    graph_discovery, writer = importlib.import_module("graph_discovery"), importlib.import_module("write_benchmarks_md")
+    monkeypatch.setattr(graph_discovery, "RESULTS", tmp_path)
+    monkeypatch.setattr(writer, "OUTPUT", tmp_path / "BENCHMARKS.md")
+    graph_discovery.write_results("probe", {"a": 1}, "# probe\n")
+    assert json.loads((tmp_path / "probe.json").read_text()) == {"a": 1} and (tmp_path / "probe.md").is_file()
+    assert (tmp_path / "BENCHMARKS.md").read_text() == writer.render()
