@@ -33,13 +33,15 @@ from importance import score
 from lorashear.evaluate import AVERAGE_METRIC
 from lorashear.evaluate.estimate import TASK_SIZES
 from lorashear.models import count_parameters, load_model
+from lorashear.pipeline.runner import stage_folder
+from lorashear.pipeline.stages import MODEL_DIR
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "lorashear-20.yaml"
 MODEL = "smollm2-135m"
 PARTS = ("run", "ppl", "tasks", "speed")
-MODELS = ("pruned", "recovered")  # the pipeline's 03-prune/model and 04-recover/model
+MODELS = {"pruned": "prune", "recovered": "recover"}  # scored model -> the pipeline stage that wrote it
 # name -> (what it is, overrides of the base recipe). Every row: same calibration, recovery data and tokens.
 ROWS = {
     "random": ("uniformly random groups, no analysis", ["prune.method=random", "knowledge=null"]),
@@ -78,6 +80,11 @@ def row_key(ratio: float, name: str) -> str:
     return f"{round(ratio * 100)}% {name}"
 
 
+def exported(out: Path, model: str) -> Path:
+    """A row's pruned or recovered folder: OUT/03-prune/model or OUT/04-recover/model."""
+    return stage_folder(out, MODELS[model]) / MODEL_DIR
+
+
 def row_argv(ratio: float, name: str, out: Path) -> list[str]:
     """The row's command line (after the interpreter): `lorashear run` of the recipe with the row's overrides
     (resuming a stopped run), or the baseline's script; both fill OUT/03-prune/model and OUT/04-recover/model."""
@@ -101,7 +108,7 @@ def run_row(ratio: float, name: str, out: Path) -> dict:
     if status != 0:
         raise SystemExit(f"{command} failed (exit {status >> 8})")
     run_log = json.loads((out / "run.json").read_text())
-    pruning = json.loads((out / "03-prune" / "model" / "pruning.json").read_text())
+    pruning = json.loads((exported(out, "pruned") / "pruning.json").read_text())
     knowledge = pruning.get("knowledge") or {}
     return {"command": command, "seconds": round(time.time() - start, 1),
             "stage_seconds": {k: round(v, 1) for k, v in run_log["seconds"].items()},
@@ -213,15 +220,14 @@ def main() -> int:
             if part == "speed":
                 if "speed" not in row and "run" in row:
                     print(f"[{key}] timing the pruned folder against dense", flush=True)
-                    row["speed"] = time_row(dense_model, folder / "03-prune" / "model", args.speed_rounds)
+                    row["speed"] = time_row(dense_model, exported(folder, "pruned"), args.speed_rounds)
                     save()
                 continue
             for model in MODELS:
                 if part in row.get(model, {}) or "run" not in row:
                     continue
                 print(f"[{key}] scoring {model} {part}", flush=True)
-                stage = "03-prune" if model == "pruned" else "04-recover"
-                row.setdefault(model, {})[part] = score(str(folder / stage / "model"), part, args)
+                row.setdefault(model, {})[part] = score(str(exported(folder, model)), part, args)
                 save()
                 print(f"[{key}] {model} {part}: {json.dumps(row[model][part])[:200]}", flush=True)
     return 0

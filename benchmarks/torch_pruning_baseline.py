@@ -2,9 +2,10 @@
 
 Its own structured pruning as its LLM example (examples/LLMs/prune_llm.py) runs it: `MetaPruner`,
 local (uniform) ratios, the LM head's vocabulary rows kept, kept widths a multiple of `round_to`
-(the example's 4 and the head count); with its Taylor importance (|w·∂L/∂w| per group) on our
-calibration text (`lorashear.importance.calibration`, the recipe's `calibration:` section). Then the recipe's own
-recovery (`Recipe.recover`), so the row sees the same calibration data and token budget as ours.
+(the example's 4 and the head count); with its Taylor importance (|w·∂L/∂w| per group; the example
+scores weight magnitude) on our calibration text (`lorashear.importance.calibration`, the recipe's
+`calibration:` section). Then the recipe's own recovery (`Recipe.recover`), so the row sees the
+same calibration data and token budget as ours.
 
 What TP prunes here: the residual width (embedding, every norm and projection input) and each
 layer's MLP channels, by the same width ratio, chosen so that `--ratio` of all parameters goes.
@@ -39,13 +40,13 @@ from torch import nn
 from lorashear.errors import LorashearError
 from lorashear.importance.calibration import CalibrationConfig, iterate_batches, load_calibration
 from lorashear.models import count_parameters, load_model, load_tokenizer
+from lorashear.pipeline.runner import stage_folder
+from lorashear.pipeline.stages import MODEL_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "lorashear-20.yaml"
 ROUND_TO = 4  # the example's; widths are also kept a multiple of the head count (`round_to`)
 TP_VERSION = "1.6.1"
-STAGES = {"prune": "03-prune", "recover": "04-recover"}  # `lorashear run`'s folder names
-MODEL_DIR = "model"
 
 
 def _torch_pruning():
@@ -178,13 +179,13 @@ def run(ratio: float, out: Path, recipe_path: Path = RECIPE, overrides: Sequence
     recipe = load_recipe(recipe_path, [*overrides, f"prune.ratio={ratio}"])
     run_log_path = out / "run.json"
     run_log = json.loads(run_log_path.read_text()) if run_log_path.is_file() else {"seconds": {}}
-    pruned = out / STAGES["prune"] / MODEL_DIR
+    pruned = stage_folder(out, "prune") / MODEL_DIR
     pruned.parent.mkdir(parents=True, exist_ok=True)
     if not (pruned / "pruning.json").is_file():
         start = time.time()
         prune_folder(recipe.model, ratio, recipe.calibration(), pruned)
         run_log["seconds"]["prune"] = time.time() - start
-    recovered = out / STAGES["recover"] / MODEL_DIR
+    recovered = stage_folder(out, "recover") / MODEL_DIR
     if recover and not (recovered / "config.json").is_file():
         start = time.time()
         recovered.parent.mkdir(parents=True, exist_ok=True)
