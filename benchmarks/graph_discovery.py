@@ -37,27 +37,28 @@ def machine() -> dict:
     }
 
 
-def machine_line() -> str:
-    """The machine in one line for a results file: CPU, cores, torch version, device."""
+def machine_text() -> str:
+    """One line for a results file: CPU, cores, torch and its device (the load goes with each figure)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {device}"
 
 
-def run_lorashear(argv: list[str], out: Path, cwd: Path | None = None) -> dict:
-    """`lorashear ARGV` in a child process, its log echoed line by line as it runs: the command (with `out`
-    written OUT), wall seconds and peak RSS measured from the outside. A failure stops the benchmark."""
+def run_child(argv: list[str], out: Path, cwd: Path | None = None) -> dict:
+    """`python ARGV` (`-m lorashear …` or a script) in a child process, its log echoed line by line as it runs:
+    the command (`out` written OUT), wall seconds and peak RSS measured from the outside. A failure stops the run."""
     env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"}
     start, tail = time.time(), collections.deque(maxlen=40)
-    child = subprocess.Popen([sys.executable, "-m", "lorashear", *argv], env=env, cwd=cwd,
+    child = subprocess.Popen([sys.executable, *argv], env=env, cwd=cwd,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in child.stdout:
         tail.append(line)
         print(f"    {line.rstrip()}", flush=True)
     _, status, usage = os.wait4(child.pid, 0)
+    command = " ".join(argv).replace(str(out), "OUT")
+    command = "lorashear " + command.removeprefix("-m lorashear ") if argv[:2] == ["-m", "lorashear"] else "python " + command
     if status != 0:
-        raise SystemExit(f"lorashear {' '.join(argv)} failed (exit {status >> 8}):\n{''.join(tail)}")
-    return {"command": "lorashear " + " ".join(argv).replace(str(out), "OUT"), "seconds": round(time.time() - start, 1),
-            "peak_rss_mb": round(usage.ru_maxrss / 1024)}
+        raise SystemExit(f"{command} failed (exit {status >> 8}):\n{''.join(tail)}")
+    return {"command": command, "seconds": round(time.time() - start, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024)}
 
 
 def write_results(name: str, data: dict, markdown: str) -> None:
@@ -68,6 +69,9 @@ def write_results(name: str, data: dict, markdown: str) -> None:
             f.write(text)
         Path(f.name).replace(RESULTS / f"{name}{suffix}")
     print(f"wrote {RESULTS / name}.json and .md")
+    from write_benchmarks_md import write  # BENCHMARKS.md gathers every table: keep it in step
+
+    write()
 
 
 def with_lora(model):

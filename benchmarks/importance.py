@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from graph_discovery import machine_line, run_lorashear, write_results
+from graph_discovery import machine_text, run_child, write_results
 
 from lorashear.evaluate import AVERAGE_METRIC, evaluate
 from lorashear.models import count_parameters, load_model, load_tokenizer
@@ -38,7 +38,7 @@ def prune_row(ratio: float, method: str, rule: str, out: Path, args: argparse.Na
     """`lorashear prune` in a child process: its command, wall time, peak RSS and what pruning.json says."""
     argv = ["prune", MODEL, "--method", method, "--ratio", str(ratio), "--unprunable", rule, "-o", str(out),
             "--overwrite"]
-    child = run_lorashear(argv, out)
+    child = run_child(["-m", "lorashear", *argv], out)
     record = json.loads((out / "pruning.json").read_text())
     knowledge = record.get("knowledge") or {}
     return {**child, "params": record["params_after"],
@@ -105,7 +105,7 @@ def main() -> int:
     path = RESULTS / f"{args.stem}.json"
     results = json.loads(path.read_text()) if path.exists() else {"model": MODEL, "rows": {}}
     results.update(command="PYTHONPATH=src python benchmarks/importance.py " + " ".join(sys.argv[1:]),
-                   machine=machine_line(),
+                   machine=machine_text(),
                    limit=args.limit)
     rows = [(float(r), m, u) for r in args.ratios.split(",") for u in args.rules.split(",")
             for m in args.methods.split(",") if not (m == "random" and u != "none")]

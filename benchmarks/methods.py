@@ -5,11 +5,15 @@ rule, ratio, recovery tokens), in a child process whose wall time and peak memor
 from the outside; the pipeline's own evaluation is switched off (`evaluate=null`) so that the
 dense model is scored once, here, and not once per row. Then the row's pruned and recovered
 folders are scored: wiki perplexity (first `--ppl-windows` windows, BOS + 511 text tokens) and the
-seven zero-shot tasks (first `--limit` documents). Every finished part is written at once and the
-pipeline itself resumes (`--resume`), so a stopped run continues where it stopped.
+seven zero-shot tasks (first `--limit` documents); the `speed` part times the pruned folder against
+the dense model side by side (`lorashear.evaluate.speed.compare`, `--speed-rounds` rounds). Every
+finished part is written at once and the pipeline itself resumes (`--resume`), so a stopped run
+continues where it stopped. The external baseline (`torch-pruning`) runs its own script
+(benchmarks/torch_pruning_baseline.py: TP's pruning, then the recipe's recovery) into the same layout.
+At 50% (`--ratios 0.5`) every row is the recipe with prune.ratio=0.5, i.e. recipes/lorashear-50.yaml.
 
     PYTHONPATH=src python benchmarks/methods.py --workdir /tmp/methods [--rows lhspg-auto,taylor-auto]
-        [--ratios 0.2,0.5] [--parts run,ppl,tasks]
+        [--ratios 0.2,0.5] [--parts run,ppl,tasks,speed]
 """
 
 from __future__ import annotations
@@ -17,18 +21,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
-from graph_discovery import machine_line, run_lorashear, write_results
+from graph_discovery import machine_text, run_child, write_results
 from importance import score
 
+from lorashear.evaluate import AVERAGE_METRIC
+from lorashear.evaluate.estimate import TASK_SIZES
 from lorashear.models import count_parameters, load_model
+from lorashear.pipeline.runner import stage_folder
+from lorashear.pipeline.stages import MODEL_DIR
 
 RESULTS = Path(__file__).resolve().parent / "results"
-RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "lorashear-20.yaml"
+ROOT = Path(__file__).resolve().parent.parent
+RECIPE = ROOT / "recipes" / "lorashear-20.yaml"
 MODEL = "smollm2-135m"
-PARTS = ("run", "ppl", "tasks")
-MODELS = ("pruned", "recovered")  # the pipeline's 03-prune/model and 04-recover/model
+PARTS = ("run", "ppl", "tasks", "speed")
+MODELS = {"pruned": "prune", "recovered": "recover"}  # scored model -> the pipeline stage that wrote it
 # name -> (what it is, overrides of the base recipe). Every row: same calibration, recovery data and tokens.
 ROWS = {
     "random": ("uniformly random groups, no analysis", ["prune.method=random", "knowledge=null"]),
@@ -42,55 +52,117 @@ ROWS = {
     "taylor-auto-300k": ("Taylor + 300K recovery tokens: LHSPG's 200K training + 100K recovery",
                          ["prune.method=taylor", "recover.tokens=300000"]),
 }
+# Rows that are not the recipe: an external package's own pruning, then the recipe's recovery (same layout).
+BASELINES = {
+    "torch-pruning": ("Torch-Pruning 1.6.1: its Taylor importance, uniform width (heads whole), our recovery",
+                      "benchmarks/torch_pruning_baseline.py"),
+}
+ALL_ROWS = [*ROWS, *BASELINES]
+
+
+def chance_average() -> float:
+    """The 7-task average of guessing: 1 / answer choices per document of each task (TASK_SIZES, counted
+    from lm-eval's own requests: 2 for boolq, piqa, winogrande, 4 for the rest), ≈ 0.357."""
+    return sum(1 / TASK_SIZES[task].requests_per_doc for task in AVERAGE_METRIC) / len(AVERAGE_METRIC)
+
+
+def margin_kept(avg: float | None, dense_avg: float | None) -> float | None:
+    """(avg − chance) / (dense − chance): the share of the dense model's above-chance accuracy kept."""
+    if avg is None or dense_avg is None:
+        return None
+    return (avg - chance_average()) / (dense_avg - chance_average())
 
 
 def row_key(ratio: float, name: str) -> str:
     return f"{round(ratio * 100)}% {name}"
 
 
-def run_row(ratio: float, name: str, out: Path) -> dict:
-    """`lorashear run` of the row's recipe in a child process (resumes a stopped run): command, seconds, peak RSS."""
+def exported(out: Path, model: str) -> Path:
+    """A row's pruned or recovered folder: OUT/03-prune/model or OUT/04-recover/model."""
+    return stage_folder(out, MODELS[model]) / MODEL_DIR
+
+
+def row_argv(ratio: float, name: str, out: Path) -> list[str]:
+    """The row's command line (after the interpreter): `lorashear run` of the recipe with the row's overrides
+    (resuming a stopped run), or the baseline's script; both fill OUT/03-prune/model and OUT/04-recover/model."""
+    if name in BASELINES:
+        return [BASELINES[name][1], "--ratio", str(ratio), "-o", str(out)]
     overrides = [*ROWS[name][1], f"prune.ratio={ratio}", "evaluate=null"]
-    argv = ["run", str(RECIPE.relative_to(RECIPE.parent.parent)), *overrides, "-o", str(out), "--resume"]
-    child = run_lorashear(argv, out, cwd=RECIPE.parent.parent)
+    return ["-m", "lorashear", "run", str(RECIPE.relative_to(ROOT)), *overrides, "-o", str(out), "--resume"]
+
+
+def run_row(ratio: float, name: str, out: Path) -> dict:
+    """The row's pipeline in a child process (its log passed through): command, seconds, peak RSS, what it pruned."""
+    child = run_child(row_argv(ratio, name, out), out, cwd=ROOT)
     run_log = json.loads((out / "run.json").read_text())
-    pruning = json.loads((out / "03-prune" / "model" / "pruning.json").read_text())
+    pruning = json.loads((exported(out, "pruned") / "pruning.json").read_text())
     knowledge = pruning.get("knowledge") or {}
     return {**child, "stage_seconds": {k: round(v, 1) for k, v in run_log["seconds"].items()},
             "params": pruning["params_after"],
             "achieved_ratio": pruning["achieved_ratio"], "unprunable": knowledge.get("unprunable", [])}
 
 
+def time_row(dense, folder: Path, rounds: int) -> dict:
+    """The exported (pruned) folder timed against the dense model, alternating in one window: speed-ups
+    (median and range over rounds), the machine and its warnings. The recovered folder has the same shapes."""
+    from lorashear.evaluate.speed import compare
+
+    comparison = compare({"dense": dense, "pruned": load_model(str(folder), device="cpu")}, rounds=rounds)
+    return {"rounds": rounds, "prefill_vs_dense": asdict(comparison.ratio("pruned", "prefill")),
+            "decode_vs_dense": asdict(comparison.ratio("pruned", "decode")),
+            "machine": comparison.machine.describe(), "warnings": list(comparison.warnings),
+            "comparison": comparison.to_dict()}
+
+
 def fmt(value: float | None, scale: float = 1.0) -> str:
     return "" if value is None else f"{scale * value:,.2f}"
 
 
+def count(value: int | None) -> str:
+    return "" if value is None else f"{value:,}"
+
+
+def speedup(row: dict, metric: str) -> str:
+    spread = row.get("speed", {}).get(f"{metric}_vs_dense")
+    return "" if spread is None else f"{spread['median']:.2f}× ({spread['min']:.2f}–{spread['max']:.2f})"
+
+
 def markdown(results: dict) -> str:
-    """One table: each row's PPL and task average before and after recovery, with the dense row first."""
+    """One table: each row's PPL, task average and margin kept before and after recovery, the exported
+    folder's speed-up, the pipeline's time and memory; the dense row first."""
     dense = results["rows"].get("dense", {})
+    dense_avg = dense.get("tasks", {}).get("avg")
     lines = [f"# Methods side by side on {results['model']}: pruned, then the same recovery", "",
              f"Command: `{results['command']}`", "",
              f"Machine: {results['machine']}. Base recipe: `recipes/lorashear-20.yaml` (each row's overrides in the "
              "JSON). PPL: wiki, 128 × 512 (BOS + 511 text tokens); 7-task average: first "
-             f"{results['limit']} documents each (acc for boolq/winogrande, acc_norm for the rest). "
+             f"{results['limit']} documents each (acc for boolq/winogrande, acc_norm for the rest). Margin kept: "
+             f"(avg − chance) / (dense − chance), chance = {100 * chance_average():.2f} (the mean over the seven tasks "
+             "of 1 / answer choices: 2 for boolq, piqa, winogrande, 4 for the rest). Speed-up: the pruned folder "
+             "against the dense model timed alternately in one window (prefill 512 tokens, decode 128 new tokens, "
+             "batch 1): median (min–max) over rounds (the recovered folder has the same shapes). "
              "Pipeline s: the whole `lorashear run` (knowledge analysis, prune, recovery); peak RSS of that process.",
              "", "| ratio | row | params | wiki PPL pruned | wiki PPL recovered | 7-task pruned | 7-task recovered "
+             "| margin kept pruned / recovered | prefill × dense | decode × dense "
              "| pipeline s (prune / recover) | peak RSS MB | what |",
-             "|---|---|---:|---:|---:|---:|---:|---|---:|---|",
-             f"| 0% | dense | {dense.get('params', 0):,} | {fmt(dense.get('ppl', {}).get('ppl'))} | | "
-             f"{fmt(dense.get('tasks', {}).get('avg'), 100)} | | | | the unpruned model |"]
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
+             f"| 0% | dense | {count(dense.get('params'))} | {fmt(dense.get('ppl', {}).get('ppl'))} | | "
+             f"{fmt(dense_avg, 100)} | | | | | | | the unpruned model |"]
     for key, row in results["rows"].items():
         if key == "dense":
             continue
         ratio, name = key.split(" ", 1)
         run = row.get("run", {})
         stages = run.get("stage_seconds", {})
-        timing = f"{run['seconds']:,.0f} ({stages.get('prune', 0):,.0f} / {stages.get('recover', 0):,.0f})" if run else ""
-        cells = [fmt(row.get(m, {}).get("ppl", {}).get("ppl")) for m in MODELS]
-        cells += [fmt(row.get(m, {}).get("tasks", {}).get("avg"), 100) for m in MODELS]
-        lines.append(f"| {ratio} | {name} | {run.get('params', 0):,} | {' | '.join(cells)} | {timing} | "
-                     f"{run.get('peak_rss_mb', '')} | {ROWS.get(name, ('',))[0]} |")
-    lines += ["", "Empty cells: not measured yet (the script resumes them)."]
+        timing = f"{run['seconds']:,.0f} ({stages.get('prune', 0):,.0f} / {stages.get('recover', 0):,.0f})" if run else "pending"
+        averages = [row.get(m, {}).get("tasks", {}).get("avg") for m in MODELS]
+        cells = [fmt(row.get(m, {}).get("ppl", {}).get("ppl")) for m in MODELS] + [fmt(a, 100) for a in averages]
+        margins = [fmt(margin_kept(a, dense_avg), 100) for a in averages]
+        cells += [" / ".join(margins) if any(margins) else "", speedup(row, "prefill"), speedup(row, "decode")]
+        what = ROWS.get(name, BASELINES.get(name, ("",)))[0]
+        lines.append(f"| {ratio} | {name} | {count(run.get('params'))} | {' | '.join(cells)} | {timing} | "
+                     f"{run.get('peak_rss_mb', '')} | {what} |")
+    lines += ["", "Empty cells and `pending` rows: not measured yet (the script resumes them)."]
     return "\n".join(lines) + "\n"
 
 
@@ -98,44 +170,50 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, required=True, help="where each row's pipeline folder goes")
     parser.add_argument("--ratios", default="0.2")
-    parser.add_argument("--rows", default=",".join(ROWS), help=f"of: {', '.join(ROWS)}")
+    parser.add_argument("--rows", default=",".join(ALL_ROWS), help=f"of: {', '.join(ALL_ROWS)}")
     parser.add_argument("--parts", default=",".join(PARTS))
     parser.add_argument("--ppl-windows", type=int, default=128)
     parser.add_argument("--limit", type=int, default=200)
+    parser.add_argument("--speed-rounds", type=int, default=3)
     parser.add_argument("--stem", default="methods_smollm2")
     args = parser.parse_args()
-    unknown = sorted(set(args.rows.split(",")) - set(ROWS)) + sorted(set(args.parts.split(",")) - set(PARTS))
+    unknown = sorted(set(args.rows.split(",")) - set(ALL_ROWS)) + sorted(set(args.parts.split(",")) - set(PARTS))
     if unknown:
-        parser.error(f"unknown row(s)/part(s): {', '.join(unknown)}; rows: {', '.join(ROWS)}; parts: {', '.join(PARTS)}")
+        parser.error(f"unknown row(s)/part(s): {', '.join(unknown)}; rows: {', '.join(ALL_ROWS)}; parts: {', '.join(PARTS)}")
     path = RESULTS / f"{args.stem}.json"
     results = json.loads(path.read_text()) if path.exists() else {"model": MODEL, "rows": {}}
     results.update(command="PYTHONPATH=src python benchmarks/methods.py " + " ".join(sys.argv[1:]),
-                   machine=machine_line(),
-                   limit=args.limit)
+                   machine=machine_text(), limit=args.limit)
     save = lambda: write_results(args.stem, results, markdown(results))  # noqa: E731
     dense = results["rows"].setdefault("dense", {})
     dense.setdefault("params", count_parameters(load_model(MODEL, device="cpu")))
     rows = [(float(r), name) for r in args.ratios.split(",") for name in args.rows.split(",")]
+    dense_model = load_model(MODEL, device="cpu") if "speed" in args.parts.split(",") else None
     for part in args.parts.split(","):
-        if part != "run" and part not in dense:
+        if part in ("ppl", "tasks") and part not in dense:
             dense[part] = score(MODEL, part, args)
             save()
         for ratio, name in rows:
             key = row_key(ratio, name)
-            row = results["rows"].setdefault(key, {"overrides": ROWS[name][1]})
+            row = results["rows"].setdefault(key, {"overrides": ROWS.get(name, ("", []))[1]})
             folder = args.workdir / key.replace("%", "").replace(" ", "-")
             if part == "run":
                 if "run" not in row:
-                    print(f"[{key}] lorashear run", flush=True)
+                    print(f"[{key}] {name if name in BASELINES else 'lorashear run'}", flush=True)
                     row["run"] = run_row(ratio, name, folder)
+                    save()
+                continue
+            if part == "speed":
+                if "speed" not in row and "run" in row:
+                    print(f"[{key}] timing the pruned folder against dense", flush=True)
+                    row["speed"] = time_row(dense_model, exported(folder, "pruned"), args.speed_rounds)
                     save()
                 continue
             for model in MODELS:
                 if part in row.get(model, {}) or "run" not in row:
                     continue
                 print(f"[{key}] scoring {model} {part}", flush=True)
-                stage = "03-prune" if model == "pruned" else "04-recover"
-                row.setdefault(model, {})[part] = score(str(folder / stage / "model"), part, args)
+                row.setdefault(model, {})[part] = score(str(exported(folder, model)), part, args)
                 save()
                 print(f"[{key}] {model} {part}: {json.dumps(row[model][part])[:200]}", flush=True)
     return 0

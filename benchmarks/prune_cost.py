@@ -21,7 +21,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from graph_discovery import machine_line, run_lorashear, write_results
+from graph_discovery import machine_text, run_child, write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODEL = "smollm2-135m"
@@ -40,7 +40,7 @@ def measure(name: str, args: argparse.Namespace) -> dict:
     out = args.workdir / name
     argv = ["prune", MODEL, "--ratio", "0.2", "--unprunable", "none", *row_args(name, args.tokens), "-o", str(out),
             "--overwrite"]
-    row = {**run_lorashear(argv, out), "load_avg": round(os.getloadavg()[0], 1)}
+    row = {**run_child(["-m", "lorashear", *argv], out), "load_avg": round(os.getloadavg()[0], 1)}
     steps = out / name / "steps.jsonl"
     if steps.is_file():
         rates = [json.loads(line)["tokens_per_s"] for line in steps.read_text().splitlines() if line.strip()]
@@ -73,7 +73,7 @@ def main() -> int:
     path = RESULTS / f"{args.stem}.json"
     results = json.loads(path.read_text()) if path.exists() else {"model": MODEL, "rows": {}}
     results.update(command="PYTHONPATH=src python benchmarks/prune_cost.py " + " ".join(sys.argv[1:]),
-                   machine=machine_line())
+                   machine=machine_text())
     for name in args.rows.split(","):
         if name not in results["rows"]:
             print(f"[{name}] lorashear prune", flush=True)

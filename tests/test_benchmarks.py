@@ -124,12 +124,108 @@ def test_prune_cost_rows_share_the_micro_batch_and_report_memory_against_taylor(
     assert "| loraprune | 2,000 | 0.50 | 5.0 | 7 |" in text
 
 
-def test_run_lorashear_measures_a_child_and_stops_on_its_failure(tmp_path):
-    """graph_discovery.run_lorashear: the command with OUT for the folder, seconds, peak RSS; exit != 0 → SystemExit."""
+def test_run_child_measures_a_child_and_stops_on_its_failure(tmp_path):
+    """graph_discovery.run_child: the command with OUT for the folder, seconds, peak RSS; exit != 0 → SystemExit."""
     import pytest
 
     shared = _script("graph_discovery")
-    row = shared.run_lorashear(["analyze", "--help"], tmp_path)
+    row = shared.run_child(["-m", "lorashear", "analyze", "--help"], tmp_path)
     assert row["command"] == "lorashear analyze --help" and row["seconds"] > 0 and row["peak_rss_mb"] > 0
     with pytest.raises(SystemExit, match=r"lorashear prune .* failed \(exit 2\)"):
-        shared.run_lorashear(["prune", str(tmp_path / "no-model"), "-o", str(tmp_path / "out")], tmp_path / "out")
+        shared.run_child(["-m", "lorashear", "prune", str(tmp_path / "no-model"), "-o", str(tmp_path / "out")],
+                         tmp_path / "out")
+def test_methods_margin_kept_and_speed_columns():
+    """Margin kept is (avg − chance) / (dense − chance) with chance from the tasks' answer counts; speed-ups
+    are the pruned folder's paired ratios to dense."""
+    methods = _script("methods")
+    assert abs(methods.chance_average() - (3 * 0.5 + 4 * 0.25) / 7) < 1e-3  # 2 choices ×3 tasks, 4 choices ×4
+    chance = methods.chance_average()
+    assert methods.margin_kept(chance, 0.6) == 0 and methods.margin_kept(0.6, 0.6) == 1
+    assert methods.margin_kept(None, 0.6) is None
+    spread = {"median": 1.25, "min": 1.1, "max": 1.3}
+    results = {"model": "m", "command": "c", "machine": "x", "limit": 200, "rows": {
+        "dense": {"params": 10, "tasks": {"avg": 0.55}},
+        "50% torch-pruning": {"run": {"seconds": 5.0, "params": 5}, "pruned": {"tasks": {"avg": chance}},
+                              "recovered": {"tasks": {"avg": 0.45}},
+                              "speed": {"prefill_vs_dense": spread, "decode_vs_dense": spread}}}}
+    line = next(line for line in methods.markdown(results).splitlines() if "| torch-pruning |" in line)
+    margin = 100 * (0.45 - chance) / (0.55 - chance)
+    assert f"| 0.00 / {margin:.2f} | 1.25× (1.10–1.30) | 1.25× (1.10–1.30) |" in line and "Torch-Pruning" in line
+
+
+def test_methods_rows_run_at_50_percent():
+    """A 50% row is the recipe with prune.ratio=0.5 (recipes/lorashear-50.yaml); the baseline gets --ratio 0.5."""
+    methods = _script("methods")
+    out = Path("/w/50-x")
+    assert methods.row_argv(0.5, "torch-pruning", out) == ["benchmarks/torch_pruning_baseline.py", "--ratio", "0.5",
+                                                            "-o", str(out)]
+    argv = methods.row_argv(0.5, "taylor-auto", out)
+    assert argv[:4] == ["-m", "lorashear", "run", "recipes/lorashear-20.yaml"] and "prune.ratio=0.5" in argv
+    assert methods.row_key(0.5, "lhspg-auto") == "50% lhspg-auto"
+    assert set(methods.ALL_ROWS) == set(methods.ROWS) | {"torch-pruning"}
+
+
+def test_torch_pruning_baseline_prunes_then_recovers_a_tiny_llama(small_vocab_dirs, tmp_path):
+    """TP's Taylor pruning leaves a folder load_model reloads, ~ratio smaller, finite; the recipe's recovery follows
+    in `lorashear run`'s layout (what methods.py scores)."""
+    import torch
+
+    from lorashear.data import load_documents
+    from lorashear.models import count_parameters, load_model
+
+    stories = tmp_path / "stories.txt"
+    stories.write_text("\n\n".join(load_documents("tiny-stories")[:40]))
+    tiny = [f"model={small_vocab_dirs['llama']}", "calibration.data=[tiny-stories]", "calibration.samples=4",
+            "calibration.seq_len=32", "recover.tokens=128", "recover.seq_len=32", "recover.batch_size=2",
+            "recover.eval_sequences=2", f"recover.data=[{stories}]", "recover.stage_split=1"]
+    baseline = _script("torch_pruning_baseline")
+    out = tmp_path / "tp"
+    log = baseline.run(0.25, out, overrides=tiny)
+    assert set(log["seconds"]) == {"prune", "recover"}
+    dense = load_model(str(small_vocab_dirs["llama"]), device="cpu")
+    record = json.loads((out / "03-prune" / "model" / "pruning.json").read_text())
+    for stage in ("03-prune", "04-recover"):
+        model = load_model(str(out / stage / "model"), device="cpu")
+        assert count_parameters(model) == record["params_after"] < count_parameters(dense)
+        assert model.config.hidden_size < dense.config.hidden_size  # TP cut the residual width
+        assert torch.isfinite(model(torch.arange(12)[None]).logits).all()
+    # widths move in steps of round_to (4 of 64 channels here), so the count lands near, not on, the ratio
+    assert abs(record["achieved_ratio"] - 0.25) < 0.04 and record["round_to"] == 4 and record["method"] == "torch-pruning"
+    # methods.py's speed part times that folder against the dense model
+    speed = _script("methods").time_row(dense, out / "03-prune" / "model", rounds=1)
+    assert speed["prefill_vs_dense"]["median"] > 0 and speed["decode_vs_dense"]["median"] > 0
+
+
+def test_benchmarks_md_is_rendered_from_the_committed_results():
+    """BENCHMARKS.md (linked from the README) is what write_benchmarks_md.py renders from benchmarks/results/*.json;
+    every planned methods row is listed, measured or pending, and every section names its command."""
+    writer = _script("write_benchmarks_md")
+    text = writer.render()
+    assert text == (BENCHMARKS.parent / "BENCHMARKS.md").read_text(), "rerun benchmarks/write_benchmarks_md.py"
+    for ratio in ("20%", "50%"):
+        assert f"| {ratio} | torch-pruning |" in text and f"| {ratio} | lhspg-auto |" in text
+    assert text.count("Produced by: ") == len(writer.SECTIONS) and "Hardware: " in text
+    assert "(BENCHMARKS.md)" in (BENCHMARKS.parent / "README.md").read_text()
+
+
+def test_benchmarks_md_marks_unmeasured_methods_rows_pending():
+    writer = _script("write_benchmarks_md")
+    results = writer.methods_results({"model": "m", "command": "c", "machine": "x", "limit": 200,
+                                      "rows": {"dense": {"params": 10}, "20% random": {"run": {"seconds": 1.0, "params": 8}}}})
+    text = _script("methods").markdown(results)
+    assert "| 20% | random | 8 |" in text
+    pending = [line for line in text.splitlines() if line.endswith("|") and "| pending |" in line]
+    assert len(pending) == 2 * len(_script("methods").ALL_ROWS) - 1  # all planned rows but the measured one
+
+
+def test_every_benchmark_write_refreshes_benchmarks_md(tmp_path, monkeypatch):
+    """write_results (every benchmark's save) writes NAME.json/.md and BENCHMARKS.md again."""
+    import importlib
+
+    _script("write_benchmarks_md")  # puts benchmarks/ on the path, as the scripts run
+    graph_discovery, writer = importlib.import_module("graph_discovery"), importlib.import_module("write_benchmarks_md")
+    monkeypatch.setattr(graph_discovery, "RESULTS", tmp_path)
+    monkeypatch.setattr(writer, "OUTPUT", tmp_path / "BENCHMARKS.md")
+    graph_discovery.write_results("probe", {"a": 1}, "# probe\n")
+    assert json.loads((tmp_path / "probe.json").read_text()) == {"a": 1} and (tmp_path / "probe.md").is_file()
+    assert (tmp_path / "BENCHMARKS.md").read_text() == writer.render()
