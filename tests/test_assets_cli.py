@@ -29,9 +29,14 @@ def test_missing_cached_file_is_a_clear_error(monkeypatch, tmp_path):
         assets.EXLLAMAV2.path("wiki.utf8")
 
 
-def test_cli_assets_where(capsys):
+def test_cli_assets_where(capsys, monkeypatch, tmp_path):
     assert main(["assets", "where"]) == 0
     assert "exllamav2" in capsys.readouterr().out
+    monkeypatch.setenv("LORASHEAR_CACHE", str(tmp_path))  # an empty cache: the larger models are not fetched
+    assert main(["assets", "where"]) == 0
+    out = capsys.readouterr().out
+    assert "not fetched (`lorashear assets fetch gemma3-270m`)" in out
+    assert "not fetched (`lorashear assets fetch qwen2.5-coder-0.5b`)" in out
 
 
 def test_cli_reports_user_errors_in_one_line(capsys, monkeypatch, tmp_path):
