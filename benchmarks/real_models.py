@@ -27,6 +27,8 @@ from graph_discovery import RESULTS, machine, write_results
 
 from lorashear.cli.analyze_cmd import kind_stats
 from lorashear.compress import zeroed
+from lorashear.compress.export import stock_eps_scale
+from lorashear.compress.remote.modeling_lorashear import is_rms_norm, norm_eps_attr
 from lorashear.evaluate.perplexity import corpus_windows, perplexity
 from lorashear.graph import DEFAULT_KINDS, GROUP_KINDS, build_graph
 from lorashear.knowledge.analysis import KnowledgeConfig
@@ -69,6 +71,26 @@ def logits(model, ids: torch.Tensor) -> torch.Tensor:
         return model(ids).logits.float()
 
 
+def largest_norm_scale(model, ids: torch.Tensor, eps: float, ratio: float) -> dict:
+    """The largest `stock_eps_scale` that the hidden-width RMSNorms of a stock-eps folder apply on `ids`: the
+    stated bound, measured (every such norm lost the same channels, d/d′ = `ratio`)."""
+    hidden = model.config.hidden_size
+    worst = {"scale": 1.0, "norm": None}
+
+    def hook(module, args, out, name):
+        mean_square = args[0].float().pow(2).mean(-1).min().item() / ratio  # over the d original channels
+        scale = stock_eps_scale(eps, ratio, mean_square)
+        if scale > worst["scale"]:
+            worst.update(scale=scale, norm=name, mean_square=mean_square)
+
+    handles = [m.register_forward_hook(lambda m, a, o, n=n: hook(m, a, o, n)) for n, m in model.named_modules()
+               if is_rms_norm(m) and norm_eps_attr(m) and m.weight.shape[0] == hidden]
+    logits(model, ids)
+    for h in handles:
+        h.remove()
+    return worst
+
+
 def prune_row(name: str, dense, tokenizer, kinds, uniform: bool, norm_eps: str, folder: Path, windows: int) -> dict:
     """Prune with magnitude (20%), export, and check the folder against the zeroed dense model."""
     config = PruneConfig(model=name, output=str(folder), method="magnitude", ratio=0.2, kinds=kinds, uniform=uniform,
@@ -81,6 +103,9 @@ def prune_row(name: str, dense, tokenizer, kinds, uniform: bool, norm_eps: str, 
         want = logits(dense, ids)
     pruned = load_model(str(folder), device="cpu")
     delta = (logits(pruned, ids) - want).abs().max().item()
+    if record["norm_eps"]["mode"] == "stock":
+        eps = record["norm_eps"]
+        eps["largest_scale_on_probe"] = largest_norm_scale(pruned, ids, eps["rms_norm_eps"], eps["max_channel_ratio"])
     row = {
         "command": f"lorashear prune {name} --method magnitude --ratio 0.2 --unprunable none --structures "
                    f"{','.join(kinds)}{' --uniform' if uniform else ''}{' --norm-eps stock' if norm_eps == 'stock' else ''}",
@@ -129,9 +154,11 @@ def markdown(results: dict) -> str:
             lines.append(f"| dense | — | {dense['params']:,} | — | — | {dense['ppl']['ppl']:,.2f} | — |")
         for key, row in model.get("prunes", {}).items():
             folder = "plain" if row["plain"] else "remote code"
-            if row["norm_eps"]["mode"] == "stock":
-                folder += f" (stock eps, ≤ {row['norm_eps']['norms_changed']} norms × ≤√(d/d′) = " \
-                          f"{row['norm_eps']['max_channel_ratio'] ** 0.5:.4f})"
+            eps = row["norm_eps"]
+            if eps["mode"] == "stock":
+                largest = eps.get("largest_scale_on_probe", {}).get("scale")
+                folder += (f" (stock eps: {eps['norms_changed']} norms scale their output by ≤ "
+                           f"{eps['max_channel_ratio'] ** 0.5:.4f}" + (f", at most {largest:.4f} here" if largest else "") + ")")
             removed = ", ".join(f"{k} {n:,}" for k, n in row["groups_removed"].items())
             s = row["seconds"]
             steps = "/".join(str(round(s.get(k, 0), 1)) for k in ("discover", "plan", "compress", "export"))

@@ -99,3 +99,17 @@ def test_methods_report_is_rendered_from_its_json():
         assert text == path.with_suffix(".md").read_text()
     else:
         assert "| 20% | taylor-auto | 8 |" in text
+
+
+def test_real_models_report_is_rendered_from_its_json():
+    """real_models.md (quoted in the README) is `markdown()` of real_models.json; every prune row was checked
+    against the zeroed dense model and names its command."""
+    real = _script("real_models")
+    results = json.loads((BENCHMARKS / "results" / "real_models.json").read_text())
+    assert real.markdown(results) == (BENCHMARKS / "results" / "real_models.md").read_text()
+    assert set(results["models"]) == set(real.MODELS)
+    for model in results["models"].values():
+        assert model["dense"]["ppl"]["windows"] == 16
+        for key, row in model["prunes"].items():
+            assert key in real.PRUNES and row["command"].startswith("lorashear prune ")
+            assert row["max_abs_logit_delta_vs_zeroed"] <= 1e-3 * row["max_abs_logit"] or "stock" in key
