@@ -229,3 +229,17 @@ def test_every_benchmark_write_refreshes_benchmarks_md(tmp_path, monkeypatch):
     graph_discovery.write_results("probe", {"a": 1}, "# probe\n")
     assert json.loads((tmp_path / "probe.json").read_text()) == {"a": 1} and (tmp_path / "probe.md").is_file()
     assert (tmp_path / "BENCHMARKS.md").read_text() == writer.render()
+
+
+def test_real_models_report_is_rendered_from_its_json():
+    """real_models.md (quoted in the README) is `markdown()` of real_models.json; every prune row was checked
+    against the zeroed dense model and names its command."""
+    real = _script("real_models")
+    results = json.loads((BENCHMARKS / "results" / "real_models.json").read_text())
+    assert real.markdown(results) == (BENCHMARKS / "results" / "real_models.md").read_text()
+    assert set(results["models"]) == set(real.MODELS)
+    for model in results["models"].values():
+        assert model["dense"]["ppl"]["windows"] == 16
+        for key, row in model.get("prunes", {}).items():  # rows not run yet are absent
+            assert key in real.PRUNES and row["command"].startswith("lorashear prune ")
+            assert row["max_abs_logit_delta_vs_zeroed"] <= 1e-3 * row["max_abs_logit"] or "stock" in key

@@ -104,3 +104,20 @@ def test_adapter_folder_with_a_missing_base_is_a_clear_error(tiny_llama_dir, tmp
     config.write_text(json.dumps({**json.loads(config.read_text()), "base_model_name_or_path": str(tmp_path / "gone")}))
     with pytest.raises(LorashearError, match="adapter_config.json names base model"):
         load_model(str(tmp_path / "adapter"), device="cpu")
+
+
+def test_builtin_model_is_fetched_on_first_use(monkeypatch, tmp_path):
+    """A built-in name fetches its GGUF (a no-op once cached), then converts it; nothing else is downloaded."""
+    from lorashear import assets, models
+
+    fetched = []
+
+    class FakeFile:
+        def fetch(self, progress=print):
+            fetched.append(True)
+            return tmp_path / "m.gguf"
+
+    monkeypatch.setitem(models.BUILTIN_MODELS, "fake-model", assets.BuiltinModel("fake-model", "fake", FakeFile(), "none"))
+    monkeypatch.setattr(models, "gguf_to_folder", lambda gguf: tmp_path / f"{gguf.stem}-folder")
+    source = resolve_model("fake-model")
+    assert fetched == [True] and source.location == str(tmp_path / "m-folder") and source.is_local

@@ -1,6 +1,7 @@
 """Models: resolve a model argument to a loadable HF folder, and load it.
 
-A model argument is one of: a built-in name (`smollm2-135m`), a local HF folder (pruned
+A model argument is one of: a built-in name (`smollm2-135m`, `gemma3-270m`, `qwen2.5-coder-0.5b`:
+`lorashear.assets.MODELS`; fetched on first use), a local HF folder (pruned
 lorashear folders included), a peft LoRA adapter folder (loaded onto the base model its
 adapter_config.json names, itself any model argument), a local `.gguf` file, or a hub id
 (`org/name`, for real users).
@@ -19,13 +20,10 @@ from pathlib import Path
 
 import torch
 
-from lorashear.assets import SMOLLM2, cache_dir
+from lorashear.assets import MODELS, cache_dir
 from lorashear.errors import LorashearError
 
-# Built-in names -> (installed package, GGUF file inside it).
-BUILTIN_MODELS = {
-    "smollm2-135m": (SMOLLM2, "SmolLM2-135M-Instruct.Q4_1.gguf"),
-}
+BUILTIN_MODELS = MODELS  # built-in name -> BuiltinModel (its GGUF file and where it comes from)
 DEFAULT_MODEL = "smollm2-135m"
 ADAPTER_CONFIG = "adapter_config.json"  # what makes a folder a peft adapter
 
@@ -53,10 +51,7 @@ def _looks_like_hub_id(spec: str) -> bool:
 def resolve_model(spec: str) -> ModelSource:
     """Map a model argument to a loadable location, converting GGUF files on first use."""
     if spec in BUILTIN_MODELS:
-        package, filename = BUILTIN_MODELS[spec]
-        gguf = package.location() / filename
-        if not gguf.is_file():
-            raise LorashearError(f"{filename} is missing from {package.pip_name}; reinstall it")
+        gguf = BUILTIN_MODELS[spec].gguf.fetch()
         return ModelSource(spec, str(gguf_to_folder(gguf)), True)
     path = Path(spec).expanduser()
     if path.is_dir():

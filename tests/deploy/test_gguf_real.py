@@ -14,8 +14,7 @@ from lorashear.models import BUILTIN_MODELS, DEFAULT_MODEL
 def test_default_model_export_equals_the_original_gguf(tmp_path):
     """Our HF folder is that file dequantized, so an f32 export must give its tensors back exactly, Q/K
     permutation included, with the same names, shapes and hyper-parameters."""
-    package, filename = BUILTIN_MODELS[DEFAULT_MODEL]
-    original = gguf.GGUFReader(package.location() / filename)
+    original = gguf.GGUFReader(BUILTIN_MODELS[DEFAULT_MODEL].gguf.path())
     export_gguf(DEFAULT_MODEL, tmp_path / "m.gguf", dtype="f32")
     ours = gguf.GGUFReader(tmp_path / "m.gguf")
     theirs = {t.name: t for t in original.tensors}

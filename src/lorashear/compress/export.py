@@ -6,6 +6,12 @@ that differ, or biases no flag creates: the original config plus the removed ind
 biases under the `lorashear` key, and `modeling_lorashear.py` (auto_map), so stock transformers
 loads it with `trust_remote_code=True`.
 Every exported folder has a `lorashear` key in config.json: that is how to recognise one.
+
+`norm_eps="stock"`: where only the shared `rms_norm_eps` keeps a uniform folder from being plain
+(hidden channels removed from Qwen3/Gemma 3/OLMo2, whose per-head q/k norms share the hidden norms'
+eps; OLMo2's q/k norms after head removal), every RMSNorm keeps the original eps instead of the
+exact eps·d/d′, so the folder loads in any runtime. Each such norm's output is then scaled by
+`stock_eps_scale` (≥ 1, close to 1 unless its input's mean square nears eps); pruning.json says so.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
 import shutil
 import tempfile
 from pathlib import Path
@@ -31,6 +38,7 @@ ADAPTER_DIR = "adapter"
 PLAN_FILE = "pruning.json"
 # Config flags that make stock transformers build projection biases (llama family).
 BIAS_FLAGS = ("attention_bias", "mlp_bias")
+NORM_EPS = ("exact", "stock")  # export's choices: remote code where eps differ, or the original eps everywhere
 
 
 def is_pruned_folder(folder: str | Path) -> bool:
@@ -98,6 +106,54 @@ def plain_layout(model: nn.Module, try_flags: bool) -> tuple[object, dict[str, t
     return None
 
 
+def stock_eps_scale(eps: float, ratio: float, mean_square: float) -> float:
+    """Factor by which a norm that lost channels (d → d′, `ratio` = d/d′) scales its output when it keeps
+    `eps` instead of eps·d/d′: sqrt((ms + eps)/(ms + eps·d′/d)), ms its input's mean square over the d
+    original channels. In [1, sqrt(d/d′)]; at most 1 + eps·(1 − d′/d)/(2·ms)."""
+    return math.sqrt((mean_square + eps) / (mean_square + eps / ratio))
+
+
+def _rms_norms(model: nn.Module) -> dict[str, tuple[nn.Module, str]]:
+    """RMSNorm modules with an eps attribute: name -> (module, attribute)."""
+    return {name: (m, attr) for name, m in model.named_modules() if remote.is_rms_norm(m) and (attr := remote.norm_eps_attr(m))}
+
+
+def _stock_eps_layout(model: nn.Module, info: dict, try_flags: bool) -> tuple[tuple, dict] | None:
+    """`plain_layout` with every RMSNorm at the config's original eps, and the record of what that changes;
+    None (the model untouched) if even that is not plain. The live model keeps its exact eps."""
+    eps = info["original"].get("rms_norm_eps", getattr(model.config, "rms_norm_eps", None))
+    if eps is None:
+        return None
+    norms = _rms_norms(model)
+    changed = {name: getattr(m, attr) for name, (m, attr) in norms.items() if getattr(m, attr) != eps}
+    live_eps = model.config.rms_norm_eps
+    try:
+        model.config.rms_norm_eps = eps
+        for name in changed:
+            module, attr = norms[name]
+            setattr(module, attr, eps)
+        layout = plain_layout(model, try_flags)
+    finally:
+        model.config.rms_norm_eps = live_eps
+        for name, value in changed.items():
+            module, attr = norms[name]
+            setattr(module, attr, value)
+    if layout is None:
+        return None
+    ratios = {name: value / eps for name, value in changed.items()}  # eps was scaled by d/d′
+    worst = max(ratios.values(), default=1.0)
+    record = {
+        "mode": "stock",
+        "rms_norm_eps": eps,
+        "norms_changed": len(ratios),
+        "max_channel_ratio": worst,  # the largest d/d′
+        "bound": (f"each of these RMSNorms' outputs is scaled by sqrt((ms + eps)/(ms + eps·d′/d)) in "
+                  f"[1, {math.sqrt(worst):.4f}], ms its input's mean square over the original channels; "
+                  f"≤ 1 + {eps * (1 - 1 / worst) / 2:.3g}/ms"),
+    }
+    return layout, record
+
+
 def export(
     model: nn.Module,
     tokenizer,
@@ -108,10 +164,14 @@ def export(
     overwrite: bool = False,
     extra_files: dict[str, str | bytes] | None = None,
     record: dict | None = None,
+    norm_eps: str = "exact",
 ) -> Path:
     """Write the compressed `model` (LoRA merged, or kept as `adapter/`), its tokenizer and `extra_files`
     (relative path -> text or bytes) to `out_dir`, through a temporary folder renamed at the end; `record` (how the groups
-    were chosen) goes into pruning.json."""
+    were chosen) goes into pruning.json. `norm_eps="stock"` trades the exact norm eps for a plain folder
+    where that is all that prevents one (see the module's docstring)."""
+    if norm_eps not in NORM_EPS:
+        raise LorashearError(f"norm_eps must be one of {', '.join(NORM_EPS)}, got {norm_eps!r}")
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise LorashearError(f"{out_dir} exists and is not empty; choose another folder or pass overwrite")
@@ -131,6 +191,9 @@ def export(
             raise LorashearError("this model was not compressed by lorashear.compress; nothing to export")
         base.config.lorashear = None
         layout = plain_layout(base, try_flags=bool(info.get("biases")))
+        eps_record = {"mode": "exact"}
+        if layout is None and norm_eps == "stock":
+            layout, eps_record = _stock_eps_layout(base, info, bool(info.get("biases"))) or (None, eps_record)
         base.config.lorashear = info
         plain = layout is not None
         extras: dict[str, torch.Tensor] = {}
@@ -160,6 +223,7 @@ def export(
             "params_before": int(params_before),
             "params_after": count_params(base) + sum(t.numel() for t in extras.values()),
             "plain": plain,
+            "norm_eps": eps_record,
             "lora": "merged" if merge_lora or not peft else ADAPTER_DIR,
             **(record or {}),
             "removed": [g.to_dict() for g in removed],

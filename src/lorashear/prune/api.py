@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lorashear.compress.export import NORM_EPS
 from lorashear.errors import LorashearError
 from lorashear.graph.structures import DEFAULT_KINDS, GROUP_KINDS
 from lorashear.importance.calibration import CalibrationConfig
@@ -33,6 +34,7 @@ class PruneConfig:
     seed: int = 0
     multiple_of: int = 1  # kept MLP and hidden channels: a multiple of this (kernels; plain exports)
     merge_lora: bool = True  # False keeps the LoRA adapter of an adapter-folder model unmerged (adapter/)
+    norm_eps: str = "exact"  # "stock": a plain folder where only the shared norm eps prevents one (bounded error)
     overwrite: bool = False
     score_options: dict = field(default_factory=dict)  # options of the method's criterion (e.g. variant)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
@@ -59,6 +61,8 @@ class PruneConfig:
             raise LorashearError(f"ratio must be in (0, 1), got {self.ratio}")
         if isinstance(self.multiple_of, bool) or not isinstance(self.multiple_of, int) or self.multiple_of < 1:
             raise LorashearError(f"--multiple-of must be a positive integer, got {self.multiple_of!r}")
+        if self.norm_eps not in NORM_EPS:
+            raise LorashearError(f"--norm-eps must be one of {', '.join(NORM_EPS)}, got {self.norm_eps!r}")
         if self.method not in METHODS:
             raise LorashearError(f"unknown method '{self.method}'; choose from {', '.join(METHODS)}")
         method = METHODS[self.method]
@@ -161,7 +165,7 @@ def prune_model(config: PruneConfig, log: Callable[[str], None] = print) -> Prun
     if ctx.knowledge is not None:
         extra["knowledge.json"] = json.dumps(ctx.knowledge.to_dict(), indent=2)
     folder = export(model, tokenizer, out, plan.groups, params_before, merge_lora=config.merge_lora,
-                    overwrite=config.overwrite, extra_files=extra, record=plan_record(plan))
+                    overwrite=config.overwrite, extra_files=extra, record=plan_record(plan), norm_eps=config.norm_eps)
     seconds["export"] = time.perf_counter() - start
     if ctx.work is not None:  # a trained method's checkpoints and logs: the folder holds what is kept
         shutil.rmtree(ctx.work, ignore_errors=True)
