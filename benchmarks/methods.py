@@ -45,6 +45,7 @@ ROWS = {
     "taylor-auto": ("LLM-Pruner's Taylor, one shot, data-driven analysis", ["prune.method=taylor"]),
     "flap": ("FLAP (its own adaptive selection and bias compensation)", ["prune.method=flap", "knowledge=null"]),
     "wanda-sp-auto": ("Wanda-SP, one shot, data-driven analysis", ["prune.method=wanda-sp"]),
+    "magnitude-auto": ("weight magnitude, one shot, data-driven analysis", ["prune.method=magnitude"]),
     "lhspg-auto": ("LoRAShear: LHSPG, data-driven analysis", []),
     "lhspg-fixed": ("LoRAShear: LHSPG, fixed rule (first 10% of layers, last layer)", ["knowledge.rule=fixed"]),
     "lhspg-fade": ("LHSPG, the authors' released multiplicative fade", ["prune.variant=fade"]),
