@@ -30,13 +30,16 @@ from importance import score
 from lorashear.evaluate import AVERAGE_METRIC
 from lorashear.evaluate.estimate import TASK_SIZES
 from lorashear.models import count_parameters, load_model
+from lorashear.pipeline.recipe import load_recipe
 from lorashear.pipeline.runner import stage_folder
 from lorashear.pipeline.stages import MODEL_DIR
+from lorashear.prune import METHODS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "lorashear-20.yaml"
 MODEL = "smollm2-135m"
+TRAINED_CHECKPOINT_EVERY = 10  # optimiser steps (a trained method's 200K tokens: 49 steps of ~80 s on a CPU)
 PARTS = ("run", "ppl", "tasks", "speed")
 MODELS = {"pruned": "prune", "recovered": "recover"}  # scored model -> the pipeline stage that wrote it
 # name -> (what it is, overrides of the base recipe). Every row: same calibration, recovery data and tokens.
@@ -89,6 +92,8 @@ def row_argv(ratio: float, name: str, out: Path) -> list[str]:
     if name in BASELINES:
         return [BASELINES[name][1], "--ratio", str(ratio), "-o", str(out)]
     overrides = [*ROWS[name][1], f"prune.ratio={ratio}", "evaluate=null"]
+    if METHODS[load_recipe(RECIPE, overrides).prune("OUT").method].trained:
+        overrides.append(f"prune.checkpoint_every={TRAINED_CHECKPOINT_EVERY}")  # a stopped row resumes its training
     return ["-m", "lorashear", "run", str(RECIPE.relative_to(ROOT)), *overrides, "-o", str(out), "--resume"]
 
 

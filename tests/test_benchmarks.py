@@ -162,6 +162,9 @@ def test_methods_rows_run_at_50_percent():
     argv = methods.row_argv(0.5, "taylor-auto", out)
     assert argv[:4] == ["-m", "lorashear", "run", "recipes/lorashear-20.yaml"] and "prune.ratio=0.5" in argv
     assert methods.row_key(0.5, "lhspg-auto") == "50% lhspg-auto"
+    # Trained rows checkpoint their training often enough to resume (the default, 200 steps, never came on a CPU).
+    assert not any(a.startswith("prune.checkpoint_every=") for a in argv)
+    assert f"prune.checkpoint_every={methods.TRAINED_CHECKPOINT_EVERY}" in methods.row_argv(0.2, "loraprune-fixed", out)
     assert set(methods.ALL_ROWS) == set(methods.ROWS) | {"torch-pruning"}
 
 
