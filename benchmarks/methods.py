@@ -8,7 +8,8 @@ folders are scored: wiki perplexity (first `--ppl-windows` windows, BOS + 511 te
 seven zero-shot tasks (first `--limit` documents); the `speed` part times the pruned folder against
 the dense model side by side (`lorashear.evaluate.speed.compare`, `--speed-rounds` rounds). Every
 finished part is written at once and the pipeline itself resumes (`--resume`), so a stopped run
-continues where it stopped. The external baseline (`torch-pruning`) runs its own script
+continues where it stopped. Rows whose knowledge analysis would be the same (same rule, probe criterion
+and calibration) share it: a new row copies a finished one's analyze/knowledge stages. The external baseline (`torch-pruning`) runs its own script
 (benchmarks/torch_pruning_baseline.py: TP's pruning, then the recipe's recovery) into the same layout.
 At 50% (`--ratios 0.5`) every row is the recipe with prune.ratio=0.5, i.e. recipes/lorashear-50.yaml.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -29,17 +31,19 @@ from importance import score
 
 from lorashear.evaluate import AVERAGE_METRIC
 from lorashear.evaluate.estimate import TASK_SIZES
+from lorashear.evaluate.files import write_atomic
 from lorashear.models import count_parameters, load_model
-from lorashear.pipeline.recipe import load_recipe
-from lorashear.pipeline.runner import stage_folder
-from lorashear.pipeline.stages import MODEL_DIR
+from lorashear.pipeline.recipe import Recipe, load_recipe
+from lorashear.pipeline.runner import RECIPE_FILE, finished_folder, stage_folder
+from lorashear.pipeline.stages import MODEL_DIR, knowledge_enabled, knowledge_settings, plain
 from lorashear.prune import METHODS
+from lorashear.train.config import load_yaml
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "lorashear-20.yaml"
 MODEL = "smollm2-135m"
-TRAINED_CHECKPOINT_EVERY = 10  # optimiser steps (a trained method's 200K tokens: 49 steps of ~80 s on a CPU)
+TRAINED_CHECKPOINT_EVERY = 10  # optimiser steps (a trained method's 49K tokens: 48 steps of ~20 s on a CPU)
 PARTS = ("run", "ppl", "tasks", "speed")
 MODELS = {"pruned": "prune", "recovered": "recover"}  # scored model -> the pipeline stage that wrote it
 # name -> (what it is, overrides of the base recipe). Every row: same calibration, recovery data and tokens.
@@ -50,11 +54,13 @@ ROWS = {
     "wanda-sp-auto": ("Wanda-SP, one shot, data-driven analysis", ["prune.method=wanda-sp"]),
     "magnitude-auto": ("weight magnitude, one shot, data-driven analysis", ["prune.method=magnitude"]),
     "lhspg-auto": ("LoRAShear: LHSPG, data-driven analysis", []),
+    "lhspg-product-slow": ("LHSPG with its first defaults: LoRA-product saliency, 49 steps of 16 x 256 at lr 2e-4",
+                           ["prune.saliency=lhspg", "prune.tokens=200000", "prune.grad_accum=4", "prune.lr=2e-4"]),
     "lhspg-fixed": ("LoRAShear: LHSPG, fixed rule (first 10% of layers, last layer)", ["knowledge.rule=fixed"]),
     "lhspg-fade": ("LHSPG, the authors' released multiplicative fade", ["prune.variant=fade"]),
     "loraprune-fixed": ("LoRAPrune (its released fixed rule)", ["prune.method=loraprune", "knowledge.rule=fixed"]),
-    "taylor-auto-300k": ("Taylor + 300K recovery tokens: LHSPG's 200K training + 100K recovery",
-                         ["prune.method=taylor", "recover.tokens=300000"]),
+    "taylor-auto-150k": ("Taylor + 149K recovery tokens: LHSPG's 49K training + 100K recovery",
+                         ["prune.method=taylor", "recover.tokens=149152"]),
 }
 # Rows that are not the recipe: an external package's own pruning, then the recipe's recovery (same layout).
 BASELINES = {
@@ -92,18 +98,47 @@ def row_argv(ratio: float, name: str, out: Path) -> list[str]:
     if name in BASELINES:
         return [BASELINES[name][1], "--ratio", str(ratio), "-o", str(out)]
     overrides = [*ROWS[name][1], f"prune.ratio={ratio}", "evaluate=null"]
-    if METHODS[load_recipe(RECIPE, overrides).prune("OUT").method].trained:
+    if METHODS[row_recipe(ratio, name).prune("OUT").method].trained:
         overrides.append(f"prune.checkpoint_every={TRAINED_CHECKPOINT_EVERY}")  # a stopped row resumes its training
     return ["-m", "lorashear", "run", str(RECIPE.relative_to(ROOT)), *overrides, "-o", str(out), "--resume"]
 
 
+def row_recipe(ratio: float, name: str) -> Recipe:
+    return load_recipe(RECIPE, [*ROWS[name][1], f"prune.ratio={ratio}", "evaluate=null"])
+
+
+def share_analysis(ratio: float, name: str, out: Path) -> str | None:
+    """Before a new row starts: if another row of the workdir finished the same knowledge analysis (equal
+    `knowledge_settings`: model, rule, probe criterion, calibration), copy its analyze and knowledge stages
+    into OUT instead of probing again (deterministic: same settings, same verdict). Returns that row's folder."""
+    if name in BASELINES or out.exists():
+        return None
+    recipe = row_recipe(ratio, name)
+    if not knowledge_enabled(recipe):
+        return None
+    wanted = plain(knowledge_settings(recipe))
+    for other in sorted(out.parent.glob("*/" + RECIPE_FILE)):
+        done = finished_folder(other.parent, "knowledge")
+        if done is None or plain(knowledge_settings(Recipe(load_yaml(other.read_text())))) != wanted:
+            continue
+        for stage in ("analyze", "knowledge"):
+            if finished_folder(other.parent, stage) is not None:
+                shutil.copytree(stage_folder(other.parent, stage), stage_folder(out, stage))
+        write_atomic(out / RECIPE_FILE, recipe.to_yaml())  # what `lorashear run` writes; --resume continues
+        return other.parent.name
+    return None
+
+
 def run_row(ratio: float, name: str, out: Path) -> dict:
     """The row's pipeline in a child process (its log passed through): command, seconds, peak RSS, what it pruned."""
+    shared = share_analysis(ratio, name, out)
+    if shared is not None:
+        print(f"knowledge analysis: the same as row folder {shared}'s, copied from it", flush=True)
     child = run_child(row_argv(ratio, name, out), out, cwd=ROOT)
     run_log = json.loads((out / "run.json").read_text())
     pruning = json.loads((exported(out, "pruned") / "pruning.json").read_text())
     knowledge = pruning.get("knowledge") or {}
-    return {**child, "stage_seconds": {k: round(v, 1) for k, v in run_log["seconds"].items()},
+    return {**child, "knowledge_from": shared, "stage_seconds": {k: round(v, 1) for k, v in run_log["seconds"].items()},
             "params": pruning["params_after"],
             "achieved_ratio": pruning["achieved_ratio"], "unprunable": knowledge.get("unprunable", [])}
 
@@ -147,7 +182,8 @@ def markdown(results: dict) -> str:
              "of 1 / answer choices: 2 for boolq, piqa, winogrande, 4 for the rest). Speed-up: the pruned folder "
              "against the dense model timed alternately in one window (prefill 512 tokens, decode 128 new tokens, "
              "batch 1): median (min–max) over rounds (the recovered folder has the same shapes). "
-             "Pipeline s: the whole `lorashear run` (knowledge analysis, prune, recovery); peak RSS of that process.",
+             "Pipeline s: the whole `lorashear run` (knowledge analysis, prune, recovery; a row whose analysis "
+             "equals an earlier row's copies it and does not probe again); peak RSS of that process.",
              "", "| ratio | row | params | wiki PPL pruned | wiki PPL recovered | 7-task pruned | 7-task recovered "
              "| margin kept pruned / recovered | prefill × dense | decode × dense "
              "| pipeline s (prune / recover) | peak RSS MB | what |",
@@ -161,6 +197,8 @@ def markdown(results: dict) -> str:
         run = row.get("run", {})
         stages = run.get("stage_seconds", {})
         timing = f"{run['seconds']:,.0f} ({stages.get('prune', 0):,.0f} / {stages.get('recover', 0):,.0f})" if run else "pending"
+        if run.get("knowledge_from"):
+            timing += f", analysis copied from {run['knowledge_from']}"
         averages = [row.get(m, {}).get("tasks", {}).get("avg") for m in MODELS]
         cells = [fmt(row.get(m, {}).get("ppl", {}).get("ppl")) for m in MODELS] + [fmt(a, 100) for a in averages]
         margins = [fmt(margin_kept(a, dense_avg), 100) for a in averages]

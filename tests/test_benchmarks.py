@@ -168,6 +168,28 @@ def test_methods_rows_run_at_50_percent():
     assert set(methods.ALL_ROWS) == set(methods.ROWS) | {"torch-pruning"}
 
 
+def test_methods_rows_share_an_equal_knowledge_analysis(tmp_path):
+    """A new row copies a finished row's analyze/knowledge stages when its analysis settings are equal (LHSPG's
+    variants probe with the same criterion), never when they differ (Taylor probes with Taylor) or it has none."""
+    methods = _script("methods")
+    done = tmp_path / "20-lhspg-auto"
+    for stage in ("01-analyze", "02-knowledge"):
+        (done / stage).mkdir(parents=True)
+        (done / stage / "DONE").write_text("{}")
+    (done / "02-knowledge" / "knowledge.json").write_text('{"verdict": 1}')
+    (done / "recipe.yaml").write_text(methods.row_recipe(0.2, "lhspg-auto").to_yaml())
+    fade = tmp_path / "20-lhspg-fade"
+    assert methods.share_analysis(0.2, "lhspg-fade", fade) == "20-lhspg-auto"
+    assert (fade / "02-knowledge" / "knowledge.json").read_text() == '{"verdict": 1}'
+    assert (fade / "01-analyze" / "DONE").is_file()
+    assert (fade / "recipe.yaml").read_text() == methods.row_recipe(0.2, "lhspg-fade").to_yaml()
+    assert methods.share_analysis(0.2, "taylor-auto", tmp_path / "20-taylor-auto") is None
+    assert methods.share_analysis(0.2, "random", tmp_path / "20-random") is None
+    # the probe ratios are the analysis's own (not the target's): the 50% row's analysis is the same one
+    assert methods.share_analysis(0.5, "lhspg-auto", tmp_path / "50-lhspg-auto") == "20-lhspg-auto"
+    assert not (tmp_path / "20-taylor-auto").exists()
+
+
 def test_torch_pruning_baseline_prunes_then_recovers_a_tiny_llama(small_vocab_dirs, tmp_path):
     """TP's Taylor pruning leaves a folder load_model reloads, ~ratio smaller, finite; the recipe's recovery follows
     in `lorashear run`'s layout (what methods.py scores)."""

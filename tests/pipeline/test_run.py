@@ -32,9 +32,15 @@ def texts(tmp_path_factory) -> dict[str, str]:
     return {"text": str(root / "stories.txt"), "instruct": str(root / "instruct.json")}
 
 
+# The demo's prune stage is LHSPG; these replace it by a one-shot method (the whole section).
+ONE_SHOT = "prune={method: taylor, ratio: 0.2, kinds: [kv_group, mlp_channel]}"
+
+
 def tiny(model: Path, texts: dict[str, str], *extra: str) -> list[str]:
     """Overrides that shrink the demo recipe to a tiny model and budget (seconds)."""
     return [f"model={model}", "calibration.data=[tiny-stories, c4]", "calibration.samples=8",
+            "prune.tokens=256", "prune.seq_len=32", "prune.warmup_share=0.25", "prune.periods=2",
+            "prune.data=[tiny-stories, c4]",
             "calibration.seq_len=32", "calibration.held_out=4", "analyze.kinds=[kv_group, mlp_channel]",
             "recover.tokens=256", "recover.seq_len=32", "recover.batch_size=2", "recover.mix_interval=2",
             "recover.eval_sequences=2", "recover.checkpoint_every=1",
@@ -60,7 +66,7 @@ def test_demo_recipe_end_to_end_then_resume_skips_and_report_regenerates(small_v
     # The prune stage used the knowledge stage's verdict (not a second probe).
     analysis = json.loads((out / "02-knowledge" / "knowledge.json").read_text())
     pruning = json.loads((out / "03-prune" / "model" / "pruning.json").read_text())
-    assert pruning["knowledge"]["unprunable"] == analysis["unprunable"] and pruning["method"] == "taylor"
+    assert pruning["knowledge"]["unprunable"] == analysis["unprunable"] and pruning["method"] == "lhspg"
     assert abs(pruning["achieved_ratio"] - 0.2) < 0.01
     assert yaml.safe_load((out / "03-prune" / "config.yaml").read_text())["ratio"] == 0.2
 
@@ -68,6 +74,7 @@ def test_demo_recipe_end_to_end_then_resume_skips_and_report_regenerates(small_v
     assert "| | dense | pruned | recovered |" in report and "| parameters |" in report
     assert "| zero-shot average |" in report and "PPL wiki" in report
     assert "02-knowledge/knowledge.png" in report and "figures/recovery/loss.png" in report
+    assert "03-prune/model/lhspg/curves.png" in report  # LHSPG's loss and sparsity per step
     assert "## How this was made" in report and "torch " in report  # commands, versions, hardware
     for picture in ("summary.png", "layers.png", "recovery/loss.png"):
         assert (out / "figures" / picture).stat().st_size > 0
@@ -75,7 +82,7 @@ def test_demo_recipe_end_to_end_then_resume_skips_and_report_regenerates(small_v
 
     for folder, recovered in ((out / "03-prune" / "model", False), (out / "04-recover" / "model", True)):
         meta = card_header(folder)
-        assert meta["base_model"] == str(small_vocab_dirs["llama"]) and meta["method"] == "taylor"
+        assert meta["base_model"] == str(small_vocab_dirs["llama"]) and meta["method"] == "lhspg"
         assert meta["ratio"] == 0.2 and meta["recovered"] is recovered and "lorashear" in meta["tags"]
         metrics = meta["model-index"][0]["results"][0]["metrics"]
         assert {m["type"] for m in metrics} >= {"perplexity", "acc_norm"}
@@ -94,7 +101,7 @@ def test_demo_recipe_end_to_end_then_resume_skips_and_report_regenerates(small_v
 def test_interrupted_stage_leaves_nothing_done_and_resume_continues(small_vocab_dirs, texts, tmp_path, monkeypatch):
     out = tmp_path / "run"
     recipe = load_recipe(DEMO, tiny(small_vocab_dirs["llama"], texts, "recover=null", "evaluate=null",
-                                    "analyze=null"))
+                                    "analyze=null", ONE_SHOT))  # a one-shot stage redoes its interrupted run
     real = {s.name: s for s in runner.STAGES}
 
     def interrupted(ctx):
@@ -142,7 +149,17 @@ def test_overrides_set_nested_keys_and_switch_sections(tmp_path):
     assert sections["prune"]["ratio"] == 0.2  # the input is left alone
     recipe = load_recipe(DEMO, ["prune.ratio=0.35", "recover=null"])
     assert recipe.prune("x").ratio == 0.35 and not recipe.enabled("recover")
-    assert recipe.prune("x").knowledge.criterion == "taylor"  # the method's own criterion probes
+    assert recipe.prune("x").knowledge.criterion == "wanda-sp"  # LHSPG's probe (its saliency needs training)
+
+
+def test_numbers_in_exponent_form_are_numbers_in_overrides_and_recipe_files(tmp_path):
+    """`prune.lr=2e-4` was the string '2e-4' (YAML 1.1 floats need a dot) and crashed the run's validation."""
+    got = apply_overrides({"model": "m", "prune": {}}, ["prune.lr=2e-4", "recover.lr=1E-3", "prune.tokens=5e4"])
+    assert got["prune"] == {"lr": 2e-4, "tokens": 5e4} and got["recover"] == {"lr": 1e-3}
+    assert apply_overrides({}, ["model=1e-3x", "prune.name=e5"]) == {"model": "1e-3x", "prune": {"name": "e5"}}
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: smollm2-135m\nprune: {method: lhspg, ratio: 0.2, lr: 5e-4}\n")
+    assert load_recipe(recipe).prune("x").training.lr == 5e-4
 
 
 @pytest.mark.parametrize("raw, overrides, match", [
@@ -179,9 +196,7 @@ def test_trained_prune_stage_stopped_early_resumes_from_its_checkpoint(small_voc
     continues its run from the checkpoint instead of failing or starting over."""
     out = tmp_path / "run"
     base = tiny(small_vocab_dirs["llama"], texts, "evaluate=null", "analyze=null", "knowledge=null", "recover=null",
-                "prune.method=lhspg", "prune.tokens=256", "prune.seq_len=32",
-                "prune.grad_accum=1", "prune.warmup_share=0.25", "prune.periods=2", "prune.checkpoint_every=1",
-                "prune.data=[tiny-stories, c4]")
+                "prune.checkpoint_every=1")
     first = run_recipe(load_recipe(DEMO, [*base, "prune.stop_after_steps=1"]), out, log=lambda _: None)
     assert not first.finished and first.ran == [] and not (out / "03-prune").exists()
     logs = []

@@ -23,7 +23,8 @@ def graph():
 
 
 def new_hook(graph, model, **options) -> LhspgHook:
-    config = LhspgConfig(warmup_share=0.25, periods=3, **options)
+    # The LoRA-product saliency needs no calibration data (the default, taylor, is covered end to end).
+    config = LhspgConfig(warmup_share=0.25, periods=3, **{"saliency": "lhspg", **options})
     return LhspgHook(config, graph, RATIO, KINDS, aliases=tied_aliases(model))
 
 
@@ -75,6 +76,6 @@ def test_resume_from_the_hook_state_gives_the_same_run(graph):
 
 def test_an_unreachable_ratio_fails_before_training(graph):
     model = lora_model()
-    hook = LhspgHook(LhspgConfig(), graph, 0.6, KINDS, aliases=tied_aliases(model))
+    hook = LhspgHook(LhspgConfig(saliency="lhspg"), graph, 0.6, KINDS, aliases=tied_aliases(model))
     with pytest.raises(LorashearError, match="not reachable"):
         hook.on_start(run_of(model, make_optimizer(model), STEPS))

@@ -39,7 +39,7 @@ def test_lhspg_end_to_end(small_vocab_dirs, tmp_path, merged_models, arch):
     assert record["method"] == "lhspg"
     settings = record["settings"]
     assert settings["schedule"] == {"total_steps": 8, "warmup_steps": 2, "period_steps": 3, "periods": 2}
-    assert settings["saliency"]["criterion"] == "lhspg"
+    assert settings["saliency"]["criterion"] == "taylor"
     assert {g.layer for g in removed} <= {1, 2}  # the fixed rule keeps layers 0 and 3 of 4 whole
     assert record["knowledge"]["rule"] == "fixed"
     assert steps[1]["sparsity"] == 0 and sum(steps[-1]["zeroed"].values()) == len(removed)

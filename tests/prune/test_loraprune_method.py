@@ -89,7 +89,7 @@ def test_the_pipeline_recipe_loads():
     recipe.check()
     config = recipe.prune("out")
     assert config.method == "loraprune" and config.knowledge.rule == "fixed"
-    assert config.training.tokens == 200_000 and config.method_options == LorapruneConfig()
+    assert config.training.tokens == 49_152 and config.method_options == LorapruneConfig()
 
 
 @pytest.mark.parametrize("method, extra, match", [

@@ -28,6 +28,7 @@ from lorashear.importance.calibration import CalibrationConfig
 from lorashear.knowledge import KnowledgeConfig
 from lorashear.prune.api import PruneConfig
 from lorashear.recover.config import RecoverConfig
+from lorashear.train.config import load_yaml
 
 # Sections in pipeline order; None switches a stage off. `model` is the only required key.
 SECTIONS = ("model", "calibration", "analyze", "knowledge", "prune", "recover", "evaluate")
@@ -159,7 +160,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not path:
         raise LorashearError(f"an override is KEY.SUB=VALUE (e.g. prune.ratio=0.5), got {text!r}")
     try:
-        return path, yaml.safe_load(value)
+        return path, load_yaml(value)
     except yaml.YAMLError as err:
         raise LorashearError(f"override {text!r}: the value is not valid YAML ({err})") from err
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import yaml
-
 from lorashear.evaluate import AVERAGE_METRIC, EvalResult
 from lorashear.evaluate.files import write_atomic
 from lorashear.evaluate.report import cell
@@ -18,6 +16,7 @@ from lorashear.evaluate.speed import SpeedComparison, machine_notes
 from lorashear.pipeline.card import write_model_card
 from lorashear.pipeline.runner import RECIPE_FILE, RUN_FILE, finished_folder
 from lorashear.pipeline.stages import MODEL_DIR, MODELS
+from lorashear.train.config import load_yaml
 
 FIGURES = "figures"
 
@@ -31,7 +30,7 @@ class RunOutputs:
 
     def __init__(self, out: Path) -> None:
         self.out = out
-        self.recipe = yaml.safe_load((out / RECIPE_FILE).read_text())
+        self.recipe = load_yaml((out / RECIPE_FILE).read_text())
         self.run = _json(out / RUN_FILE) or {"invocations": [], "seconds": {}}
         self.folders = {name: finished_folder(out, name) for name in ("analyze", "knowledge", "prune", "recover",
                                                                       "evaluate")}
@@ -143,6 +142,10 @@ def _structure(run: RunOutputs, figures: Path) -> str:
         lines += [f"![remaining structures per layer]({run.rel(picture)})", ""]
     else:
         lines += ["(Per-layer figure: needs the `analyze` stage's counts, which this run does not have.)", ""]
+    curves = run.model_dir("prune") / p["method"] / "curves.png"  # a trained method's loss and sparsity per step
+    if curves.is_file():
+        lines += [f"Training while pruning (`{p['method']}`): loss and sparsity per optimiser step "
+                  f"(`{run.rel(curves.with_name('steps.jsonl'))}`).", "", f"![loss and sparsity]({run.rel(curves)})", ""]
     return "\n".join(lines)
 
 

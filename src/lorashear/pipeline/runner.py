@@ -24,12 +24,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import yaml
-
 from lorashear.errors import LorashearError
 from lorashear.evaluate.files import write_atomic
 from lorashear.pipeline import stages
 from lorashear.pipeline.recipe import Recipe
+from lorashear.train.config import load_yaml
 
 DONE = "DONE"
 RECIPE_FILE = "recipe.yaml"
@@ -135,7 +134,7 @@ def _check_out(recipe: Recipe, out: Path, resume: bool) -> None:
         raise LorashearError(f"{out} exists and holds no lorashear run; choose another output folder")
     if not resume:
         raise LorashearError(f"{out} holds a run already; pass --resume to continue it, or choose another folder")
-    before, now = Recipe(yaml.safe_load(saved.read_text())).same_run(), recipe.same_run()
+    before, now = Recipe(load_yaml(saved.read_text())).same_run(), recipe.same_run()
     if before != now:
         changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
         raise LorashearError(f"--resume with a different recipe than {saved} (sections {', '.join(changed)} differ); "

@@ -35,10 +35,14 @@ class StageContext:
     log: Callable[[str], None] = print
 
 
+def plain(config) -> dict:
+    """A dataclass or mapping as plain JSON/YAML types (nested dataclasses → dicts, tuples → lists)."""
+    return json.loads(json.dumps(config, default=dataclasses.asdict))
+
+
 def write_config(folder: Path, config) -> None:
     """The stage's resolved config (a dataclass or a mapping) as YAML."""
-    plain = json.loads(json.dumps(config, default=dataclasses.asdict))  # nested dataclasses, tuples → lists
-    write_atomic(folder / CONFIG_FILE, yaml.safe_dump(plain, sort_keys=False))
+    write_atomic(folder / CONFIG_FILE, yaml.safe_dump(plain(config), sort_keys=False))
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -85,6 +89,14 @@ def knowledge_enabled(recipe: Recipe) -> bool:
     return recipe.prune("-").knowledge.rule != "none"
 
 
+def knowledge_settings(recipe: Recipe) -> dict:
+    """What the knowledge stage's verdict depends on (its config.yaml): two recipes with equal settings
+    get the same analysis, so one finished stage can stand for both (benchmarks/methods.py shares it)."""
+    config = recipe.prune("-")
+    return {"model": recipe.model, "knowledge": config.knowledge, "calibration": config.calibration, "kinds": list(config.kinds),
+            "batch_size": config.batch_size}
+
+
 def knowledge(ctx: StageContext) -> bool:
     """LoRAShear's knowledge-distribution analysis as the prune stage will use it: knowledge.json + heatmap."""
     from lorashear.knowledge import heatmap
@@ -95,8 +107,7 @@ def knowledge(ctx: StageContext) -> bool:
     result.settings["model"] = ctx.recipe.model
     heatmap(result, ctx.work / "knowledge.png")
     result.save(ctx.work / "knowledge.json")
-    write_config(ctx.work, {"knowledge": config.knowledge, "calibration": config.calibration,
-                            "kinds": list(config.kinds), "batch_size": config.batch_size})
+    write_config(ctx.work, knowledge_settings(ctx.recipe))
     return True
 
 

@@ -6,6 +6,7 @@ A stage's own config subclasses `LoopConfig`, so its YAML keys stay flat (`recip
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -84,13 +85,32 @@ class LoopConfig:
             raise LorashearError(f"--resume with different options than the interrupted run ({diffs}); use the same ones")
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's floats: `2e-4` and `1E3` are numbers, not strings (YAML 1.1 wants `2.0e-4`)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                   |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                   |[-+]?\.(?:inf|Inf|INF)
+                   |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str) -> Any:
+    """YAML text as Python values (safe; numbers as a user writes them, `lr: 2e-4` included)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def read_recipe(path: str | Path) -> dict[str, Any]:
     """A YAML recipe's mapping of option names to values (clear errors for a missing or malformed file)."""
     path = Path(path)
     if not path.is_file():
         raise LorashearError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise LorashearError(f"{path} is not valid YAML: {err}") from err
     if not isinstance(raw, dict):

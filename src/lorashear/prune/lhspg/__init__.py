@@ -1,6 +1,7 @@
 """LoRAShear's progressive structured pruning (LHSPG, the paper's Algorithm 4) as a training-loop hook.
 
-    hook = LhspgHook(LhspgConfig(), graph, ratio=0.2, kinds=("kv_group", "mlp_channel"), aliases=aliases)
+    hook = LhspgHook(LhspgConfig(), graph, ratio=0.2, kinds=("kv_group", "mlp_channel"), aliases=aliases,
+                     batches=calibration_batches)  # the default saliency (taylor) needs calibration data
     # the shared loop calls hook.on_start / after_step / on_end; at the end the plan's groups are zero
 
 `config` the settings, `schedule` warm-up and periods (each group's x_g: `prune.variables`),

@@ -21,7 +21,7 @@ class LhspgConfig:
     epsilon: float = 0.0  # half-space test x̃ᵀx < ε‖x‖² (DHSPG's default 0)
     lambda_rule: str = "remaining"
     variant: str = "projection"
-    saliency: str = "lhspg"  # any registered criterion
+    saliency: str = "taylor"  # any registered criterion (README: taylor beat the lhspg proxy mix)
     saliency_options: dict = field(default_factory=dict)
     merge: str = "reset"
     group_divisible: int = 1  # kept MLP/hidden channel counts a multiple of this (select's multiple_of)
