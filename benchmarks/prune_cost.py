@@ -5,7 +5,8 @@ full-weight Taylor gradients. Each row is one `lorashear prune` process (no know
 only the method itself is measured), its wall time and peak RSS taken from the outside:
 - `taylor`: one-shot, gradients of every full weight over the calibration batches;
 - `loraprune`: LoRA training with LoRA-gradient scores and masks;
-- `lhspg`: LoRA training with LHSPG's projections.
+- `lhspg`: LoRA training with LHSPG's projections (default saliency: taylor, full-weight gradients of the
+  calibration batches at each period's start); `lhspg-product`: the same with the LoRA-product saliency.
 All use micro-batches of 4 × 256 tokens; the trained rows run `--tokens` (a few optimiser steps, not a
 full run), and report their median training throughput from the step log. Rows are saved as they finish.
 
@@ -28,11 +29,19 @@ MODEL = "smollm2-135m"
 BATCH = ["--batch-size", "4", "--seq-len", "256"]
 
 
+# Trained rows: name -> (method, its extra flags). LHSPG's default saliency (taylor) takes full-weight
+# gradients of the calibration batches at each period's start; `lhspg-product` scores from LoRA alone.
+TRAINED = {"loraprune": ("loraprune", []), "lhspg": ("lhspg", []),
+           "lhspg-product": ("lhspg", ["--saliency", "lhspg"])}
+ROWS = ("taylor", *TRAINED)
+
+
 def row_args(name: str, tokens: int) -> list[str]:
     """The `lorashear prune` flags of a row (besides model, ratio, output)."""
     if name == "taylor":
         return ["--method", "taylor", *BATCH]
-    return ["--method", name, *BATCH, "--grad-accum", "1", "--tokens", str(tokens)]
+    method, extra = TRAINED[name]
+    return ["--method", method, *extra, *BATCH, "--grad-accum", "1", "--tokens", str(tokens)]
 
 
 def measure(name: str, args: argparse.Namespace) -> dict:
@@ -41,7 +50,7 @@ def measure(name: str, args: argparse.Namespace) -> dict:
     argv = ["prune", MODEL, "--ratio", "0.2", "--unprunable", "none", *row_args(name, args.tokens), "-o", str(out),
             "--overwrite"]
     row = {**run_child(["-m", "lorashear", *argv], out), "load_avg": round(os.getloadavg()[0], 1)}
-    steps = out / name / "steps.jsonl"
+    steps = out / TRAINED.get(name, (name,))[0] / "steps.jsonl"
     if steps.is_file():
         rates = [json.loads(line)["tokens_per_s"] for line in steps.read_text().splitlines() if line.strip()]
         row["train_tokens_per_s"] = round(statistics.median(rates), 1)
@@ -67,7 +76,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--tokens", type=int, default=12288, help="training tokens of the trained rows (12 steps)")
-    parser.add_argument("--rows", default="taylor,loraprune,lhspg")
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"of: {', '.join(ROWS)}")
     parser.add_argument("--stem", default="prune_cost_smollm2")
     args = parser.parse_args()
     path = RESULTS / f"{args.stem}.json"

@@ -1,12 +1,13 @@
 """Benchmark of dynamic knowledge recovery: SmolLM2-135M pruned, then recovered several ways.
 
-The model is pruned once with `lorashear prune` (random groups, uniform per layer: a placeholder
-until LHSPG lands), then recovered with the same token budget as: dynamic mix, uniform mix,
+The model is pruned once with `lorashear prune` (random groups, uniform per layer: a floor), or an
+existing pruned folder is given (`--pruned`, e.g. an LHSPG run's 03-prune/model), then recovered with
+the same token budget as: dynamic mix, uniform mix,
 dynamic mix + distillation, uniform mix + distillation (`--variants`). Every model (pruned, each
 recovered one) is scored by `lorashear.evaluate`: wiki perplexity and the seven zero-shot tasks;
 the dense model's perplexity is measured for reference. Also reported: the held-out loss per data
-category from the recovery logs. Results are rewritten after every model, so a long run that is
-stopped keeps what it measured.
+category from the recovery logs. Results are rewritten after every model, and a rerun with the same
+settings resumes: what is in the results file is kept, the rest (a stopped variant from its start) runs.
 
     PYTHONPATH=src python benchmarks/recovery.py --tokens 16384 --seq-len 256 --batch-size 4 \
         --grad-accum 1 --mix-interval 2 --eval-sequences 4 --ppl-windows 32 --limit 50
@@ -41,9 +42,10 @@ VARIANTS = {  # name -> RecoverConfig overrides
     "uniform+kd": {"mix": "uniform", "kd_weight": 0.5},
 }
 PRUNING_NOTE = (
-    "random structured pruning (`lorashear prune --method random --uniform`): a placeholder for LHSPG, "
-    "which is not implemented yet; recovery from random pruning says little about LoRAShear's own numbers"
+    "random structured pruning (`lorashear prune --method random --uniform`): a floor, not LoRAShear; "
+    "recovery from random pruning says little about LoRAShear's own numbers (`--pruned` takes an LHSPG folder)"
 )
+RESUME_IGNORES = ("workdir", "variants")  # settings a resumed run may change
 
 
 def prune(model: str, ratio: float, seed: int, out: Path) -> list[str]:
@@ -108,19 +110,36 @@ def recover_variant(name: str, pruned: Path, work: Path, args: argparse.Namespac
     }
 
 
+def earlier_results(args: argparse.Namespace) -> dict | None:
+    """The results file of an earlier run with the same settings (it resumes), or None (a fresh run)."""
+    path = RESULTS / f"{args.stem}.json"
+    if not path.is_file():
+        return None
+    earlier = json.loads(path.read_text())
+    same = all(earlier["settings"].get(k) == v for k, v in vars(args).items() if k not in RESUME_IGNORES)
+    return earlier if same else None
+
+
 def run(args: argparse.Namespace, command: str) -> dict:
     work = Path(args.workdir)
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
+    results = earlier_results(args)
+    if results is None and work.exists():
+        shutil.rmtree(work)  # another run's folder: start clean
+    work.mkdir(parents=True, exist_ok=True)
     started = time.time()
     if args.pruned:
         pruned, pruning = Path(args.pruned), given_pruning(Path(args.pruned))
+    elif (work / "pruned" / "pruning.json").is_file():  # `lorashear prune` renames its folder into place when done
+        pruned, pruning = work / "pruned", (results or {}).get("pruning")
     else:
         pruned = work / "pruned"
         prune_argv = prune(args.model, args.ratio, args.seed, pruned)
         pruning = {"command": "lorashear " + " ".join(prune_argv[:-2]), "note": PRUNING_NOTE}
-    results: dict = {
+    if results is not None and pruning is not None:
+        print(f"resuming {args.stem}: kept {', '.join(results['variants']) or 'no variants'}", flush=True)
+        results.update(command=command, load_average_start=results.get("load_average_start"))
+        return finish(results, pruned, work, args, started)
+    results = {
         "command": command,
         "model": args.model,
         "pruning": pruning,
@@ -138,9 +157,19 @@ def run(args: argparse.Namespace, command: str) -> dict:
         "variants": {},
     }
     save(results)
-    results["pruned"] = evaluate_folder(str(pruned), args)
-    save(results)
+    return finish(results, pruned, work, args, started)
+
+
+def finish(results: dict, pruned: Path, work: Path, args: argparse.Namespace, started: float) -> dict:
+    """Score the pruned folder and run each variant not in `results` yet, saving after each."""
+    if results.get("pruned") is None:
+        results["pruned"] = evaluate_folder(str(pruned), args)
+        save(results)
     for name in args.variants:
+        if name in results["variants"]:
+            continue
+        if (work / name).exists():  # a variant stopped midway restarts (it keeps no checkpoints)
+            shutil.rmtree(work / name)
         variant = recover_variant(name, pruned, work, args)
         variant["evaluate"] = evaluate_folder(variant["folder"], args)
         results["variants"][name] = variant
@@ -271,9 +300,11 @@ def reading(results: dict) -> list[str]:
         f"Reading: wiki PPL goes from {results['dense']['ppl']['wiki']:.2f} (dense) to "
         f"{pruned['ppl']['wiki']:.2f} (pruned); the best recovered model ({best}, "
         f"{variants[best]['tokens_seen']:,} training tokens) has {variants[best]['evaluate']['ppl']['wiki']:.2f}. "
-        f"Random pruning damages the model far more than an importance-based method would, and this budget "
-        f"is thousands of times smaller than the paper's, so the figures show the direction of recovery and "
-        f"the relative cost of the variants, not LoRAShear's results. With {limit} docs per task one task's "
+        + ("Random pruning damages the model far more than an importance-based method would, and this budget "
+           if results["pruning"].get("note") == PRUNING_NOTE else
+           f"The pruned folder: {results['pruning'].get('note', 'given')}. This budget ")
+        + f"is thousands of times smaller than the paper's, so the figures show the direction of recovery and "
+        f"the relative cost of the variants at this budget. With {limit} docs per task one task's "
         f"accuracy has a standard error of about {noise:.0f} points (about {noise / 7 ** 0.5:.1f} on the "
         f"seven-task average), so task differences below that are noise.",
     ]

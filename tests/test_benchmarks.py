@@ -84,6 +84,21 @@ def test_every_methods_row_is_a_valid_recipe():
         assert name.startswith(recipe.prune("OUT").method)
 
 
+def test_recovery_benchmark_resumes_only_a_run_with_the_same_settings(tmp_path, monkeypatch):
+    """recovery.py: a rerun with the same settings (other --variants allowed) continues the results file;
+    different settings start afresh."""
+    import argparse
+
+    recovery = _script("recovery")
+    monkeypatch.setattr(recovery, "RESULTS", tmp_path)
+    args = argparse.Namespace(stem="r", tokens=10, variants=["dynamic"], workdir="w")
+    assert recovery.earlier_results(args) is None
+    (tmp_path / "r.json").write_text(json.dumps({"settings": {"stem": "r", "tokens": 10, "variants": ["uniform"]},
+                                                 "variants": {"uniform": {}}}))
+    assert recovery.earlier_results(args)["variants"] == {"uniform": {}}
+    assert recovery.earlier_results(argparse.Namespace(stem="r", tokens=11, variants=[], workdir="w")) is None
+
+
 def test_methods_report_is_rendered_from_its_json():
     """methods_smollm2.md is `markdown()` of its JSON (once the script has written one)."""
     methods = _script("methods")
@@ -114,10 +129,11 @@ def test_recovery_names_a_given_pruned_folder(tmp_path):
 def test_prune_cost_rows_share_the_micro_batch_and_report_memory_against_taylor():
     """prune_cost.py: every row runs 4 x 256 micro-batches; trained rows get --tokens; memory is shown × taylor."""
     cost = _script("prune_cost")
-    for name in ("taylor", "loraprune", "lhspg"):
+    for name in cost.ROWS:
         flags = cost.row_args(name, 999)
         assert flags[flags.index("--batch-size") + 1] == "4" and flags[flags.index("--seq-len") + 1] == "256"
         assert ("--tokens" in flags) == (name != "taylor")
+    assert cost.row_args("lhspg-product", 9)[:4] == ["--method", "lhspg", "--saliency", "lhspg"]
     rows = {"taylor": {"peak_rss_mb": 4000, "seconds": 9.0, "load_avg": 1.0, "command": "c"},
             "loraprune": {"peak_rss_mb": 2000, "seconds": 5.0, "load_avg": 1.0, "command": "c", "train_tokens_per_s": 7}}
     text = cost.markdown({"model": "m", "command": "x", "machine": "y", "rows": rows})
