@@ -1,7 +1,7 @@
 """llama.cpp speed of the default model's GGUF exports: dense vs 20%/50% pruned (uniform and not), f16 and q4_k_m.
 
     PYTHONPATH=src python benchmarks/gguf_speed.py --workdir /tmp/gguf-speed [--ratios 0.2,0.5]
-        [--layouts uniform,non-uniform] [--formats f16,q4_k_m] [--rounds 5] [--threads 2]
+        [--layouts uniform,non-uniform] [--formats f16,q4_k_m] [--rounds 5] [--threads 2] [--multiple-of 64]
 
 What a laptop user gets: `lorashear prune --method random` (speed depends on the shapes, not on which groups
 went), `lorashear export-gguf`, then llama.cpp (llama-cpp-python) times a 512-token prefill and a 128-token
@@ -35,18 +35,22 @@ RESULTS = Path(__file__).resolve().parent / "results"
 PREFILL, DECODE = 512, 128
 
 
-def row_key(ratio: float, layout: str, fmt: str) -> str:
-    return "dense " + fmt if ratio == 0 else f"{round(ratio * 100)}% {layout} {fmt}"
+def row_key(ratio: float, layout: str, fmt: str, multiple_of: int = 1) -> str:
+    """`dense f16`, `20% uniform q4_k_m`, or with `--multiple-of 64` `20% uniform m64 f16`."""
+    if ratio == 0:
+        return "dense " + fmt
+    return f"{round(ratio * 100)}% {layout}{f' m{multiple_of}' if multiple_of > 1 else ''} {fmt}"
 
 
-def folder_for(model: str, ratio: float, layout: str, workdir: Path) -> str:
-    """The HF folder of a row: the model itself, or its random prune (made once)."""
+def folder_for(model: str, ratio: float, layout: str, workdir: Path, multiple_of: int = 1) -> str:
+    """The HF folder of a row: the model itself, or its random prune (made once; kept channel counts a
+    multiple of `multiple_of`, the kernels' friendly widths)."""
     if ratio == 0:
         return model
-    folder = workdir / f"pruned-{round(ratio * 100)}-{layout}"
+    folder = workdir / f"pruned-{round(ratio * 100)}-{layout}{f'-m{multiple_of}' if multiple_of > 1 else ''}"
     if not (folder / "config.json").is_file():
-        prune_model(PruneConfig(model, str(folder), ratio=ratio, uniform=layout == "uniform", overwrite=True),
-                    log=lambda _: None)
+        prune_model(PruneConfig(model, str(folder), ratio=ratio, uniform=layout == "uniform", overwrite=True,
+                                multiple_of=multiple_of), log=lambda _: None)
     return str(folder)
 
 
@@ -125,7 +129,7 @@ def arch_of(path: Path) -> str:
 
 def markdown(results: dict) -> str:
     lines = [f"# llama.cpp speed of {results['model']} GGUF exports, dense vs pruned", "",
-             f"Command: `{results['command']}`", "",
+             f"Command: `{results['command']}`", *(f"Then: `{c}`" for c in results.get("more_commands", [])), "",
              f"llama-cpp-python {results['llama_cpp']}; prefill {PREFILL} tokens, greedy decode {DECODE} new "
              "tokens, batch 1. Pruned rows were timed alternating with the dense file of their format; ratios "
              "are median (min–max) over rounds.", "",
@@ -160,23 +164,27 @@ def main() -> int:
     parser.add_argument("--formats", default="f16,q4_k_m")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--multiple-of", type=int, default=1, help="pruned rows keep channel counts a multiple "
+                        "of this (lorashear prune --multiple-of); their rows are named `… mN …`")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     stem = f"gguf_speed_{args.name}"
     path = RESULTS / f"{stem}.json"
     results = json.loads(path.read_text()) if path.exists() else {"model": args.model, "rows": {}}
-    results.update(command="PYTHONPATH=src python benchmarks/gguf_speed.py " + " ".join(sys.argv[1:]),
-                   llama_cpp=llama_cpp.__version__)
+    command = "PYTHONPATH=src python benchmarks/gguf_speed.py " + " ".join(sys.argv[1:])
+    results.update(command=results.get("command", command), llama_cpp=llama_cpp.__version__)
+    if command != results["command"] and command not in results.setdefault("more_commands", []):
+        results["more_commands"].append(command)  # rows added by another invocation (e.g. --multiple-of 64)
     ids = prompt_ids(args.model)
     rows = [(0.0, "", f) for f in args.formats.split(",")] + [
         (float(r), lay, f) for f in args.formats.split(",") for r in args.ratios.split(",")
         for lay in args.layouts.split(",")]
     for ratio, layout, fmt in rows:
-        key = row_key(ratio, layout, fmt)
+        key = row_key(ratio, layout, fmt, args.multiple_of)
         if key in results["rows"]:
             continue
         print(f"[{key}] preparing", flush=True)
-        folder = folder_for(args.model, ratio, layout, args.workdir)
+        folder = folder_for(args.model, ratio, layout, args.workdir, args.multiple_of)
         files = {"dense": gguf_for(args.model, args.model, row_key(0, "", fmt), fmt, args.workdir)}
         if ratio:
             files[key] = gguf_for(args.model, folder, key, fmt, args.workdir)

@@ -67,6 +67,8 @@ def test_gguf_speed_report_is_rendered_from_its_json():
     results = json.loads((BENCHMARKS / "results" / "gguf_speed_smollm2.json").read_text())
     assert gguf_speed.markdown(results) == (BENCHMARKS / "results" / "gguf_speed_smollm2.md").read_text()
     assert "benchmarks/gguf_speed.py" in results["command"]
+    assert gguf_speed.row_key(0.2, "uniform", "f16", 64) == "20% uniform m64 f16"
+    assert gguf_speed.row_key(0.2, "uniform", "f16") == "20% uniform f16" and gguf_speed.row_key(0, "", "f16") == "dense f16"
     for key, row in results["rows"].items():
         assert all(len(r) == len(row["rounds"]["dense"]) for r in row["rounds"].values()) and "load average" in row["machine"]
         assert ("prefill_vs_dense" in row["speed"]) == (not key.startswith("dense"))
