@@ -34,3 +34,18 @@ def test_user_error_is_one_line_exit_2(monkeypatch, capsys):
     monkeypatch.setattr(prune_cmd, "run", refuse)
     assert main(ARGV) == 2
     assert capsys.readouterr().err.strip() == "lorashear prune: error: do this instead"
+
+
+def test_prune_help_shows_the_trained_defaults_of_the_code(capsys):
+    """The training flags' help once hard-coded 200000 tokens and lr 2e-4 after the defaults had changed."""
+    import pytest
+
+    from lorashear.prune.lhspg import LhspgConfig
+    from lorashear.prune.trained import TrainedConfig
+
+    with pytest.raises(SystemExit):
+        main(["prune", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    defaults = TrainedConfig()
+    assert f"(default {defaults.tokens:g})" in text and f"LoRA learning rate (default {defaults.lr:g})" in text
+    assert f"groups ({LhspgConfig.saliency};" in text and "200000" not in text

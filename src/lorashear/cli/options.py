@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lorashear.data import PRETRAIN_CORPORA
 from lorashear.errors import LorashearError
-from lorashear.prune.trained import SHARED_WITH_PRUNE
+from lorashear.prune.trained import SHARED_WITH_PRUNE, TrainedConfig
 
 
 def split_list(text: str) -> tuple[str, ...]:
@@ -39,12 +39,13 @@ def fill_calibration_defaults(args: argparse.Namespace, data=PRETRAIN_CORPORA, s
 
 # Flags of every trained method (the LoopConfig/TrainedConfig field each sets); --data, --seq-len,
 # --batch-size and --seed are the command's own and set the training run too.
+# The help shows TrainedConfig's default of each (so it cannot go stale), where it has one.
 TRAINING_FLAGS = {
-    "--tokens": ("tokens", int, "training tokens in all, every process together (default 200000)"),
-    "--lr": ("lr", float, "LoRA learning rate (default 2e-4)"),
-    "--grad-accum": ("grad_accum", int, "micro-batches per optimiser step (default 4)"),
-    "--lora-r": ("lora_r", int, "LoRA rank (default 8)"),
-    "--checkpoint-every": ("checkpoint_every", int, "optimiser steps between checkpoints (default 200)"),
+    "--tokens": ("tokens", int, "training tokens in all, every process together"),
+    "--lr": ("lr", float, "LoRA learning rate"),
+    "--grad-accum": ("grad_accum", int, "micro-batches per optimiser step"),
+    "--lora-r": ("lora_r", int, "LoRA rank"),
+    "--checkpoint-every": ("checkpoint_every", int, "optimiser steps between checkpoints"),
     "--stop-after-steps": ("stop_after_steps", int, "stop after this step, keeping a checkpoint for --resume"),
 }
 SHARED_TRAINING_FIELDS = ("data", "seq_len", *SHARED_WITH_PRUNE)
@@ -52,8 +53,10 @@ SHARED_TRAINING_FIELDS = ("data", "seq_len", *SHARED_WITH_PRUNE)
 
 def add_training_args(p: argparse.ArgumentParser, methods: str) -> None:
     g = p.add_argument_group(f"training ({methods}: LoRA trains while structures are pruned)")
+    defaults = TrainedConfig()
     for flag, (field, kind, text) in TRAINING_FLAGS.items():
-        g.add_argument(flag, dest=field, type=kind, help=text)
+        default = getattr(defaults, field)
+        g.add_argument(flag, dest=field, type=kind, help=text if default is None else f"{text} (default {default:g})")
     g.add_argument("--resume", action="store_true", default=None,
                    help="continue the unfinished run of -o OUT from its last checkpoint (.OUT.partial)")
     g.add_argument("--config", type=Path, metavar="YAML",

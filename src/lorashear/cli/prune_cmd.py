@@ -82,7 +82,7 @@ SCORE_OPTION_FIELDS = ("saliency_options", "criterion_options")  # where a train
 
 def add_method_args(p: argparse.ArgumentParser) -> None:
     from lorashear.importance import CRITERIA
-    from lorashear.prune.lhspg import LAMBDA_RULES, MERGES, VARIANTS
+    from lorashear.prune.lhspg import LAMBDA_RULES, MERGES, VARIANTS, LhspgConfig
 
     g = p.add_argument_group("LHSPG and LoRAPrune (defaults in recipes/lhspg.yaml, recipes/loraprune.yaml)")
     g.add_argument("--warmup-share", type=float, help="share of the steps trained before pruning starts (0.1)")
@@ -92,8 +92,8 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lambda-rule", choices=LAMBDA_RULES, help="step towards zero: ‖x‖/(steps left) or constant")
     g.add_argument("--variant", choices=VARIANTS, help="Algorithm 4's projection, or the released code's fade")
     g.add_argument("--merge", choices=MERGES, help="period end: merge BA and restart LoRA (reset), or keep it")
-    g.add_argument("--saliency", help=f"criterion that picks each period's groups (lhspg; any of {', '.join(CRITERIA)}); "
-                   "its options via --score-option")
+    g.add_argument("--saliency", help=f"criterion that picks each period's groups ({LhspgConfig.saliency}; any of "
+                   f"{', '.join(CRITERIA)}); its options via --score-option")
     g = p.add_argument_group("LoRAPrune (--method loraprune; lora-grad options via --score-option)")
     g.add_argument("--beta", type=float, help="moving average of the scores: s ← β·s + (1 − β)·s_new (0.9)")
     g.add_argument("--cooldown-share", type=float, help="share of the last steps held at the target ratio (0.1)")
