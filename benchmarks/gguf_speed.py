@@ -35,11 +35,16 @@ RESULTS = Path(__file__).resolve().parent / "results"
 PREFILL, DECODE = 512, 128
 
 
+def rounded(multiple_of: int, sep: str) -> str:
+    """The name part of rows/folders pruned with --multiple-of N (empty when N is 1)."""
+    return f"{sep}m{multiple_of}" if multiple_of > 1 else ""
+
+
 def row_key(ratio: float, layout: str, fmt: str, multiple_of: int = 1) -> str:
     """`dense f16`, `20% uniform q4_k_m`, or with `--multiple-of 64` `20% uniform m64 f16`."""
     if ratio == 0:
         return "dense " + fmt
-    return f"{round(ratio * 100)}% {layout}{f' m{multiple_of}' if multiple_of > 1 else ''} {fmt}"
+    return f"{round(ratio * 100)}% {layout}{rounded(multiple_of, ' ')} {fmt}"
 
 
 def folder_for(model: str, ratio: float, layout: str, workdir: Path, multiple_of: int = 1) -> str:
@@ -47,7 +52,7 @@ def folder_for(model: str, ratio: float, layout: str, workdir: Path, multiple_of
     multiple of `multiple_of`, the kernels' friendly widths)."""
     if ratio == 0:
         return model
-    folder = workdir / f"pruned-{round(ratio * 100)}-{layout}{f'-m{multiple_of}' if multiple_of > 1 else ''}"
+    folder = workdir / f"pruned-{round(ratio * 100)}-{layout}{rounded(multiple_of, '-')}"
     if not (folder / "config.json").is_file():
         prune_model(PruneConfig(model, str(folder), ratio=ratio, uniform=layout == "uniform", overwrite=True,
                                 multiple_of=multiple_of), log=lambda _: None)

@@ -97,14 +97,19 @@ def row_argv(ratio: float, name: str, out: Path) -> list[str]:
     (resuming a stopped run), or the baseline's script; both fill OUT/03-prune/model and OUT/04-recover/model."""
     if name in BASELINES:
         return [BASELINES[name][1], "--ratio", str(ratio), "-o", str(out)]
-    overrides = [*ROWS[name][1], f"prune.ratio={ratio}", "evaluate=null"]
+    overrides = row_overrides(ratio, name)
     if METHODS[row_recipe(ratio, name).prune("OUT").method].trained:
         overrides.append(f"prune.checkpoint_every={TRAINED_CHECKPOINT_EVERY}")  # a stopped row resumes its training
     return ["-m", "lorashear", "run", str(RECIPE.relative_to(ROOT)), *overrides, "-o", str(out), "--resume"]
 
 
+def row_overrides(ratio: float, name: str) -> list[str]:
+    """The base recipe's overrides of a row: its own, its ratio, and no pipeline evaluation (scored here)."""
+    return [*ROWS[name][1], f"prune.ratio={ratio}", "evaluate=null"]
+
+
 def row_recipe(ratio: float, name: str) -> Recipe:
-    return load_recipe(RECIPE, [*ROWS[name][1], f"prune.ratio={ratio}", "evaluate=null"])
+    return load_recipe(RECIPE, row_overrides(ratio, name))
 
 
 def share_analysis(ratio: float, name: str, out: Path) -> str | None:
@@ -118,8 +123,7 @@ def share_analysis(ratio: float, name: str, out: Path) -> str | None:
         return None
     wanted = plain(knowledge_settings(recipe))
     for other in sorted(out.parent.glob("*/" + RECIPE_FILE)):
-        done = finished_folder(other.parent, "knowledge")
-        if done is None or plain(knowledge_settings(Recipe(load_yaml(other.read_text())))) != wanted:
+        if finished_folder(other.parent, "knowledge") is None or plain(knowledge_settings(Recipe(load_yaml(other.read_text())))) != wanted:
             continue
         for stage in ("analyze", "knowledge"):
             if finished_folder(other.parent, stage) is not None:
