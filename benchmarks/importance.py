@@ -4,8 +4,8 @@ Each row prunes SmolLM2-135M with `lorashear prune` in a child process (its wall
 memory are measured from the outside), then scores the exported folder: wiki perplexity (first
 `--ppl-windows` windows, BOS + 511 text tokens each) and the seven zero-shot tasks (first
 `--limit` documents). The dense model is row 0, scored the same way. Every finished part of every
-row is written at once, so a stopped run resumes where it stopped (parts run in order: all PPLs,
-then all tasks).
+row is written at once, so a stopped run resumes where it stopped (row by row: every part of a row
+before the next row, so a session that ends mid-table leaves whole rows).
 
     PYTHONPATH=src python benchmarks/importance.py --workdir /tmp/importance [--ratios 0.2,0.5]
         [--methods random,magnitude,wanda-sp,taylor,flap] [--rules none,auto,fixed] [--parts ppl,tasks]
@@ -111,15 +111,18 @@ def main() -> int:
             for m in args.methods.split(",") if not (m == "random" and u != "none")]
     dense = results["rows"].setdefault("dense", {})
     dense.setdefault("params", count_parameters(load_model(MODEL, device="cpu")))
-    for part in args.parts.split(","):
+    parts = args.parts.split(",")
+    for part in parts:
         if part not in dense:
             dense[part] = score(MODEL, part, args)
             results["ppl_convention"] = dense.get("ppl", {}).get("convention", "")
             save(results, args.stem)
-        for ratio, method, rule in rows:
-            key = row_key(ratio, method, rule)
-            row = results["rows"].setdefault(key, {})
-            folder = args.workdir / key.replace("%", "").replace(" ", "-")
+    # Row by row, every part of a row before the next: a session that ends mid-table leaves whole rows.
+    for ratio, method, rule in rows:
+        key = row_key(ratio, method, rule)
+        row = results["rows"].setdefault(key, {})
+        folder = args.workdir / key.replace("%", "").replace(" ", "-")
+        for part in parts:
             if part in row:
                 continue
             if "prune" not in row or not (folder / "config.json").is_file():

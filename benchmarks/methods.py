@@ -20,9 +20,11 @@ At 50% (`--ratios 0.5`) every row is the recipe with prune.ratio=0.5, i.e. recip
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import shutil
 import sys
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -147,6 +149,45 @@ def run_row(ratio: float, name: str, out: Path) -> dict:
             "achieved_ratio": pruning["achieved_ratio"], "unprunable": knowledge.get("unprunable", [])}
 
 
+def dense_score(part: str, args: argparse.Namespace) -> dict:
+    """The dense model's score of a part: benchmarks/importance.py's when it scored it with the same settings
+    (same function, windows and limit: the dense model does not change), else scored here."""
+    importance = RESULTS / "importance_smollm2.json"
+    earlier = json.loads(importance.read_text())["rows"].get("dense", {}).get(part) if importance.exists() else None
+    same = earlier is not None and (earlier.get("limit") == args.limit if part == "tasks"
+                                    else earlier.get("windows") == args.ppl_windows)
+    return {**earlier, "copied_from": importance.name} if same else score(MODEL, part, args)
+
+
+def missing_scores(row: dict, parts: list[str]) -> bool:
+    """Whether any scoring part asked for (ppl, tasks, speed) is still missing from a row."""
+    return any(part not in row.get(model, {}) for part in parts if part in ("ppl", "tasks") for model in MODELS) or (
+        "speed" in parts and "speed" not in row)
+
+
+def again_if_gone(row: dict, folder: Path, parts: list[str]) -> dict:
+    """A row that ran but still misses a score asked for, whose folders are gone (another session's workdir):
+    a fresh row that runs again, with what was measured kept beside it under "earlier"."""
+    if "run" not in row or not missing_scores(row, parts) or exported(folder, "recovered").is_dir():
+        return row
+    print(f"[{folder.name}] its pipeline folders are gone: running the row again", flush=True)
+    return {"overrides": row.get("overrides", []), "earlier": {k: v for k, v in row.items() if k != "overrides"}}
+
+
+def merge_row(stem: str, header: dict, key: str | None = None, row: dict | None = None) -> dict:
+    """Read the results file (under a lock), put this process's row into it, write it back; returns it.
+    Several runs of this script (different --rows) can so fill one table side by side."""
+    path = RESULTS / f"{stem}.json"
+    with open(Path(tempfile.gettempdir()) / f"lorashear-{stem}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = json.loads(path.read_text()) if path.exists() else {"model": MODEL, "rows": {}}
+        if key is not None:
+            results.update(header)
+            results["rows"][key] = row
+            write_results(stem, results, markdown(results))
+        return results
+
+
 def time_row(dense, folder: Path, rounds: int) -> dict:
     """The exported (pruned) folder timed against the dense model, alternating in one window: speed-ups
     (median and range over rounds), the machine and its warnings. The recovered folder has the same shapes."""
@@ -228,23 +269,29 @@ def main() -> int:
     unknown = sorted(set(args.rows.split(",")) - set(ALL_ROWS)) + sorted(set(args.parts.split(",")) - set(PARTS))
     if unknown:
         parser.error(f"unknown row(s)/part(s): {', '.join(unknown)}; rows: {', '.join(ALL_ROWS)}; parts: {', '.join(PARTS)}")
-    path = RESULTS / f"{args.stem}.json"
-    results = json.loads(path.read_text()) if path.exists() else {"model": MODEL, "rows": {}}
-    results.update(command="PYTHONPATH=src python benchmarks/methods.py " + " ".join(sys.argv[1:]),
-                   machine=machine_text(), limit=args.limit)
-    save = lambda: write_results(args.stem, results, markdown(results))  # noqa: E731
+    header = {"command": "PYTHONPATH=src python benchmarks/methods.py " + " ".join(sys.argv[1:]),
+              "machine": machine_text(), "limit": args.limit}
+    results = merge_row(args.stem, header)
     dense = results["rows"].setdefault("dense", {})
-    dense.setdefault("params", count_parameters(load_model(MODEL, device="cpu")))
+    if "params" not in dense:
+        dense["params"] = count_parameters(load_model(MODEL, device="cpu"))
+        results = merge_row(args.stem, header, "dense", dense)
     rows = [(float(r), name) for r in args.ratios.split(",") for name in args.rows.split(",")]
     dense_model = load_model(MODEL, device="cpu") if "speed" in args.parts.split(",") else None
-    for part in args.parts.split(","):
+    parts = args.parts.split(",")
+    for part in parts:
         if part in ("ppl", "tasks") and part not in dense:
-            dense[part] = score(MODEL, part, args)
-            save()
-        for ratio, name in rows:
-            key = row_key(ratio, name)
-            row = results["rows"].setdefault(key, {"overrides": ROWS.get(name, ("", []))[1]})
-            folder = args.workdir / key.replace("%", "").replace(" ", "-")
+            dense[part] = dense_score(part, args)
+            merge_row(args.stem, header, "dense", dense)
+    # Row by row, every part of a row before the next row: a session that ends mid-table leaves whole rows
+    # (the pipeline folders under --workdir need not outlive it).
+    for ratio, name in rows:
+        key = row_key(ratio, name)
+        row = results["rows"].setdefault(key, {"overrides": ROWS.get(name, ("", []))[1]})
+        folder = args.workdir / key.replace("%", "").replace(" ", "-")
+        row = results["rows"][key] = again_if_gone(row, folder, parts)
+        save = lambda: merge_row(args.stem, header, key, row)  # noqa: B023, E731
+        for part in parts:
             if part == "run":
                 if "run" not in row:
                     print(f"[{key}] {name if name in BASELINES else 'lorashear run'}", flush=True)

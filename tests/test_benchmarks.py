@@ -286,3 +286,36 @@ def test_real_models_report_is_rendered_from_its_json():
         for key, row in model.get("prunes", {}).items():  # rows not run yet are absent
             assert key in real.PRUNES and row["command"].startswith("lorashear prune ")
             assert row["max_abs_logit_delta_vs_zeroed"] <= 1e-3 * row["max_abs_logit"] or "stock" in key
+
+
+def test_methods_runs_of_different_rows_fill_one_table(tmp_path, monkeypatch):
+    """methods.merge_row re-reads the results file before writing a row: two processes filling different rows
+    (e.g. `--rows lhspg-auto` and `--rows taylor-auto-150k` side by side) keep each other's rows."""
+    methods = _script("methods")
+    written = {}
+    monkeypatch.setattr(methods, "RESULTS", tmp_path)
+    monkeypatch.setattr(methods, "write_results", lambda stem, data, md: (tmp_path / f"{stem}.json").write_text(
+        json.dumps(data)) or written.setdefault("md", md))
+    header = {"command": "c", "machine": "x", "limit": 200}
+    first = methods.merge_row("t", header)  # nothing on disk yet: an empty table
+    methods.merge_row("t", header, "20% lhspg-auto", {"run": {"seconds": 1.0, "params": 8}})
+    methods.merge_row("t", header, "20% taylor-auto-150k", {"run": {"seconds": 2.0, "params": 8}})
+    assert first["rows"] == {} and list(methods.merge_row("t", header)["rows"]) == ["20% lhspg-auto", "20% taylor-auto-150k"]
+
+
+def test_methods_reruns_a_row_whose_folders_are_gone_and_reuses_the_dense_scores(tmp_path):
+    """A row measured in another session (its pipeline folders gone) still missing a score must run again;
+    the dense model's scores come from importance.py's identical measurement when its settings match."""
+    import argparse
+
+    methods = _script("methods")
+    row = {"run": {"seconds": 1.0}, "pruned": {"ppl": {"ppl": 41.7}}, "recovered": {"ppl": {"ppl": 37.0}}}
+    assert methods.missing_scores(row, ["run", "ppl", "tasks"]) and not methods.missing_scores(row, ["run", "ppl"])
+    assert methods.missing_scores(row, ["speed"])
+    again = methods.again_if_gone({"overrides": ["x=1"], **row}, tmp_path / "20-lhspg-auto", ["run", "ppl", "tasks"])
+    assert again == {"overrides": ["x=1"], "earlier": row}
+    assert methods.again_if_gone(row, tmp_path / "20-lhspg-auto", ["run", "ppl"]) is row  # nothing missing
+    (tmp_path / "20-lhspg-auto" / "04-recover" / "model").mkdir(parents=True)
+    assert methods.again_if_gone(row, tmp_path / "20-lhspg-auto", ["run", "ppl", "tasks"]) is row  # folders here
+    dense_tasks = methods.dense_score("tasks", argparse.Namespace(limit=200, ppl_windows=128))
+    assert dense_tasks["copied_from"] == "importance_smollm2.json" and dense_tasks["limit"] == 200
