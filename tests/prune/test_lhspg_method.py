@@ -45,6 +45,24 @@ def test_lhspg_end_to_end(small_vocab_dirs, tmp_path, merged_models, arch):
     assert steps[1]["sparsity"] == 0 and sum(steps[-1]["zeroed"].values()) == len(removed)
 
 
+def test_saliency_samples_scores_the_first_n_calibration_samples(small_vocab_dirs, tmp_path, monkeypatch):
+    """--saliency-samples N: the period starts' data-driven saliency reads the first N of the calibration samples."""
+    from lorashear.prune.lhspg.hook import LhspgHook
+
+    seen = []
+    original = LhspgHook.__init__
+
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        seen.append(self.batches)
+
+    monkeypatch.setattr(LhspgHook, "__init__", spy)
+    out = tmp_path / "out"
+    assert main(prune_argv(small_vocab_dirs["llama"], out, "--saliency-samples", "2")) == 0
+    assert [tuple(b.shape) for b in seen] == [(2, 32)]  # of the 4 calibration samples of 32 tokens
+    assert json.loads((out / "pruning.json").read_text())["settings"]["lhspg"]["saliency_samples"] == 2
+
+
 def test_resume_after_an_interrupted_run_gives_the_same_plan(small_vocab_dirs, tmp_path, capsys):
     check_resume(prune_argv, small_vocab_dirs["llama"], tmp_path, capsys)
 
@@ -55,6 +73,7 @@ def test_resume_after_an_interrupted_run_gives_the_same_plan(small_vocab_dirs, t
     (["--saliency", "nonsense"], "unknown criterion"),
     (["--score-option", "colour=red"], "has no option colour"),
     (["--periods", "0"], "periods must be a positive integer"),
+    (["--saliency-samples", "0"], "--saliency-samples must be a positive integer"),
     (["--tokens", "32"], "at least one step per period"),
     (["--lambda-rule", "cubic"], None),  # argparse refuses it (exit 2 too)
 ])

@@ -194,3 +194,25 @@ def test_lora_without_an_adapter_is_a_clear_error(folders, tmp_path, capsys):
     [line] = error_lines(capsys)
     assert "--lora keeps the model's LoRA adapter" in line and "has none" in line
     assert not out.exists()
+
+
+def test_knowledge_from_reuses_an_earlier_analysis(small_vocab_dirs, tmp_path, capsys):
+    """`--knowledge-from KNOWLEDGE_JSON`: the earlier analysis's verdict is the plan's unprunable set, nothing is
+    probed again, and pruning.json names the file; naming a rule as well is one clear error."""
+    source = small_vocab_dirs["llama"]
+    assert main(["knowledge", str(source), "--unprunable", "fixed", "-o", str(tmp_path / "k")]) == 0
+    verdict = json.loads((tmp_path / "k" / "knowledge.json").read_text())["unprunable"]
+    assert verdict  # the fixed rule: layer 0 and the last layer
+    argv = ["prune", str(source), "--method", "magnitude", "--ratio", "0.2", "--knowledge-from",
+            str(tmp_path / "k" / "knowledge.json")]
+    assert main([*argv, "-o", str(tmp_path / "out")]) == 0
+    record = json.loads((tmp_path / "out" / "pruning.json").read_text())
+    assert record["knowledge"]["unprunable"] == verdict
+    assert record["knowledge"]["from"] == str(tmp_path / "k" / "knowledge.json")
+    kept = {(c.split(".")[0], c.split(".")[1]) for c in verdict}
+    assert not any((f"layer{g['layer']}", "attention" if g["kind"] == "kv_group" else "mlp") in kept
+                   for g in record["removed"])
+    capsys.readouterr()
+    assert main([*argv, "--unprunable", "fixed", "-o", str(tmp_path / "both")]) == 2
+    [line] = error_lines(capsys)
+    assert "drop --unprunable" in line and not (tmp_path / "both").exists()

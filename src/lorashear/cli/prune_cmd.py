@@ -66,6 +66,9 @@ def register(subparsers) -> None:
     add_score_option_arg(p)
     add_calibration_args(p, defaults=False)
     add_knowledge_args(p, default_rule=None)
+    p.add_argument("--knowledge-from", metavar="KNOWLEDGE_JSON",
+                   help="use an earlier analysis's verdict (its knowledge.json, from `lorashear knowledge` or a "
+                   "run's 02-knowledge/) instead of probing again; the rule flags are then ignored")
     add_training_args(p, ", ".join(m.name for m in METHODS.values() if m.trained))
     add_method_args(p)
     p.add_argument("--overwrite", action="store_true")
@@ -76,7 +79,7 @@ def register(subparsers) -> None:
 # Trained methods' option fields set by add_method_args's flags (each method takes those its options
 # dataclass has); group_divisible comes from --multiple-of, the criterion's options from --score-option.
 METHOD_FLAGS = ("warmup_share", "periods", "epsilon", "lambda_rule", "variant", "merge", "saliency",
-                "beta", "cooldown_share", "mask_every", "subtract_cross")
+                "saliency_samples", "beta", "cooldown_share", "mask_every", "subtract_cross")
 SCORE_OPTION_FIELDS = ("saliency_options", "criterion_options")  # where a trained method takes --score-option
 
 
@@ -94,6 +97,9 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--merge", choices=MERGES, help="period end: merge BA and restart LoRA (reset), or keep it")
     g.add_argument("--saliency", help=f"criterion that picks each period's groups ({LhspgConfig.saliency}; any of "
                    f"{', '.join(CRITERIA)}); its options via --score-option")
+    g.add_argument("--saliency-samples", type=int, metavar="N",
+                   help="a data-driven saliency scores the first N calibration samples at each period start "
+                   "(default: all --calib-samples); its cost per start scales with N")
     g = p.add_argument_group("LoRAPrune (--method loraprune; lora-grad options via --score-option)")
     g.add_argument("--beta", type=float, help="moving average of the scores: s ← β·s + (1 − β)·s_new (0.9)")
     g.add_argument("--cooldown-share", type=float, help="share of the last steps held at the target ratio (0.1)")
@@ -124,12 +130,20 @@ def run(args: argparse.Namespace) -> int:
         score_options={} if method.trained else score_options(args.score_option),
         calibration=calibration_config(args),
         knowledge=knowledge_config(args, method.probe_criterion, method.knowledge),
+        knowledge_from=_knowledge_from(args),
         batch_size=args.batch_size,
         training=training,
         method_options=options,
     )
     prune_model(config)
     return 0
+
+
+def _knowledge_from(args: argparse.Namespace) -> str | None:
+    """--knowledge-from's file; naming a rule as well is refused (the file's verdict is the rule)."""
+    if args.knowledge_from is not None and (args.unprunable is not None or args.unprunable_ratio is not None):
+        raise LorashearError("--knowledge-from uses that analysis's verdict; drop --unprunable/--unprunable-ratio")
+    return args.knowledge_from
 
 
 def _trained(args: argparse.Namespace, method):

@@ -240,5 +240,6 @@ def plan_record(plan: PruningPlan) -> dict:
             "rule": knowledge["settings"]["rule"],
             "criterion": knowledge["settings"]["criterion"],
             "unprunable": knowledge["unprunable"],
+            **({"from": knowledge["settings"]["from"]} if "from" in knowledge["settings"] else {}),  # --knowledge-from
         },
     }

@@ -23,6 +23,9 @@ class LhspgConfig:
     variant: str = "projection"
     saliency: str = "taylor"  # any registered criterion (README: taylor beat the lhspg proxy mix)
     saliency_options: dict = field(default_factory=dict)
+    # A data-driven saliency (taylor, wanda-sp, ...) scores on the first N calibration samples at each period
+    # start (None: all of them). Its cost is per period start, not per step: fewer samples, less time.
+    saliency_samples: int | None = None
     merge: str = "reset"
     group_divisible: int = 1  # kept MLP/hidden channel counts a multiple of this (select's multiple_of)
 
@@ -39,6 +42,9 @@ class LhspgConfig:
                                      ("variant", self.variant, VARIANTS), ("merge", self.merge, MERGES)):
             if value not in choices:
                 raise LorashearError(f"LHSPG {name} must be one of {', '.join(choices)}, got {value!r}")
+        n = self.saliency_samples
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise LorashearError(f"--saliency-samples must be a positive integer, got {n!r}")
         g = self.group_divisible
         if isinstance(g, bool) or not isinstance(g, int) or g < 1:
             raise LorashearError(f"--group-divisible must be a positive integer, got {g!r}")

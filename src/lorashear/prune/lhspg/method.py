@@ -26,7 +26,7 @@ def lhspg_plan(ctx: PruneContext) -> PruningPlan | None:
 
     def make_hook(model, graph) -> LhspgHook:
         needs_data = get_criterion(options.saliency, **options.saliency_options).needs_data
-        data = ctx.calibration().batches if needs_data else None  # e.g. --saliency taylor
+        data = ctx.calibration().batches[: options.saliency_samples] if needs_data else None  # e.g. taylor
         return LhspgHook(options, graph, c.ratio, tuple(c.kinds), c.uniform, tied_aliases(model), data)
 
     done = train_method(ctx, make_hook, progress)
