@@ -58,6 +58,8 @@ ROWS = {
     "lhspg-auto": ("LoRAShear: LHSPG, data-driven analysis", []),
     "lhspg-product-slow": ("LHSPG with its first defaults: LoRA-product saliency, 49 steps of 16 x 256 at lr 2e-4",
                            ["prune.saliency=lhspg", "prune.tokens=200000", "prune.grad_accum=4", "prune.lr=2e-4"]),
+    "lhspg-auto-s16": ("LHSPG, its Taylor saliency on the first 16 of the 64 calibration samples (a quarter of "
+                       "the period-start cost)", ["prune.saliency_samples=16"]),
     "lhspg-fixed": ("LoRAShear: LHSPG, fixed rule (first 10% of layers, last layer)", ["knowledge.rule=fixed"]),
     "lhspg-fade": ("LHSPG, the authors' released multiplicative fade", ["prune.variant=fade"]),
     "loraprune-fixed": ("LoRAPrune (its released fixed rule)", ["prune.method=loraprune", "knowledge.rule=fixed"]),

@@ -30,8 +30,10 @@ BATCH = ["--batch-size", "4", "--seq-len", "256"]
 
 
 # Trained rows: name -> (method, its extra flags). LHSPG's default saliency (taylor) takes full-weight
-# gradients of the calibration batches at each period's start; `lhspg-product` scores from LoRA alone.
+# gradients of the calibration batches at each period's start (`lhspg-s16`: of the first 16 samples only);
+# `lhspg-product` scores from LoRA alone.
 TRAINED = {"loraprune": ("loraprune", []), "lhspg": ("lhspg", []),
+           "lhspg-s16": ("lhspg", ["--saliency-samples", "16"]),
            "lhspg-product": ("lhspg", ["--saliency", "lhspg"])}
 ROWS = ("taylor", *TRAINED)
 
