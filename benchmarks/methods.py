@@ -253,8 +253,26 @@ def markdown(results: dict) -> str:
         what = ROWS.get(name, BASELINES.get(name, ("",)))[0]
         lines.append(f"| {ratio} | {name} | {count(run.get('params'))} | {' | '.join(cells)} | {timing} | "
                      f"{run.get('peak_rss_mb', '')} | {what} |")
-    lines += ["", "Empty cells and `pending` rows: not measured yet (the script resumes them)."]
+    lines += ["", "Empty cells and `pending` rows: not measured yet (the script resumes them).", *task_table(results)]
     return "\n".join(lines) + "\n"
+
+
+def task_table(results: dict) -> list[str]:
+    """The seven tasks one by one (accuracy %, the metric of the average) of every scored model; [] before any."""
+    scored = [("0%", "dense", "", results["rows"].get("dense", {}).get("tasks"))]
+    for key, row in results["rows"].items():
+        if key != "dense":
+            scored += [(*key.split(" ", 1), model, row.get(model, {}).get("tasks")) for model in MODELS]
+    scored = [entry for entry in scored if entry[3] and "tasks" in entry[3]]
+    if not scored:
+        return []
+    lines = ["", "The seven tasks (first {} documents each):".format(results["limit"]), "",
+             f"| ratio | row | model | {' | '.join(AVERAGE_METRIC)} | average |",
+             "|---|---|---|" + "---:|" * (len(AVERAGE_METRIC) + 1)]
+    for ratio, name, model, tasks in scored:
+        cells = [fmt(tasks["tasks"].get(task), 100) for task in AVERAGE_METRIC]
+        lines.append(f"| {ratio} | {name} | {model} | {' | '.join(cells)} | {fmt(tasks['avg'], 100)} |")
+    return lines
 
 
 def main() -> int:

@@ -169,6 +169,12 @@ def test_methods_margin_kept_and_speed_columns():
     line = next(line for line in methods.markdown(results).splitlines() if "| torch-pruning |" in line)
     margin = 100 * (0.45 - chance) / (0.55 - chance)
     assert f"| 0.00 / {margin:.2f} | 1.25× (1.10–1.30) | 1.25× (1.10–1.30) |" in line and "Torch-Pruning" in line
+    assert "| boolq |" not in methods.markdown(results)  # no per-task scores yet: no per-task table
+    seven = {task: 0.5 for task in methods.AVERAGE_METRIC}
+    results["rows"]["50% torch-pruning"]["recovered"]["tasks"] = {"avg": 0.5, "tasks": {**seven, "piqa": 0.625}}
+    text = methods.markdown(results)
+    assert "| ratio | row | model | boolq | piqa | hellaswag |" in text
+    assert "| 50% | torch-pruning | recovered | 50.00 | 62.50 | 50.00 |" in text
 
 
 def test_methods_rows_run_at_50_percent():
