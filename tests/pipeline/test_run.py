@@ -125,6 +125,24 @@ def test_interrupted_stage_leaves_nothing_done_and_resume_continues(small_vocab_
     assert (out / "03-prune" / "DONE").is_file() and (out / "report.md").is_file()
 
 
+def test_knowledge_from_takes_an_earlier_runs_verdict(small_vocab_dirs, texts, tmp_path):
+    """`knowledge.from`: the knowledge stage takes that file's verdict (nothing probed), the prune stage uses it,
+    pruning.json names the file; `from` beside rule keys is one clear error."""
+    base = tiny(small_vocab_dirs["llama"], texts, "recover=null", "evaluate=null", "analyze=null", ONE_SHOT)
+    first = tmp_path / "first"
+    run_recipe(load_recipe(DEMO, [*base, "knowledge.rule=fixed"]), first, log=lambda _: None)
+    source = first / "02-knowledge" / "knowledge.json"
+    second = tmp_path / "second"
+    run_recipe(load_recipe(DEMO, [*base, f"knowledge={{from: {source}}}"]), second, log=lambda _: None)
+    verdict = json.loads(source.read_text())["unprunable"]
+    assert verdict and json.loads((second / "02-knowledge" / "knowledge.json").read_text())["unprunable"] == verdict
+    pruning = json.loads((second / "03-prune" / "model" / "pruning.json").read_text())
+    assert pruning["knowledge"]["unprunable"] == verdict and pruning["knowledge"]["from"] == str(source)
+    assert yaml.safe_load((second / "02-knowledge" / "config.yaml").read_text())["from"] == str(source)
+    with pytest.raises(LorashearError, match="either 'from' or the rule keys"):
+        load_recipe(DEMO, [*base, f"knowledge={{from: {source}, rule: auto}}"])
+
+
 def test_recovery_stopped_early_resumes_from_its_checkpoint(small_vocab_dirs, texts, tmp_path):
     out = tmp_path / "run"
     base = tiny(small_vocab_dirs["llama"], texts, "evaluate=null", "analyze=null", "knowledge=null")

@@ -234,7 +234,8 @@ def load_knowledge(path: str | Path, graph: StructureGraph, kinds: tuple[str, ..
     for cluster in clusters:
         record = records[cluster.name]
         cluster.deviation, cluster.unprunable = dict(record["deviation"]), record["unprunable"]
-    return KnowledgeResult(clusters, saved["dense_loss"], {**saved["settings"], "from": str(path)}, saved["seconds"])
+    # "from" names where the verdict was made: a file that was itself taken from another keeps that one.
+    return KnowledgeResult(clusters, saved["dense_loss"], {"from": str(path), **saved["settings"]}, saved["seconds"])
 
 
 def mark_unprunable(graph: StructureGraph, result: KnowledgeResult) -> int:

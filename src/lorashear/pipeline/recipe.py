@@ -3,7 +3,8 @@
     model: smollm2-135m
     calibration: {samples: 16}                     # CalibrationConfig (knowledge analysis and prune)
     analyze: {kinds: all}                          # the graph summary; null switches a stage off
-    knowledge: {rule: auto}                        # KnowledgeConfig (criterion: the method's)
+    knowledge: {rule: auto}                        # KnowledgeConfig (criterion: the method's); or
+                                                   # {from: OUT/02-knowledge/knowledge.json}: that verdict
     prune: {method: taylor, ratio: 0.2}            # PruneConfig; any other key is the method's own option
     recover: {tokens: 20000}                       # RecoverConfig (pruned, out, dense, resume: set by the runner)
     evaluate: {ppl_windows: 8, tasks: [piqa]}      # EvalConfig, plus speed_rounds (no limit: 200 on a CPU)
@@ -35,6 +36,7 @@ SECTIONS = ("model", "calibration", "analyze", "knowledge", "prune", "recover", 
 OPTIONAL_STAGES = ("analyze", "knowledge", "recover", "evaluate")
 ANALYZE_KEYS = {"kinds": "all", "lora": False}
 EVAL_EXTRA = {"speed_rounds": 5}  # rounds of the side-by-side timing (evaluate.compare)
+KNOWLEDGE_FROM = "from"  # knowledge.from: an earlier analysis's knowledge.json, used instead of probing
 # Set by the runner, never by a recipe: where a stage reads and writes.
 RUNNER_KEYS = {"prune": ("model", "output", "overwrite", "calibration", "knowledge", "knowledge_from",
                          "method_options"),
@@ -77,7 +79,17 @@ class Recipe:
         from lorashear.prune import METHODS
 
         criterion = METHODS[self.sections["prune"].get("method", "random")].probe_criterion
+        values = {k: v for k, v in values.items() if k != KNOWLEDGE_FROM}
         return KnowledgeConfig(**{"criterion": criterion, **_with_lists(values)})
+
+    def knowledge_from(self) -> str | None:
+        """`knowledge.from`: an earlier analysis's knowledge.json whose verdict the run takes (nothing probed)."""
+        values = self.sections.get("knowledge") or {}
+        path = values.get(KNOWLEDGE_FROM)
+        if path is not None and (set(values) - {KNOWLEDGE_FROM}):
+            raise LorashearError(f"'knowledge' takes either 'from' or the rule keys, not both: "
+                                 f"{', '.join(sorted(set(values) - {KNOWLEDGE_FROM}))}")
+        return None if path is None else str(path)
 
     def prune(self, output: str | Path, knowledge_from: str | Path | None = None) -> PruneConfig:
         """PruneConfig of the `prune` section; keys it does not have go to the method (`method_options`)."""
@@ -122,8 +134,9 @@ class Recipe:
         """Build every enabled stage's config once, so a bad recipe fails before any model work."""
         if self.enabled("analyze"):
             check_keys("analyze", self.sections["analyze"], list(ANALYZE_KEYS))
-        for section, cls in (("calibration", CalibrationConfig), ("knowledge", KnowledgeConfig)):
-            check_keys(section, self.sections.get(section) or {}, field_names(cls))
+        check_keys("calibration", self.sections.get("calibration") or {}, field_names(CalibrationConfig))
+        check_keys("knowledge", self.sections.get("knowledge") or {}, [*field_names(KnowledgeConfig), KNOWLEDGE_FROM])
+        self.knowledge_from()
         self.prune("recipe-check")
         if self.enabled("recover"):
             own = [k for k in field_names(RecoverConfig) if k not in RUNNER_KEYS["recover"]]

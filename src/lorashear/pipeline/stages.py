@@ -93,6 +93,8 @@ def knowledge_settings(recipe: Recipe) -> dict:
     """What the knowledge stage's verdict depends on (its config.yaml): two recipes with equal settings
     get the same analysis, so one finished stage can stand for both (benchmarks/methods.py shares it)."""
     config = recipe.prune("-")
+    if recipe.knowledge_from() is not None:
+        return {"model": recipe.model, "from": recipe.knowledge_from(), "kinds": list(config.kinds)}
     return {"model": recipe.model, "knowledge": config.knowledge, "calibration": config.calibration,
             "kinds": list(config.kinds), "batch_size": config.batch_size,
             "score_options": config.score_options}  # they shape the probe's scores when it is the method's criterion
@@ -103,7 +105,7 @@ def knowledge(ctx: StageContext) -> bool:
     from lorashear.knowledge import heatmap
     from lorashear.prune.api import analyze_for_pruning
 
-    config = ctx.recipe.prune("-")
+    config = ctx.recipe.prune("-", ctx.recipe.knowledge_from())  # knowledge.from: that verdict, not probed
     result = analyze_for_pruning(config, ctx.log)
     result.settings["model"] = ctx.recipe.model
     heatmap(result, ctx.work / "knowledge.png")
