@@ -185,7 +185,7 @@ def merge_row(stem: str, header: dict, key: str | None = None, row: dict | None 
         results = json.loads(path.read_text()) if path.exists() else {"model": MODEL, "rows": {}}
         if key is not None:
             results.update(header)
-            results["rows"][key] = row
+            results["rows"][key] = {**row, "benchmark_command": header["command"]}  # which run measured it
             write_results(stem, results, markdown(results))
         return results
 
@@ -221,7 +221,7 @@ def markdown(results: dict) -> str:
     dense = results["rows"].get("dense", {})
     dense_avg = dense.get("tasks", {}).get("avg")
     lines = [f"# Methods side by side on {results['model']}: pruned, then the same recovery", "",
-             f"Command: `{results['command']}`", "",
+             f"Command of the latest run: `{results['command']}` (each row's own: `benchmark_command` in the JSON)", "",
              f"Machine: {results['machine']}. Base recipe: `recipes/lorashear-20.yaml` (each row's overrides in the "
              "JSON). PPL: wiki, 128 × 512 (BOS + 511 text tokens); 7-task average: first "
              f"{results['limit']} documents each (acc for boolq/winogrande, acc_norm for the rest). Margin kept: "

@@ -306,7 +306,9 @@ def test_methods_runs_of_different_rows_fill_one_table(tmp_path, monkeypatch):
     first = methods.merge_row("t", header)  # nothing on disk yet: an empty table
     methods.merge_row("t", header, "20% lhspg-auto", {"run": {"seconds": 1.0, "params": 8}})
     methods.merge_row("t", header, "20% taylor-auto-150k", {"run": {"seconds": 2.0, "params": 8}})
-    assert first["rows"] == {} and list(methods.merge_row("t", header)["rows"]) == ["20% lhspg-auto", "20% taylor-auto-150k"]
+    rows = methods.merge_row("t", header)["rows"]
+    assert first["rows"] == {} and list(rows) == ["20% lhspg-auto", "20% taylor-auto-150k"]
+    assert rows["20% lhspg-auto"]["benchmark_command"] == "c"
 
 
 def test_methods_reruns_a_row_whose_folders_are_gone_and_reuses_the_dense_scores(tmp_path):
