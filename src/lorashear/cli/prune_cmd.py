@@ -68,7 +68,7 @@ def register(subparsers) -> None:
     add_knowledge_args(p, default_rule=None)
     p.add_argument("--knowledge-from", metavar="KNOWLEDGE_JSON",
                    help="use an earlier analysis's verdict (its knowledge.json, from `lorashear knowledge` or a "
-                   "run's 02-knowledge/) instead of probing again; the rule flags are then ignored")
+                   "run's 02-knowledge/) instead of probing again (not together with --unprunable/--unprunable-ratio)")
     add_training_args(p, ", ".join(m.name for m in METHODS.values() if m.trained))
     add_method_args(p)
     p.add_argument("--overwrite", action="store_true")

@@ -92,9 +92,9 @@ def knowledge_enabled(recipe: Recipe) -> bool:
 def knowledge_settings(recipe: Recipe) -> dict:
     """What the knowledge stage's verdict depends on (its config.yaml): two recipes with equal settings
     get the same analysis, so one finished stage can stand for both (benchmarks/methods.py shares it)."""
-    config = recipe.prune("-")
-    if recipe.knowledge_from() is not None:
-        return {"model": recipe.model, "from": recipe.knowledge_from(), "kinds": list(config.kinds)}
+    config, source = recipe.prune("-"), recipe.knowledge_from()
+    if source is not None:
+        return {"model": recipe.model, "from": source, "kinds": list(config.kinds)}
     return {"model": recipe.model, "knowledge": config.knowledge, "calibration": config.calibration,
             "kinds": list(config.kinds), "batch_size": config.batch_size,
             "score_options": config.score_options}  # they shape the probe's scores when it is the method's criterion

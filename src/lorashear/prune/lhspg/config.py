@@ -34,21 +34,22 @@ class LhspgConfig:
 
         if not 0.0 <= self.warmup_share < 1.0:
             raise LorashearError(f"LHSPG warm-up share must be in [0, 1), got {self.warmup_share}")
-        if isinstance(self.periods, bool) or not isinstance(self.periods, int) or self.periods < 1:
-            raise LorashearError(f"LHSPG periods must be a positive integer, got {self.periods!r}")
+        _positive_int("LHSPG periods", self.periods)
         if not (math.isfinite(self.epsilon) and 0.0 <= self.epsilon < 1.0):
             raise LorashearError(f"LHSPG epsilon must be in [0, 1), got {self.epsilon}")
         for name, value, choices in (("lambda rule", self.lambda_rule, LAMBDA_RULES),
                                      ("variant", self.variant, VARIANTS), ("merge", self.merge, MERGES)):
             if value not in choices:
                 raise LorashearError(f"LHSPG {name} must be one of {', '.join(choices)}, got {value!r}")
-        n = self.saliency_samples
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-            raise LorashearError(f"--saliency-samples must be a positive integer, got {n!r}")
-        g = self.group_divisible
-        if isinstance(g, bool) or not isinstance(g, int) or g < 1:
-            raise LorashearError(f"--group-divisible must be a positive integer, got {g!r}")
+        if self.saliency_samples is not None:
+            _positive_int("--saliency-samples", self.saliency_samples)
+        _positive_int("--group-divisible", self.group_divisible)
         get_criterion(self.saliency, **self.saliency_options)  # unknown saliency or option: fail now
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise LorashearError(f"{name} must be a positive integer, got {value!r}")
