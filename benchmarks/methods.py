@@ -61,6 +61,9 @@ ROWS = {
     "lhspg-auto-s16": ("LHSPG, its Taylor saliency on the first 16 of the 64 calibration samples (a quarter of "
                        "the period-start cost)", ["prune.saliency_samples=16"]),
     "lhspg-fixed": ("LoRAShear: LHSPG, fixed rule (first 10% of layers, last layer)", ["knowledge.rule=fixed"]),
+    "lhspg-fixed-steps4": ("LHSPG, fixed rule, its Taylor saliency from the weight gradients of the 4 training steps "
+                           "that end at each period start (no calibration pass)",
+                           ["knowledge.rule=fixed", "prune.saliency_steps=4"]),
     "lhspg-fade": ("LHSPG, the authors' released multiplicative fade", ["prune.variant=fade"]),
     "loraprune-fixed": ("LoRAPrune (its released fixed rule)", ["prune.method=loraprune", "knowledge.rule=fixed"]),
     "taylor-auto-150k": ("Taylor + 149K recovery tokens: LHSPG's 49K training + 100K recovery",

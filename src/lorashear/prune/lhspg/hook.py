@@ -8,6 +8,10 @@ take an LHSPG projection (or the released fade); at the period's last step they 
 zero and s·BA merges into W. Redundant groups stay zero: their LoRA slices and Adam moments are
 zeroed after every later step. Everything is computed from weights that every DDP process shares,
 with ties broken by group index, so every process edits its copy identically.
+
+With `saliency_steps` N a gradient saliency (taylor) scores from the training itself: the frozen weights
+the groups slice get gradients on the N steps that end at each choice (summed over the steps, averaged
+over DDP processes, averaged at the choice) instead of extra passes over calibration batches.
 """
 
 from __future__ import annotations
@@ -46,6 +50,10 @@ class LhspgHook(TrainHook):
         self._sparsity: tuple[int, dict] | None = None  # (len(zeroed), summary) cache
         self._period = 0  # periods begun, for the step log
         self._score_memo: dict = {}  # what scoring derives from the graph alone, kept across periods
+        self.grads: dict[str, torch.Tensor] = {}  # saliency_steps: ∂L/∂W summed over the window's steps so far
+        self.grad_steps = 0
+        self._grads_used = False  # a choice of this step read `grads`: freed after the step
+        self._grad_params: dict[str, torch.nn.Parameter] = {}
 
     # ---------------------------------------------------------------- hook interface
 
@@ -58,6 +66,37 @@ class LhspgHook(TrainHook):
     def on_start(self, run: TrainRun) -> None:
         self.schedule = self.check(run.total_steps)
         self.variables = GroupVariables(run.unwrapped, self._groups(self.redundant()))
+        if self.config.saliency_steps is not None:
+            params = dict(run.unwrapped.named_parameters())  # tied weights once
+            names = ScoreContext(run.unwrapped, self.graph, kinds=self.kinds).scored_params()
+            self._grad_params = {n: params[n] for n in sorted(names) if n in params}
+            self.grads = {n: g.to(self._grad_params[n].device) for n, g in self.grads.items()}  # resumed
+
+    def before_step(self, run: TrainRun) -> None:
+        """In a saliency window the groups' frozen weights take gradients this step."""
+        if self._in_window(run.step):
+            for p in self._grad_params.values():
+                p.requires_grad_(True)
+
+    def before_optimizer_step(self, run: TrainRun) -> None:
+        """Add the step's weight gradients to the window's sum; the weights are frozen again (the optimizer
+        never held them, gradient clipping never saw them)."""
+        if not self._in_window(run.step):
+            return
+        accelerator = run.accelerator
+        scale = accelerator.scaler.get_scale() if getattr(accelerator, "scaler", None) is not None else 1.0  # fp16
+        step: dict[str, torch.Tensor] = {}
+        for name, p in self._grad_params.items():
+            if p.grad is not None:
+                g = p.grad if accelerator.num_processes == 1 else accelerator.reduce(p.grad, reduction="mean")
+                step[name] = g.float() / scale if scale != 1.0 else g.float()
+            p.grad = None
+            p.requires_grad_(False)
+        if not all(bool(torch.isfinite(g).all()) for g in step.values()):
+            return  # an overflowing fp16 step (the optimizer skips it too) adds nothing
+        for name, g in step.items():
+            self.grads[name] = g if name not in self.grads else self.grads[name].add_(g)
+        self.grad_steps += 1
 
     def after_step(self, run: TrainRun, record: dict) -> None:
         model, optimizer = run.unwrapped, run.optimizer
@@ -84,6 +123,8 @@ class LhspgHook(TrainHook):
                 merge_lora(model, optimizer)
         # Zeros stay zero: the optimizer step revived their LoRA slices (one write per factor for all of them).
         self.variables.zero_lora_many(sorted(self.zeroed.difference(current)), optimizer)
+        if self._grads_used:  # read by this step's choice(s): freed, the next window starts afresh
+            self.grads, self.grad_steps, self._grads_used = {}, 0, False
         record.update(self.summary())
 
     def on_end(self, run: TrainRun) -> None:
@@ -94,13 +135,17 @@ class LhspgHook(TrainHook):
         self.zeroed.update(self.redundant())
 
     def state_dict(self) -> dict:
+        # A window cut by the checkpoint resumes with its gradients so far.
         return {"periods": [list(p) for p in self.periods], "zeroed": sorted(self.zeroed),
-                "start_norms": {str(i): v for i, v in self.start_norms.items()}}
+                "start_norms": {str(i): v for i, v in self.start_norms.items()},
+                "saliency_grads": {n: g.cpu() for n, g in self.grads.items()}, "saliency_grad_steps": self.grad_steps}
 
     def load_state_dict(self, state: dict) -> None:
         self.periods = [list(p) for p in state["periods"]]
         self.zeroed = set(state["zeroed"])
         self.start_norms = {int(i): float(v) for i, v in state["start_norms"].items()}
+        self.grads = dict(state.get("saliency_grads", {}))
+        self.grad_steps = state.get("saliency_grad_steps", 0)
         self._sparsity = None
 
     # ---------------------------------------------------------------- pieces
@@ -111,10 +156,28 @@ class LhspgHook(TrainHook):
     def _groups(self, indices) -> dict:
         return {i: self.graph.groups[i] for i in indices}
 
+    def _in_window(self, step: int) -> bool:
+        """Whether the 0-based step `step` is one of the `saliency_steps` steps that end at a choice."""
+        k = self.config.saliency_steps
+        return k is not None and any(0 <= s - step < k for s in self.schedule.selection_steps())
+
+    def _window_gradients(self) -> dict[str, torch.Tensor] | None:
+        """The window's mean gradients (in place: a second choice at the same step reads the same), or None."""
+        if self.config.saliency_steps is None:
+            return None
+        if not self.grads:
+            raise RuntimeError("LHSPG chose groups before any saliency step took gradients")
+        if self.grad_steps > 1:
+            for g in self.grads.values():
+                g.div_(self.grad_steps)
+            self.grad_steps = 1
+        self._grads_used = True
+        return self.grads
+
     def _start_period(self, model, period: int) -> None:
         """Move the least salient still-important groups into the redundant set (cumulative ratio·(p+1)/P)."""
         ctx = ScoreContext(model, self.graph, self.batches, aliases=self.aliases, kinds=self.kinds,
-                           memo=self._score_memo)
+                           memo=self._score_memo, gradients=self._window_gradients())
         ranking = per_parameter_scores(self.graph, self.criterion.score(ctx), self.aliases)
         target = self.ratio * (period + 1) / self.config.periods
         chosen = self._select(ranking, target)
