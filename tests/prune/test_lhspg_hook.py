@@ -78,7 +78,8 @@ def test_resume_from_the_hook_state_gives_the_same_run(graph):
 
 def test_saliency_steps_score_on_the_mean_gradient_of_the_window(graph):
     """--saliency-steps 2: the frozen weights take gradients on the two steps that end at each choice (and on no
-    other), the choice reads their mean (autograd's, step by step), and nothing is left behind."""
+    other), summed in their .grad, the choice reads their mean (autograd's, step by step), and each window's
+    gradients are freed after its choice."""
     model = lora_model()
     optimizer = make_optimizer(model)
     hook = new_hook(graph, model, saliency="taylor", saliency_steps=2)
@@ -91,8 +92,8 @@ def test_saliency_steps_score_on_the_mean_gradient_of_the_window(graph):
     read = []
     window_gradients = hook._window_gradients
 
-    def spy():
-        grads = window_gradients()
+    def spy(run):
+        grads = window_gradients(run)
         read.append((run.step, {n: g.clone() for n, g in grads.items()}))
         return grads
 
@@ -110,7 +111,7 @@ def test_saliency_steps_score_on_the_mean_gradient_of_the_window(graph):
             count += 1
         loss.backward()
         hook.before_optimizer_step(run)
-        assert not any(p.requires_grad or p.grad is not None for p in base.values())
+        assert not any(p.requires_grad for p in base.values())
         optimizer.step()
         optimizer.zero_grad()
         model.eval()
@@ -118,12 +119,14 @@ def test_saliency_steps_score_on_the_mean_gradient_of_the_window(graph):
         if step in (4, 6, 9):
             expected[run.step], sums, count = {n: g / count for n, g in sums.items()}, {}, 0
         hook.after_step(run, {})
+        held = step in windows and step not in (4, 6, 9)  # a window's sum lives until its choice
+        assert all((p.grad is not None) == held for p in base.values())
     assert [step for step, _ in read] == [5, 7, 10]
     for step, grads in read:
         assert grads.keys() == expected[step].keys()
         for name, g in grads.items():
             torch.testing.assert_close(g, expected[step][name], rtol=1e-4, atol=1e-7, msg=name)
-    assert hook.grads == {} and len(hook.periods) == 3
+    assert hook.grad_steps == 0 and len(hook.periods) == 3
 
 
 def test_resume_inside_a_saliency_window_gives_the_same_run(graph):

@@ -78,8 +78,8 @@ def test_saliency_steps_score_from_training_not_calibration(small_vocab_dirs, tm
         init(self, *args, **kwargs)
         batches.append(self.batches)
 
-    def spy_read(self):
-        grads = window_gradients(self)
+    def spy_read(self, run):
+        grads = window_gradients(self, run)
         reads.append(sorted(grads))
         return grads
 
