@@ -30,10 +30,12 @@ BATCH = ["--batch-size", "4", "--seq-len", "256"]
 
 
 # Trained rows: name -> (method, its extra flags). LHSPG's default saliency (taylor) takes full-weight
-# gradients of the calibration batches at each period's start (`lhspg-s16`: of the first 16 samples only);
+# gradients of the calibration batches at each period's start (`lhspg-s16`: of the first 16 samples only;
+# `lhspg-steps4`: of the 4 training steps that end at each start, no calibration pass);
 # `lhspg-product` scores from LoRA alone.
 TRAINED = {"loraprune": ("loraprune", []), "lhspg": ("lhspg", []),
            "lhspg-s16": ("lhspg", ["--saliency-samples", "16"]),
+           "lhspg-steps4": ("lhspg", ["--saliency-steps", "4"]),
            "lhspg-product": ("lhspg", ["--saliency", "lhspg"])}
 ROWS = ("taylor", *TRAINED)
 

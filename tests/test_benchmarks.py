@@ -175,6 +175,18 @@ def test_methods_margin_kept_and_speed_columns():
     text = methods.markdown(results)
     assert "| ratio | row | model | boolq | piqa | hellaswag |" in text
     assert "| 50% | torch-pruning | recovered | 50.00 | 62.50 | 50.00 |" in text
+    assert text.splitlines()[-1].endswith("| 50.00 | 52.08 |")  # average; without boolq: (5 × 50 + 62.5) / 6
+
+
+def test_task_average_without_boolq():
+    """importance.average_without: the mean of the other tasks; None before any task score."""
+    importance = _script("importance")
+    tasks = {"avg": 0.4, "tasks": {"boolq": 0.9, "piqa": 0.5, "hellaswag": 0.3}}
+    assert importance.average_without(tasks) == 0.4 and importance.average_without(tasks, "piqa") == 0.6
+    assert importance.average_without(None) is None and importance.average_without({"avg": 0.5}) is None
+    row = {"dense": {"params": 10, "ppl": {"ppl": 2.0}, "tasks": tasks}}
+    text = importance.markdown({"model": "m", "command": "c", "machine": "x", "limit": 200, "rows": row})
+    assert "| 7-task avg | 6-task avg (no boolq) |" in text and "| 2.00 | 40.00 | 40.00 |" in text
 
 
 def test_methods_rows_run_at_50_percent():

@@ -91,6 +91,24 @@ def test_taylor_element_and_vector_match_autograd(setup):
     assert not model.training
 
 
+def test_taylor_reads_the_callers_gradients_when_given(setup):
+    """ScoreContext.gradients (LHSPG's training steps) replace the calibration passes: equal gradients, equal
+    scores; doubled gradients, doubled scores; and no batch is needed."""
+    from dataclasses import replace
+
+    from lorashear.importance.taylor import accumulate_gradients
+
+    model, graph, ctx = setup
+    grads = accumulate_gradients(model, BATCHES, ctx.scored_params(), batch_size=4)
+    given = replace(ctx, batches=None, gradients=grads, memo={})
+    taylor = get_criterion("taylor")
+    assert taylor.reads_gradients and not get_criterion("wanda-sp").reads_gradients
+    expected = taylor.score(ctx).scores
+    assert taylor.score(given).scores == pytest.approx(expected, rel=1e-6)
+    doubled = replace(given, gradients={n: 2 * g for n, g in grads.items()})
+    assert taylor.score(doubled).scores == pytest.approx({i: 2 * v for i, v in expected.items()}, rel=1e-6)
+
+
 def test_wanda_sp_uses_input_norms(setup):
     model, graph, ctx = setup
     plain = merged(model)

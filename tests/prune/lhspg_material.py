@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import io
 from types import SimpleNamespace
 
 import torch
@@ -67,15 +67,17 @@ def train_step(model, optimizer, before_optimizer_step=None) -> None:
 
 
 def run_of(model, optimizer, total_steps: int) -> SimpleNamespace:
-    """What the hook reads of the shared loop's TrainRun."""
-    return SimpleNamespace(model=model, unwrapped=model, optimizer=optimizer, step=0, total_steps=total_steps)
+    """What the hook reads of the shared loop's TrainRun (one process, no fp16 loss scaling)."""
+    return SimpleNamespace(model=model, unwrapped=model, optimizer=optimizer, step=0, total_steps=total_steps,
+                           accelerator=SimpleNamespace(num_processes=1, scaler=None))
 
 
 def drive(hook, run, steps: int, each=None) -> list[dict]:
-    """Run `steps` optimiser steps of the mini loop with `hook` (its before_optimizer_step and after_step, as
-    the shared loop calls them); `each(run)` after every step."""
+    """Run `steps` optimiser steps of the mini loop with `hook` (its before_step, before_optimizer_step and
+    after_step, as the shared loop calls them); `each(run)` after every step."""
     records = []
     for _ in range(steps):
+        hook.before_step(run)
         train_step(run.unwrapped, run.optimizer, lambda: hook.before_optimizer_step(run))
         run.step += 1
         record = {"step": run.step}
@@ -86,18 +88,32 @@ def drive(hook, run, steps: int, each=None) -> list[dict]:
     return records
 
 
+def assert_same_state(a, b) -> None:
+    """Equal hook states (tensors compared exactly)."""
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert_same_state(a[k], b[k])
+    else:
+        assert a == b
+
+
 def resumed_run(start, new_hook, steps: int, cut: int):
     """An uninterrupted run of `steps` and one stopped after `cut`, continued by a fresh hook loaded from the
-    first's JSON-round-tripped state; the models must end identical. Returns (uninterrupted hook, resumed hook).
+    first's state (saved and loaded as Accelerate does); the models must end identical. Returns (uninterrupted hook, resumed hook).
     `start()` gives (model, hook, run) with the hook started; `new_hook(model)` a fresh hook."""
     model_a, hook_a, run_a = start()
     drive(hook_a, run_a, steps)
     model_b, hook_b, run_b = start()
     drive(hook_b, run_b, cut)
-    state = json.loads(json.dumps(hook_b.state_dict()))
+    buffer = io.BytesIO()
+    torch.save(hook_b.state_dict(), buffer)
+    state = torch.load(io.BytesIO(buffer.getvalue()), weights_only=False)
     resumed = new_hook(model_b)
     resumed.load_state_dict(state)
-    assert resumed.state_dict() == state
+    assert_same_state(resumed.state_dict(), state)
     resumed.on_start(run_b)
     drive(resumed, run_b, steps - cut)
     for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values(), strict=True):

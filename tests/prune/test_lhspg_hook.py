@@ -4,11 +4,13 @@ zero (Adam moments included), final ratio, unprunable groups kept, resume from t
 from __future__ import annotations
 
 import pytest
+import torch
+from lhspg_material import BATCHES, drive, lora_model, moments_zero, protected_graph, resumed_run, run_of
 from lhspg_material import adamw as make_optimizer
-from lhspg_material import drive, lora_model, moments_zero, protected_graph, resumed_run, run_of
 from tiny_models import single_thread  # noqa: F401
 
 from lorashear.errors import LorashearError
+from lorashear.importance import ScoreContext
 from lorashear.prune.api import tied_aliases
 from lorashear.prune.lhspg import LhspgConfig, LhspgHook
 from lorashear.prune.plan import ParamCounter
@@ -71,6 +73,74 @@ def test_resume_from_the_hook_state_gives_the_same_run(graph):
         return model, hook, run
 
     hook_a, resumed = resumed_run(start, lambda model: new_hook(graph, model), STEPS, 8)  # cut in period 2
+    assert resumed.periods == hook_a.periods and resumed.zeroed == hook_a.zeroed
+
+
+def test_saliency_steps_score_on_the_mean_gradient_of_the_window(graph):
+    """--saliency-steps 2: the frozen weights take gradients on the two steps that end at each choice (and on no
+    other), summed in their .grad, the choice reads their mean (autograd's, step by step), and each window's
+    gradients are freed after its choice."""
+    model = lora_model()
+    optimizer = make_optimizer(model)
+    hook = new_hook(graph, model, saliency="taylor", saliency_steps=2)
+    run = run_of(model, optimizer, STEPS)
+    hook.on_start(run)
+    assert hook.schedule.selection_steps() == [4, 6, 9]  # period 0's first step, then each period's last
+    windows = {3, 4, 5, 6, 8, 9}
+    params = dict(model.named_parameters())
+    base = {n: params[n] for n in sorted(ScoreContext(model, graph, kinds=KINDS).scored_params()) if n in params}
+    read = []
+    window_gradients = hook._window_gradients
+
+    def spy(run):
+        grads = window_gradients(run)
+        read.append((run.step, {n: g.clone() for n, g in grads.items()}))
+        return grads
+
+    hook._window_gradients = spy
+    expected, sums, count = {}, {}, 0
+    for step in range(STEPS):
+        hook.before_step(run)
+        assert all(p.requires_grad == (step in windows) for p in base.values())
+        batch = BATCHES[step % len(BATCHES)]
+        model.train()
+        loss = model(input_ids=batch, labels=batch).loss
+        if step in windows:
+            for name, g in zip(base, torch.autograd.grad(loss, list(base.values()), retain_graph=True), strict=True):
+                sums[name] = sums.get(name, 0) + g
+            count += 1
+        loss.backward()
+        hook.before_optimizer_step(run)
+        assert not any(p.requires_grad for p in base.values())
+        optimizer.step()
+        optimizer.zero_grad()
+        model.eval()
+        run.step += 1
+        if step in (4, 6, 9):
+            expected[run.step], sums, count = {n: g / count for n, g in sums.items()}, {}, 0
+        hook.after_step(run, {})
+        held = step in windows and step not in (4, 6, 9)  # a window's sum lives until its choice
+        assert all((p.grad is not None) == held for p in base.values())
+    assert [step for step, _ in read] == [5, 7, 10]
+    for step, grads in read:
+        assert grads.keys() == expected[step].keys()
+        for name, g in grads.items():
+            torch.testing.assert_close(g, expected[step][name], rtol=1e-4, atol=1e-7, msg=name)
+    assert hook.grad_steps == 0 and len(hook.periods) == 3
+
+
+def test_resume_inside_a_saliency_window_gives_the_same_run(graph):
+    def start():
+        model = lora_model()
+        optimizer = make_optimizer(model)
+        hook = new_hook(graph, model, saliency="taylor", saliency_steps=3)
+        run = run_of(model, optimizer, STEPS)
+        hook.on_start(run)
+        return model, hook, run
+
+    # cut after steps 0-7: the window of the choice after step 9 (steps 7, 8, 9) has one step's gradients
+    hook_a, resumed = resumed_run(start, lambda model: new_hook(graph, model, saliency="taylor", saliency_steps=3),
+                                  STEPS, 8)
     assert resumed.periods == hook_a.periods and resumed.zeroed == hook_a.zeroed
 
 

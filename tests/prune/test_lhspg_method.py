@@ -17,7 +17,7 @@ from trained_material import check_bad_input, check_export, check_resume
 
 from lorashear.cli import main
 from lorashear.errors import LorashearError
-from lorashear.prune.lhspg import LhspgConfig
+from lorashear.prune.lhspg import LhspgConfig, LhspgHook
 from lorashear.prune.trained import TrainedConfig, load_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,8 +63,32 @@ def test_saliency_samples_scores_the_first_n_calibration_samples(small_vocab_dir
     assert json.loads((out / "pruning.json").read_text())["settings"]["lhspg"]["saliency_samples"] == 2
 
 
-def test_resume_after_an_interrupted_run_gives_the_same_plan(small_vocab_dirs, tmp_path, capsys):
-    check_resume(prune_argv, small_vocab_dirs["llama"], tmp_path, capsys)
+@pytest.mark.parametrize("extra", [[], ["--saliency-steps", "2"]], ids=["calibration", "saliency-steps"])
+def test_resume_after_an_interrupted_run_gives_the_same_plan(small_vocab_dirs, tmp_path, capsys, extra):
+    """With --saliency-steps 2 the cut (after step 4 of 8; choices after steps 2 and 4) falls inside a window."""
+    check_resume(lambda *a: prune_argv(*a, *extra), small_vocab_dirs["llama"], tmp_path, capsys)
+
+
+def test_saliency_steps_score_from_training_not_calibration(small_vocab_dirs, tmp_path, monkeypatch):
+    """--saliency-steps N: the saliency gets no calibration batches (the analysis still probes with its own)."""
+    batches, reads = [], []
+    init, window_gradients = LhspgHook.__init__, LhspgHook._window_gradients
+
+    def spy_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        batches.append(self.batches)
+
+    def spy_read(self, run):
+        grads = window_gradients(self, run)
+        reads.append(sorted(grads))
+        return grads
+
+    monkeypatch.setattr(LhspgHook, "__init__", spy_init)
+    monkeypatch.setattr(LhspgHook, "_window_gradients", spy_read)
+    out = tmp_path / "out"
+    assert main(prune_argv(small_vocab_dirs["llama"], out, "--saliency-steps", "2")) == 0
+    assert batches == [None] and len(reads) == 2 and all(reads)  # two choices (periods), each read gradients
+    assert json.loads((out / "pruning.json").read_text())["settings"]["lhspg"]["saliency_steps"] == 2
 
 
 @pytest.mark.parametrize("extra, match", [
@@ -74,6 +98,8 @@ def test_resume_after_an_interrupted_run_gives_the_same_plan(small_vocab_dirs, t
     (["--score-option", "colour=red"], "has no option colour"),
     (["--periods", "0"], "periods must be a positive integer"),
     (["--saliency-samples", "0"], "--saliency-samples must be a positive integer"),
+    (["--saliency-steps", "0"], "--saliency-steps must be a positive integer"),
+    (["--saliency-steps", "2", "--saliency", "lhspg"], "needs a saliency that reads weight gradients"),
     (["--tokens", "32"], "at least one step per period"),
     (["--lambda-rule", "cubic"], None),  # argparse refuses it (exit 2 too)
 ])
@@ -113,15 +139,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_cpu_processes_end_with_the_same_weights(small_vocab_dirs, tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--saliency-steps", "2"]], ids=["calibration", "saliency-steps"])
+def test_two_cpu_processes_end_with_the_same_weights(small_vocab_dirs, tmp_path, extra):
     """Hooks edit the weights on every process; run_trained compares their checksums before the merge
-    (a difference fails the run), and one process writes the folder."""
+    (a difference fails the run), and one process writes the folder. With --saliency-steps each process's
+    weight gradients differ (its own rows): the hook averages them over the processes before choosing."""
     out = tmp_path / "two"
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1",
            "TQDM_DISABLE": "1", "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            str(ROOT / "configs/accelerate/cpu_2proc.yaml"), "--main_process_port", str(_free_port()),
-           "-m", "lorashear", *prune_argv(small_vocab_dirs["llama"], out, "--tokens", "512")]
+           "-m", "lorashear", *prune_argv(small_vocab_dirs["llama"], out, "--tokens", "512", *extra)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads((out / "pruning.json").read_text())

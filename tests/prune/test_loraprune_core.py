@@ -77,6 +77,9 @@ class AverageCheck:
         self.hook, self.graph = hook, graph
         self.criterion = get_criterion("lora-grad", gradients="present")
 
+    def before_step(self, run) -> None:
+        self.hook.before_step(run)
+
     def before_optimizer_step(self, run) -> None:
         before = dict(self.hook.scores)
         ctx = ScoreContext(run.unwrapped, self.graph, aliases=self.hook.aliases, kinds=KINDS)

@@ -87,13 +87,34 @@ def _gradient_error(run: TrainRun, micro_batches: list[torch.Tensor]) -> float:
     return max(float((p.grad - q.grad).abs().max()) for p, q in trainable)
 
 
-def _run(work, total_steps=4, **options) -> tuple[TrainRun, Recorder]:
+class FrozenGradients(TrainHook):
+    """Takes gradients of the frozen weights on every step for its own use (as LHSPG's saliency window does)."""
+
+    def __init__(self) -> None:
+        self.params: list[torch.nn.Parameter] = []
+        self.norms: list[float] = []
+
+    def on_start(self, run: TrainRun) -> None:
+        self.params = [p for p in run.unwrapped.parameters() if not p.requires_grad]
+
+    def before_step(self, run: TrainRun) -> None:
+        for p in self.params:
+            p.requires_grad_(True)
+
+    def before_optimizer_step(self, run: TrainRun) -> None:
+        self.norms.append(float(torch.stack([p.grad.norm() for p in self.params if p.grad is not None]).norm()))
+        for p in self.params:
+            p.grad = None
+            p.requires_grad_(False)
+
+
+def _run(work, total_steps=4, extra_hooks=(), **options) -> tuple[TrainRun, Recorder]:
     config = LoopConfig(**{"batch_size": 2, "grad_accum": 3, "lr": 1e-2, "lora_dropout": 0.0, "checkpoint_every": 0,
                            "seq_len": SEQ, **options})
     batches = Batches()
     recorder = Recorder(batches)
     run = train_lora(tiny_model("llama"), config, make_accelerator(config), work, total_steps, batches, _loss,
-                     [batches, recorder], desc="test", postfix=lambda r: {"adam": r["adam_steps"]})
+                     [batches, *extra_hooks, recorder], desc="test", postfix=lambda r: {"adam": r["adam_steps"]})
     return run, recorder
 
 
@@ -115,6 +136,14 @@ def test_hooks_run_in_order_once_per_step_with_the_accumulated_gradients(tmp_pat
     assert [r["step"] for r in log] == [1, 2, 3, 4]
     assert [r["adam_steps"] for r in log] == [[1], [2], [3], [4]]  # one optimiser step per step
     assert all({"loss", "lm_loss", "lr", "tokens_seen", "tokens_per_s"} <= set(r) for r in log)
+
+
+def test_clipping_counts_only_the_trained_parameters(tmp_path):
+    """A hook's gradients of frozen weights (far above the clip norm) leave the trained gradients alone."""
+    frozen = FrozenGradients()
+    run, recorder = _run(tmp_path / "run", extra_hooks=[frozen])
+    assert len(frozen.norms) == 4 and min(frozen.norms) > MAX_GRAD_NORM
+    assert max(recorder.grad_errors) < 1e-6
 
 
 def test_stop_and_resume_restore_hooks_and_match_an_uninterrupted_run(tmp_path):

@@ -79,7 +79,7 @@ def register(subparsers) -> None:
 # Trained methods' option fields set by add_method_args's flags (each method takes those its options
 # dataclass has); group_divisible comes from --multiple-of, the criterion's options from --score-option.
 METHOD_FLAGS = ("warmup_share", "periods", "epsilon", "lambda_rule", "variant", "merge", "saliency",
-                "saliency_samples", "beta", "cooldown_share", "mask_every", "subtract_cross")
+                "saliency_samples", "saliency_steps", "beta", "cooldown_share", "mask_every", "subtract_cross")
 SCORE_OPTION_FIELDS = ("saliency_options", "criterion_options")  # where a trained method takes --score-option
 
 
@@ -100,6 +100,9 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--saliency-samples", type=int, metavar="N",
                    help="a data-driven saliency scores the first N calibration samples at each period start "
                    "(default: all --calib-samples); its cost per start scales with N")
+    g.add_argument("--saliency-steps", type=int, metavar="N",
+                   help="a gradient saliency (taylor) reads the weight gradients of the N training steps that end "
+                   "at each period start instead of calibration passes (default: calibration)")
     g = p.add_argument_group("LoRAPrune (--method loraprune; lora-grad options via --score-option)")
     g.add_argument("--beta", type=float, help="moving average of the scores: s ← β·s + (1 − β)·s_new (0.9)")
     g.add_argument("--cooldown-share", type=float, help="share of the last steps held at the target ratio (0.1)")

@@ -40,6 +40,9 @@ class ScoreContext:
     # None computes it at each use (one weight-sized tensor per LoRA layer is a model copy's worth of memory)
     deltas: dict[str, torch.Tensor | None] | None = None
     memo: dict = field(default_factory=dict, repr=False, compare=False)  # what depends on graph and kinds only
+    # ∂L/∂w of the scored weights when the caller already has them (LHSPG's training steps): a criterion that
+    # reads gradients (`reads_gradients`) takes these instead of computing its own on `batches`
+    gradients: dict[str, torch.Tensor] | None = None
 
     def require_batches(self, criterion: str) -> torch.Tensor:
         if self.batches is None or len(self.batches) == 0:
@@ -97,6 +100,7 @@ class Criterion:
 
     name: ClassVar[str] = ""
     needs_data: ClassVar[bool] = False
+    reads_gradients: ClassVar[bool] = False  # scores from ∂L/∂w of the full weights (ScoreContext.gradients)
     reduce: str = "sum"
     normalize: str = "none"  # "l2": each parameter's element scores divided by their L2 norm (LoRAPrune)
 

@@ -1,7 +1,8 @@
 """`taylor` (LLM-Pruner): first-order Taylor estimate of the loss change when a group is removed.
 
 Gradients of the full weights come from calibration batches, accumulated batch by batch in
-the weights' `.grad` (memory: one gradient per scored weight, never per batch). Only weights
+the weights' `.grad` (memory: one gradient per scored weight, never per batch), or from the
+caller (`ScoreContext.gradients`: LHSPG's training steps). Only weights
 that some wanted group slices get gradients; LoRA factors are frozen meanwhile (the gradient
 of W equals the gradient of W + s·BA).
 """
@@ -30,6 +31,7 @@ class Taylor(Criterion):
 
     name: ClassVar[str] = "taylor"
     needs_data: ClassVar[bool] = True
+    reads_gradients: ClassVar[bool] = True
     variant: str = "element"
 
     def __post_init__(self) -> None:
@@ -41,8 +43,9 @@ class Taylor(Criterion):
         return self.variant == "vector"
 
     def elements(self, ctx: ScoreContext) -> Iterator[tuple[str, torch.Tensor]]:
-        names = ctx.scored_params()
-        grads = accumulate_gradients(ctx.model, ctx.require_batches(self.name), names, ctx.batch_size)
+        grads = ctx.gradients
+        if grads is None:
+            grads = accumulate_gradients(ctx.model, ctx.require_batches(self.name), ctx.scored_params(), ctx.batch_size)
         for name, w in effective_weights(ctx.model, grads):
             wg = w.float() * grads[name]
             yield name, (wg.abs() if self.variant == "element" else wg)

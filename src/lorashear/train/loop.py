@@ -140,8 +140,10 @@ def _optimizer_step(run: TrainRun, batch_source: BatchSource, loss_fn: LossFn, h
             loss, parts = loss_fn(model, ids, labels)
             accelerator.backward(loss)
             if accelerator.sync_gradients:  # the step's last micro-batch: its gradients are complete
-                # Clipping first unscales fp16 gradients, so hooks see the true (clipped) ones.
-                accelerator.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
+                # Clipping first unscales fp16 gradients, so hooks see the true (clipped) ones. Only what the
+                # optimizer trains counts (a hook may take gradients of frozen weights for its own scores).
+                trained = [p for group in run.optimizer.param_groups for p in group["params"]]
+                accelerator.clip_grad_norm_(trained, MAX_GRAD_NORM)
                 for hook in hooks:
                     hook.before_optimizer_step(run)
                 run.optimizer.step()

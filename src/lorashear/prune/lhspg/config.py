@@ -26,6 +26,9 @@ class LhspgConfig:
     # A data-driven saliency (taylor, wanda-sp, ...) scores on the first N calibration samples at each period
     # start (None: all of them). Its cost is per period start, not per step: fewer samples, less time.
     saliency_samples: int | None = None
+    # A gradient saliency (taylor) reads ∂L/∂W of the last N training steps before each period start instead
+    # of calibration batches (None: calibration). Only those steps compute the frozen weights' gradients.
+    saliency_steps: int | None = None
     merge: str = "reset"
     group_divisible: int = 1  # kept MLP/hidden channel counts a multiple of this (select's multiple_of)
 
@@ -44,7 +47,15 @@ class LhspgConfig:
         if self.saliency_samples is not None:
             _positive_int("--saliency-samples", self.saliency_samples)
         _positive_int("--group-divisible", self.group_divisible)
-        get_criterion(self.saliency, **self.saliency_options)  # unknown saliency or option: fail now
+        criterion = get_criterion(self.saliency, **self.saliency_options)  # unknown saliency or option: fail now
+        if self.saliency_steps is not None:
+            _positive_int("--saliency-steps", self.saliency_steps)
+            if not criterion.reads_gradients:
+                raise LorashearError(f"--saliency-steps needs a saliency that reads weight gradients (taylor); "
+                                     f"'{self.saliency}' does not: drop --saliency-steps or use --saliency taylor")
+            if self.saliency_samples is not None:
+                raise LorashearError("--saliency-samples (calibration samples) and --saliency-steps (training steps) "
+                                     "are two sources for the same scores: give one")
 
     def to_dict(self) -> dict:
         return asdict(self)

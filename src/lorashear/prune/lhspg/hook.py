@@ -8,6 +8,11 @@ take an LHSPG projection (or the released fade); at the period's last step they 
 zero and s·BA merges into W. Redundant groups stay zero: their LoRA slices and Adam moments are
 zeroed after every later step. Everything is computed from weights that every DDP process shares,
 with ties broken by group index, so every process edits its copy identically.
+
+With `saliency_steps` N a gradient saliency (taylor) scores from the training itself: the frozen weights
+the groups slice take gradients on the N steps that end at each choice, summed in their own `.grad` (the
+optimizer never holds them; memory: one gradient per weight), averaged over the steps and over DDP
+processes at the choice, instead of extra passes over calibration batches.
 """
 
 from __future__ import annotations
@@ -46,6 +51,10 @@ class LhspgHook(TrainHook):
         self._sparsity: tuple[int, dict] | None = None  # (len(zeroed), summary) cache
         self._period = 0  # periods begun, for the step log
         self._score_memo: dict = {}  # what scoring derives from the graph alone, kept across periods
+        self.grad_steps = 0  # saliency_steps: steps of the current window summed in the weights' .grad so far
+        self._grads_used = False  # a choice of this step read the window's gradients: freed after the step
+        self._grad_params: dict[str, torch.nn.Parameter] = {}
+        self._resumed_grads: dict[str, torch.Tensor] = {}  # a checkpoint's window, until on_start
 
     # ---------------------------------------------------------------- hook interface
 
@@ -58,6 +67,37 @@ class LhspgHook(TrainHook):
     def on_start(self, run: TrainRun) -> None:
         self.schedule = self.check(run.total_steps)
         self.variables = GroupVariables(run.unwrapped, self._groups(self.redundant()))
+        if self.config.saliency_steps is not None:
+            params = dict(run.unwrapped.named_parameters())  # tied weights once
+            names = ScoreContext(run.unwrapped, self.graph, kinds=self.kinds).scored_params()
+            self._grad_params = {n: params[n] for n in sorted(names) if n in params}
+            for name, g in self._resumed_grads.items():
+                self._grad_params[name].grad = g.to(self._grad_params[name].device)
+            self._resumed_grads = {}
+
+    def before_step(self, run: TrainRun) -> None:
+        """In a saliency window the groups' frozen weights take gradients this step, added to their .grad."""
+        if self._in_window(run.step):
+            scale = _loss_scale(run)
+            for p in self._grad_params.values():
+                p.requires_grad_(True)
+                if p.grad is not None and scale != 1.0:
+                    p.grad.mul_(scale)  # fp16: this step's gradients arrive scaled; so must the sum be
+
+    def before_optimizer_step(self, run: TrainRun) -> None:
+        """A window's step is summed; the weights are frozen again (gradient clipping never saw them)."""
+        if not self._in_window(run.step):
+            return
+        scale = _loss_scale(run)
+        for p in self._grad_params.values():
+            p.requires_grad_(False)
+            if p.grad is not None and scale != 1.0:
+                p.grad.div_(scale)
+        if scale != 1.0 and not all(bool(torch.isfinite(p.grad).all()) for p in self._grad_params.values()
+                                    if p.grad is not None):
+            self._free_gradients()  # an overflowing fp16 step (the optimizer skips it too) spoils the sum
+            return
+        self.grad_steps += 1
 
     def after_step(self, run: TrainRun, record: dict) -> None:
         model, optimizer = run.unwrapped, run.optimizer
@@ -67,7 +107,7 @@ class LhspgHook(TrainHook):
         if position is not None:
             period, t = position
             if period == len(self.periods):
-                self._start_period(model, period)
+                self._start_period(run, period)
             current = self.periods[period]
             last = t == self.schedule.period_steps - 1
             # The period's end zeroes all its groups; otherwise those zeroed early by the half-space test stay zero.
@@ -79,11 +119,13 @@ class LhspgHook(TrainHook):
             if last and period + 1 < self.schedule.periods:
                 # The next period's groups are chosen now, while BA still holds this period's training
                 # (a reset merge below would leave the proxies only one step of LoRA to read).
-                self._start_period(model, period + 1)
+                self._start_period(run, period + 1)
             if last and self.config.merge == "reset":
                 merge_lora(model, optimizer)
         # Zeros stay zero: the optimizer step revived their LoRA slices (one write per factor for all of them).
         self.variables.zero_lora_many(sorted(self.zeroed.difference(current)), optimizer)
+        if self._grads_used:  # read by this step's choice(s): freed, the next window starts afresh
+            self._free_gradients()
         record.update(self.summary())
 
     def on_end(self, run: TrainRun) -> None:
@@ -94,13 +136,19 @@ class LhspgHook(TrainHook):
         self.zeroed.update(self.redundant())
 
     def state_dict(self) -> dict:
+        # A window cut by the checkpoint resumes with its gradients so far.
+        window = self._resumed_grads or {n: p.grad.cpu() for n, p in self._grad_params.items()
+                                         if p.grad is not None and self.grad_steps}
         return {"periods": [list(p) for p in self.periods], "zeroed": sorted(self.zeroed),
-                "start_norms": {str(i): v for i, v in self.start_norms.items()}}
+                "start_norms": {str(i): v for i, v in self.start_norms.items()},
+                "saliency_grads": window, "saliency_grad_steps": self.grad_steps if window else 0}
 
     def load_state_dict(self, state: dict) -> None:
         self.periods = [list(p) for p in state["periods"]]
         self.zeroed = set(state["zeroed"])
         self.start_norms = {int(i): float(v) for i, v in state["start_norms"].items()}
+        self._resumed_grads = dict(state.get("saliency_grads", {}))
+        self.grad_steps = state.get("saliency_grad_steps", 0)
         self._sparsity = None
 
     # ---------------------------------------------------------------- pieces
@@ -111,10 +159,37 @@ class LhspgHook(TrainHook):
     def _groups(self, indices) -> dict:
         return {i: self.graph.groups[i] for i in indices}
 
-    def _start_period(self, model, period: int) -> None:
+    def _in_window(self, step: int) -> bool:
+        """Whether the 0-based step `step` is one of the `saliency_steps` steps that end at a choice."""
+        k = self.config.saliency_steps
+        return k is not None and any(0 <= s - step < k for s in self.schedule.selection_steps())
+
+    def _window_gradients(self, run: TrainRun) -> dict[str, torch.Tensor] | None:
+        """The window's mean gradients, averaged over the processes (in place: a second choice at the same step
+        reads the same), or None without saliency_steps."""
+        if self.config.saliency_steps is None:
+            return None
+        if not self.grad_steps:
+            raise RuntimeError("LHSPG chose groups before any saliency step took gradients")
+        if not self._grads_used:
+            world = run.accelerator.num_processes
+            for p in self._grad_params.values():
+                if p.grad is not None:
+                    if world > 1:
+                        p.grad.copy_(run.accelerator.reduce(p.grad, reduction="mean"))
+                    p.grad.div_(self.grad_steps)
+            self._grads_used = True
+        return {n: p.grad for n, p in self._grad_params.items() if p.grad is not None}
+
+    def _free_gradients(self) -> None:
+        for p in self._grad_params.values():
+            p.grad = None
+        self.grad_steps, self._grads_used = 0, False
+
+    def _start_period(self, run: TrainRun, period: int) -> None:
         """Move the least salient still-important groups into the redundant set (cumulative ratio·(p+1)/P)."""
-        ctx = ScoreContext(model, self.graph, self.batches, aliases=self.aliases, kinds=self.kinds,
-                           memo=self._score_memo)
+        ctx = ScoreContext(run.unwrapped, self.graph, self.batches, aliases=self.aliases, kinds=self.kinds,
+                           memo=self._score_memo, gradients=self._window_gradients(run))
         ranking = per_parameter_scores(self.graph, self.criterion.score(ctx), self.aliases)
         target = self.ratio * (period + 1) / self.config.periods
         chosen = self._select(ranking, target)
@@ -145,3 +220,9 @@ class LhspgHook(TrainHook):
         if self._sparsity is None or self._sparsity[0] != len(self.zeroed):
             self._sparsity = (len(self.zeroed), removal_summary(self.graph, self.zeroed, self.aliases, label="zeroed"))
         return {"period": self._period, **self._sparsity[1]}
+
+
+def _loss_scale(run: TrainRun) -> float:
+    """fp16's current loss scale (gradients arrive multiplied by it); 1 without a scaler."""
+    scaler = getattr(run.accelerator, "scaler", None)
+    return float(scaler.get_scale()) if scaler is not None else 1.0

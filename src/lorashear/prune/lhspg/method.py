@@ -26,6 +26,8 @@ def lhspg_plan(ctx: PruneContext) -> PruningPlan | None:
 
     def make_hook(model, graph) -> LhspgHook:
         needs_data = get_criterion(options.saliency, **options.saliency_options).needs_data
+        if options.saliency_steps is not None:  # taylor on the training steps' gradients
+            needs_data = False
         data = ctx.calibration().batches[: options.saliency_samples] if needs_data else None  # e.g. taylor
         return LhspgHook(options, graph, c.ratio, tuple(c.kinds), c.uniform, tied_aliases(model), data)
 

@@ -37,5 +37,10 @@ class Schedule:
         k = step - self.warmup_steps
         return 0 if k < 0 else min(self.periods, k // self.period_steps + 1)
 
+    def selection_steps(self) -> list[int]:
+        """The 0-based step after which each period's groups are chosen: period 0's first step, then each
+        previous period's last step (two periods of one step share a step)."""
+        return [self.warmup_steps] + [self.warmup_steps + p * self.period_steps - 1 for p in range(1, self.periods)]
+
     def to_dict(self) -> dict:
         return asdict(self)
