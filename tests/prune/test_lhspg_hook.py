@@ -129,6 +129,54 @@ def test_saliency_steps_score_on_the_mean_gradient_of_the_window(graph):
     assert hook.grad_steps == 0 and len(hook.periods) == 3
 
 
+def test_saliency_steps_undo_a_changing_fp16_loss_scale_and_drop_an_overflowing_window(graph):
+    """fp16: each step's gradients arrive multiplied by the scaler's current scale (2**(step % 3) here); the choice
+    still reads the unscaled mean. An overflowing step (the scaler skips it) drops its window's sum so far."""
+    from types import SimpleNamespace
+
+    model = lora_model()
+    optimizer = make_optimizer(model)
+    hook = new_hook(graph, model, saliency="taylor", saliency_steps=2)
+    run = run_of(model, optimizer, STEPS)
+    scaler = SimpleNamespace(scale=1.0)
+    scaler.get_scale = lambda: scaler.scale
+    run.accelerator.scaler = scaler
+    hook.on_start(run)
+    windows, overflow = {3, 4, 5, 6, 8, 9}, 5  # step 5 overflows: the choice after step 6 reads step 6 alone
+    params = dict(model.named_parameters())
+    base = {n: params[n] for n in sorted(ScoreContext(model, graph, kinds=KINDS).scored_params()) if n in params}
+    read = {}
+    window_gradients = hook._window_gradients
+    hook._window_gradients = lambda run: read.setdefault(run.step, {n: g.clone() for n, g in window_gradients(run).items()})
+    expected, sums, count = {}, {}, 0
+    for step in range(STEPS):
+        scaler.scale = float(2 ** (step % 3))
+        hook.before_step(run)
+        batch = BATCHES[step % len(BATCHES)]
+        model.train()
+        loss = model(input_ids=batch, labels=batch).loss
+        if step in windows and step != overflow:
+            for name, g in zip(base, torch.autograd.grad(loss, list(base.values()), retain_graph=True), strict=True):
+                sums[name] = sums.get(name, 0) + g
+            count += 1
+        if step == overflow:
+            sums, count = {}, 0
+        (loss * (float("inf") if step == overflow else scaler.scale)).backward()
+        hook.before_optimizer_step(run)
+        if step != overflow:
+            optimizer.step()
+        optimizer.zero_grad()
+        model.eval()
+        run.step += 1
+        if step in (4, 6, 9):
+            expected[run.step], sums, count = {n: g / count for n, g in sums.items()}, {}, 0
+        hook.after_step(run, {})
+    assert read.keys() == expected.keys() == {5, 7, 10}
+    for step, grads in read.items():
+        for name, g in grads.items():
+            torch.testing.assert_close(g, expected[step][name], rtol=1e-4, atol=1e-7, msg=f"step {step}: {name}")
+
+
 def test_resume_inside_a_saliency_window_gives_the_same_run(graph):
     def start():
         model = lora_model()

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from lorashear.errors import LorashearError
 from lorashear.graph.structures import StructureGraph
 from lorashear.importance import ScoreContext, get_criterion
 from lorashear.prune.lhspg.config import LhspgConfig
@@ -169,8 +170,9 @@ class LhspgHook(TrainHook):
         reads the same), or None without saliency_steps."""
         if self.config.saliency_steps is None:
             return None
-        if not self.grad_steps:
-            raise RuntimeError("LHSPG chose groups before any saliency step took gradients")
+        if not self.grad_steps:  # every step of the window overflowed (fp16) and was skipped
+            raise LorashearError(f"no --saliency-steps step before period {len(self.periods) + 1} had finite "
+                                 "gradients (fp16 overflow); use more --saliency-steps or bf16/fp32 precision")
         if not self._grads_used:
             world = run.accelerator.num_processes
             for p in self._grad_params.values():
