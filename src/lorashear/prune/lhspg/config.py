@@ -26,7 +26,7 @@ class LhspgConfig:
     # A data-driven saliency (taylor, wanda-sp, ...) scores on the first N calibration samples at each period
     # start (None: all of them). Its cost is per period start, not per step: fewer samples, less time.
     saliency_samples: int | None = None
-    # A gradient saliency (taylor) reads ∂L/∂W of the last N training steps before each period start instead
+    # A gradient saliency (taylor) reads ∂L/∂W of the N training steps that end at each period start instead
     # of calibration batches (None: calibration). Only those steps compute the frozen weights' gradients.
     saliency_steps: int | None = None
     merge: str = "reset"

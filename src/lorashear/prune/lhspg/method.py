@@ -25,10 +25,10 @@ def lhspg_plan(ctx: PruneContext) -> PruningPlan | None:
     options: LhspgConfig = c.method_options
 
     def make_hook(model, graph) -> LhspgHook:
-        needs_data = get_criterion(options.saliency, **options.saliency_options).needs_data
-        if options.saliency_steps is not None:  # taylor on the training steps' gradients
-            needs_data = False
-        data = ctx.calibration().batches[: options.saliency_samples] if needs_data else None  # e.g. taylor
+        # taylor, wanda-sp, ... read calibration batches, unless taylor reads the training steps' gradients
+        needs_data = (options.saliency_steps is None
+                      and get_criterion(options.saliency, **options.saliency_options).needs_data)
+        data = ctx.calibration().batches[: options.saliency_samples] if needs_data else None
         return LhspgHook(options, graph, c.ratio, tuple(c.kinds), c.uniform, tied_aliases(model), data)
 
     done = train_method(ctx, make_hook, progress)
