@@ -76,62 +76,15 @@ def test_resume_from_the_hook_state_gives_the_same_run(graph):
     assert resumed.periods == hook_a.periods and resumed.zeroed == hook_a.zeroed
 
 
-def test_saliency_steps_score_on_the_mean_gradient_of_the_window(graph):
-    """--saliency-steps 2: the frozen weights take gradients on the two steps that end at each choice (and on no
-    other), summed in their .grad, the choice reads their mean (autograd's, step by step), and each window's
-    gradients are freed after its choice."""
-    model = lora_model()
-    optimizer = make_optimizer(model)
-    hook = new_hook(graph, model, saliency="taylor", saliency_steps=2)
-    run = run_of(model, optimizer, STEPS)
-    hook.on_start(run)
-    assert hook.schedule.selection_steps() == [4, 6, 9]  # period 0's first step, then each period's last
-    windows = {3, 4, 5, 6, 8, 9}
-    params = dict(model.named_parameters())
-    base = {n: params[n] for n in sorted(ScoreContext(model, graph, kinds=KINDS).scored_params()) if n in params}
-    read = []
-    window_gradients = hook._window_gradients
-
-    def spy(run):
-        grads = window_gradients(run)
-        read.append((run.step, {n: g.clone() for n, g in grads.items()}))
-        return grads
-
-    hook._window_gradients = spy
-    expected, sums, count = {}, {}, 0
-    for step in range(STEPS):
-        hook.before_step(run)
-        assert all(p.requires_grad == (step in windows) for p in base.values())
-        batch = BATCHES[step % len(BATCHES)]
-        model.train()
-        loss = model(input_ids=batch, labels=batch).loss
-        if step in windows:
-            for name, g in zip(base, torch.autograd.grad(loss, list(base.values()), retain_graph=True), strict=True):
-                sums[name] = sums.get(name, 0) + g
-            count += 1
-        loss.backward()
-        hook.before_optimizer_step(run)
-        assert not any(p.requires_grad for p in base.values())
-        optimizer.step()
-        optimizer.zero_grad()
-        model.eval()
-        run.step += 1
-        if step in (4, 6, 9):
-            expected[run.step], sums, count = {n: g / count for n, g in sums.items()}, {}, 0
-        hook.after_step(run, {})
-        held = step in windows and step not in (4, 6, 9)  # a window's sum lives until its choice
-        assert all((p.grad is not None) == held for p in base.values())
-    assert [step for step, _ in read] == [5, 7, 10]
-    for step, grads in read:
-        assert grads.keys() == expected[step].keys()
-        for name, g in grads.items():
-            torch.testing.assert_close(g, expected[step][name], rtol=1e-4, atol=1e-7, msg=name)
-    assert hook.grad_steps == 0 and len(hook.periods) == 3
+CHOICES, WINDOWS = (4, 6, 9), {3, 4, 5, 6, 8, 9}  # --saliency-steps 2 on the 14-step schedule
 
 
-def test_saliency_steps_undo_a_changing_fp16_loss_scale_and_drop_an_overflowing_window(graph):
-    """fp16: each step's gradients arrive multiplied by the scaler's current scale (2**(step % 3) here); the choice
-    still reads the unscaled mean. An overflowing step (the scaler skips it) drops its window's sum so far."""
+def saliency_window_run(graph, scale=lambda step: 1.0, overflow: int | None = None):
+    """The hook with --saliency-steps 2 over a hand loop whose backward takes the loss × the step's fp16 loss
+    scale (`overflow`: that step's gradients are infinite and its optimizer step skipped, as the scaler does),
+    beside autograd's mean gradient of each window's finite steps. Checks at every step that the frozen weights
+    take gradients in windows only and hold their sum until the choice. Returns (hook, what each choice read,
+    the expected means), both keyed by the step count at the choice."""
     from types import SimpleNamespace
 
     model = lora_model()
@@ -142,7 +95,7 @@ def test_saliency_steps_undo_a_changing_fp16_loss_scale_and_drop_an_overflowing_
     scaler.get_scale = lambda: scaler.scale
     run.accelerator.scaler = scaler
     hook.on_start(run)
-    windows, overflow = {3, 4, 5, 6, 8, 9}, 5  # step 5 overflows: the choice after step 6 reads step 6 alone
+    assert hook.schedule.selection_steps() == list(CHOICES)  # period 0's first step, then each period's last
     params = dict(model.named_parameters())
     base = {n: params[n] for n in sorted(ScoreContext(model, graph, kinds=KINDS).scored_params()) if n in params}
     read = {}
@@ -150,12 +103,13 @@ def test_saliency_steps_undo_a_changing_fp16_loss_scale_and_drop_an_overflowing_
     hook._window_gradients = lambda run: read.setdefault(run.step, {n: g.clone() for n, g in window_gradients(run).items()})
     expected, sums, count = {}, {}, 0
     for step in range(STEPS):
-        scaler.scale = float(2 ** (step % 3))
+        scaler.scale = scale(step)
         hook.before_step(run)
+        assert all(p.requires_grad == (step in WINDOWS) for p in base.values())
         batch = BATCHES[step % len(BATCHES)]
         model.train()
         loss = model(input_ids=batch, labels=batch).loss
-        if step in windows and step != overflow:
+        if step in WINDOWS and step != overflow:
             for name, g in zip(base, torch.autograd.grad(loss, list(base.values()), retain_graph=True), strict=True):
                 sums[name] = sums.get(name, 0) + g
             count += 1
@@ -163,18 +117,43 @@ def test_saliency_steps_undo_a_changing_fp16_loss_scale_and_drop_an_overflowing_
             sums, count = {}, 0
         (loss * (float("inf") if step == overflow else scaler.scale)).backward()
         hook.before_optimizer_step(run)
+        assert not any(p.requires_grad for p in base.values())
         if step != overflow:
             optimizer.step()
         optimizer.zero_grad()
         model.eval()
         run.step += 1
-        if step in (4, 6, 9):
+        if step in CHOICES:
             expected[run.step], sums, count = {n: g / count for n, g in sums.items()}, {}, 0
         hook.after_step(run, {})
+        held = step in WINDOWS and step not in CHOICES and step != overflow  # a window's sum lives until its choice
+        assert all((p.grad is not None) == held for p in base.values())
+    return hook, read, expected
+
+
+def assert_read_the_expected_means(read: dict, expected: dict) -> None:
     assert read.keys() == expected.keys() == {5, 7, 10}
     for step, grads in read.items():
+        assert grads.keys() == expected[step].keys()
         for name, g in grads.items():
             torch.testing.assert_close(g, expected[step][name], rtol=1e-4, atol=1e-7, msg=f"step {step}: {name}")
+
+
+def test_saliency_steps_score_on_the_mean_gradient_of_the_window(graph):
+    """--saliency-steps 2: the frozen weights take gradients on the two steps that end at each choice (and on no
+    other), summed in their .grad, the choice reads their mean (autograd's, step by step), and each window's
+    gradients are freed after its choice."""
+    hook, read, expected = saliency_window_run(graph)
+    assert_read_the_expected_means(read, expected)
+    assert hook.grad_steps == 0 and len(hook.periods) == 3
+
+
+def test_saliency_steps_undo_a_changing_fp16_loss_scale_and_drop_an_overflowing_window(graph):
+    """fp16: each step's gradients arrive multiplied by the scaler's current scale (2**(step % 3) here); the choice
+    still reads the unscaled mean. An overflowing step (the scaler skips it) drops its window's sum so far: the
+    choice after step 6 reads step 6 alone."""
+    _, read, expected = saliency_window_run(graph, scale=lambda step: float(2 ** (step % 3)), overflow=5)
+    assert_read_the_expected_means(read, expected)
 
 
 def test_resume_inside_a_saliency_window_gives_the_same_run(graph):
