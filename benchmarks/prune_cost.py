@@ -8,7 +8,9 @@ only the method itself is measured), its wall time and peak RSS taken from the o
 - `lhspg`: LoRA training with LHSPG's projections (default saliency: taylor, full-weight gradients of the
   calibration batches at each period's start); `lhspg-product`: the same with the LoRA-product saliency.
 All use micro-batches of 4 × 256 tokens; the trained rows run `--tokens` (a few optimiser steps, not a
-full run), and report their median training throughput from the step log. Rows are saved as they finish.
+full run), and report their median training throughput from the step log (`lhspg-steps4`: also apart for the
+steps inside its saliency windows, whose frozen weights take gradients, and the others). Rows are saved as they
+finish.
 
     PYTHONPATH=src python benchmarks/prune_cost.py --workdir /tmp/prune-cost [--tokens 12288] [--rows taylor,loraprune,lhspg]
 """
@@ -56,9 +58,20 @@ def measure(name: str, args: argparse.Namespace) -> dict:
     row = {**run_child(["-m", "lorashear", *argv], out), "load_avg": round(os.getloadavg()[0], 1)}
     steps = out / TRAINED.get(name, (name,))[0] / "steps.jsonl"
     if steps.is_file():
-        rates = [json.loads(line)["tokens_per_s"] for line in steps.read_text().splitlines() if line.strip()]
-        row["train_tokens_per_s"] = round(statistics.median(rates), 1)
+        row.update(throughput([json.loads(line) for line in steps.read_text().splitlines() if line.strip()]))
     return row
+
+
+def throughput(records: list[dict]) -> dict:
+    """Median training tokens/s of a step log; with saliency windows also of the window steps and of the others
+    (and how many steps were in windows)."""
+    median = lambda rs: round(statistics.median(r["tokens_per_s"] for r in rs), 1)  # noqa: E731
+    out = {"train_tokens_per_s": median(records)}
+    window = [r for r in records if r.get("saliency_window")]
+    if window and len(window) < len(records):
+        other = [r for r in records if not r.get("saliency_window")]
+        out.update(window_steps=len(window), window_tokens_per_s=median(window), other_tokens_per_s=median(other))
+    return out
 
 
 def markdown(results: dict) -> str:
@@ -67,13 +80,20 @@ def markdown(results: dict) -> str:
              f"Command: `{results['command']}`", "", f"Machine: {results['machine']}. Each row is one `lorashear prune` "
              "process (load, calibration or training, scoring, compress, export), measured from the outside; "
              "micro-batch 4 × 256 tokens for all.", "",
-             "| row | peak RSS MB | × taylor | wall s | training tok/s (median) | load avg | command |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+             "| row | peak RSS MB | × taylor | wall s | training tok/s (median) | in / outside saliency windows | "
+             "load avg | command |", "|---|---:|---:|---:|---:|---:|---:|---|"]
     for name, row in results["rows"].items():
         ratio = f"{row['peak_rss_mb'] / taylor:.2f}" if taylor else ""
         lines.append(f"| {name} | {row['peak_rss_mb']:,} | {ratio} | {row['seconds']:,} | "
-                     f"{row.get('train_tokens_per_s', '')} | {row['load_avg']} | `{row['command']}` |")
+                     f"{row.get('train_tokens_per_s', '')} | {windows(row)} | {row['load_avg']} | `{row['command']}` |")
     return "\n".join(lines) + "\n"
+
+
+def windows(row: dict) -> str:
+    """'window / other tok/s (n window steps)', or empty for a row without saliency windows."""
+    if "window_tokens_per_s" not in row:
+        return ""
+    return f"{row['window_tokens_per_s']} / {row['other_tokens_per_s']} ({row['window_steps']} steps in windows)"
 
 
 def main() -> int:

@@ -139,7 +139,21 @@ def test_prune_cost_rows_share_the_micro_batch_and_report_memory_against_taylor(
     rows = {"taylor": {"peak_rss_mb": 4000, "seconds": 9.0, "load_avg": 1.0, "command": "c"},
             "loraprune": {"peak_rss_mb": 2000, "seconds": 5.0, "load_avg": 1.0, "command": "c", "train_tokens_per_s": 7}}
     text = cost.markdown({"model": "m", "command": "x", "machine": "y", "rows": rows})
-    assert "| loraprune | 2,000 | 0.50 | 5.0 | 7 |" in text
+    assert "| loraprune | 2,000 | 0.50 | 5.0 | 7 |  |" in text
+
+
+def test_prune_cost_times_saliency_window_steps_apart():
+    """prune_cost.throughput: the median tokens/s of a step log, and with saliency windows also of the window
+    steps and the others, shown as one column."""
+    cost = _script("prune_cost")
+    log = [{"tokens_per_s": t, "saliency_window": w} for t, w in [(10, False), (6, True), (12, False), (4, True),
+                                                                  (8, True)]]
+    timed = cost.throughput(log)
+    assert timed == {"train_tokens_per_s": 8, "window_steps": 3, "window_tokens_per_s": 6, "other_tokens_per_s": 11}
+    assert cost.throughput([{"tokens_per_s": 5}, {"tokens_per_s": 7}]) == {"train_tokens_per_s": 6}
+    row = {"peak_rss_mb": 1, "seconds": 1.0, "load_avg": 1.0, "command": "c", **timed}
+    assert "| 8 | 6 / 11.0 (3 steps in windows) |" in cost.markdown({"model": "m", "command": "x", "machine": "y",
+                                                                  "rows": {"lhspg-steps4": row}})
 
 
 def test_run_child_measures_a_child_and_stops_on_its_failure(tmp_path):

@@ -156,6 +156,53 @@ def test_saliency_steps_undo_a_changing_fp16_loss_scale_and_drop_an_overflowing_
     assert_read_the_expected_means(read, expected)
 
 
+def saved_bytes(model, batch) -> int:
+    """Bytes of the distinct storages autograd keeps for backward over one training forward of `batch`."""
+    storages: dict[int, int] = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(input_ids=batch, labels=batch).loss.backward()
+    return sum(storages.values())
+
+
+def test_a_saliency_window_step_runs_without_dropout_and_keeps_no_second_input(graph):
+    """With LoRA dropout (the recipes' 0.05), a window step's weight gradients would keep every layer's input
+    beside the dropped-out copy that LoRA's A keeps: the step runs with dropout off, so it keeps no more for
+    backward than a step outside the windows; the step after the window has dropout on again. The step log
+    marks window steps (benchmarks time them apart)."""
+    from tiny_models import tiny_model
+
+    from lorashear.train.lora import lora_model as trainable
+
+    model = trainable(tiny_model("llama"), r=8, alpha=16, dropout=0.1, targets="all-linear")
+    dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert dropouts and all(m.training for m in dropouts)
+    optimizer = make_optimizer(model)
+    hook = new_hook(graph, model, saliency="taylor", saliency_steps=2)
+    run = run_of(model, optimizer, STEPS)
+    hook.on_start(run)
+    batch, saved, logged = BATCHES[0], {}, {}
+    for step in range(STEPS):
+        hook.before_step(run)
+        saved[step] = saved_bytes(model, batch)
+        assert all(m.training == (step not in WINDOWS) for m in dropouts)
+        hook.before_optimizer_step(run)
+        assert all(m.training for m in dropouts)
+        optimizer.step()
+        optimizer.zero_grad()
+        run.step += 1
+        record = {}
+        hook.after_step(run, record)
+        logged[step] = record["saliency_window"]
+    outside = max(saved[s] for s in range(STEPS) if s not in WINDOWS)
+    assert all(saved[s] <= outside for s in WINDOWS)
+    assert logged == {s: s in WINDOWS for s in range(STEPS)}
+
+
 def test_resume_inside_a_saliency_window_gives_the_same_run(graph):
     def start():
         model = lora_model()

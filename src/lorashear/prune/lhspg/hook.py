@@ -12,7 +12,9 @@ with ties broken by group index, so every process edits its copy identically.
 With `saliency_steps` N a gradient saliency (taylor) scores from the training itself: the frozen weights
 the groups slice take gradients on the N steps that end at each choice, summed in their own `.grad` (the
 optimizer never holds them; memory: one gradient per weight), averaged over the steps and over DDP
-processes at the choice, instead of extra passes over calibration batches.
+processes at the choice, instead of extra passes over calibration batches. Those steps run without dropout
+(the model as it will run, as calibration passes score it): a weight's gradient then needs the same input that
+its LoRA factor A already keeps for backward, not a second, dropped-out copy of every layer's input.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class LhspgHook(TrainHook):
         self._grads_used = False  # a choice of this step read the window's gradients: freed after the step
         self._grad_params: dict[str, torch.nn.Parameter] = {}
         self._resumed_grads: dict[str, torch.Tensor] = {}  # a checkpoint's window, until on_start
+        self._quieted: list[torch.nn.Dropout] = []  # dropout modules switched off for a window step
 
     # ---------------------------------------------------------------- hook interface
 
@@ -77,8 +80,12 @@ class LhspgHook(TrainHook):
             self._resumed_grads = {}
 
     def before_step(self, run: TrainRun) -> None:
-        """In a saliency window the groups' frozen weights take gradients this step, added to their .grad."""
+        """In a saliency window the groups' frozen weights take gradients this step, added to their .grad, and
+        dropout is off."""
         if self._in_window(run.step):
+            self._quieted = [m for m in run.unwrapped.modules() if isinstance(m, torch.nn.Dropout) and m.training]
+            for m in self._quieted:
+                m.eval()
             scale = _loss_scale(run)
             for p in self._grad_params.values():
                 p.requires_grad_(True)
@@ -86,9 +93,12 @@ class LhspgHook(TrainHook):
                     p.grad.mul_(scale)  # fp16: this step's gradients arrive scaled; so must the sum be
 
     def before_optimizer_step(self, run: TrainRun) -> None:
-        """A window's step is summed; the weights are frozen again (gradient clipping never saw them)."""
+        """A window's step is summed; the weights are frozen again (gradient clipping never saw them), dropout is on."""
         if not self._in_window(run.step):
             return
+        for m in self._quieted:
+            m.train()
+        self._quieted = []
         scale = _loss_scale(run)
         for p in self._grad_params.values():
             p.requires_grad_(False)
@@ -128,6 +138,8 @@ class LhspgHook(TrainHook):
         if self._grads_used:  # read by this step's choice(s): freed, the next window starts afresh
             self._free_gradients()
         record.update(self.summary())
+        if self.config.saliency_steps is not None:
+            record["saliency_window"] = self._in_window(run.step - 1)  # for the time of a window step vs others
 
     def on_end(self, run: TrainRun) -> None:
         """At the end of the schedule every redundant group is exactly zero (an interrupted run is left as is)."""
