@@ -79,6 +79,9 @@ def test_demo_recipe_end_to_end_then_resume_skips_and_report_regenerates(small_v
     for picture in ("summary.png", "layers.png", "recovery/loss.png"):
         assert (out / "figures" / picture).stat().st_size > 0
     assert any((out / "figures" / "recovery").glob("mixture_*.png"))
+    page = (out / "report.html").read_text()  # the same report as one page: tables and the figures beside it
+    assert page.startswith("<!doctype html>") and "<table>" in page and ">dense</th>" in page
+    assert '<img src="figures/layers.png"' in page and '<img src="02-knowledge/knowledge.png"' in page
 
     for folder, recovered in ((out / "03-prune" / "model", False), (out / "04-recover" / "model", True)):
         meta = card_header(folder)

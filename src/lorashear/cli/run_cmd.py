@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="recipe overrides, e.g. prune.ratio=0.5 recover.tokens=1000 recover=null")
     p.set_defaults(handler=run)
 
-    r = sub.add_parser("report", help="regenerate a run's report.md, figures and model cards (no model runs)")
+    r = sub.add_parser("report", help="regenerate a run's report.md, report.html, figures and model cards (no model runs)")
     r.add_argument("output", type=Path, help="a run folder written by `lorashear run`")
     r.set_defaults(handler=report)
 

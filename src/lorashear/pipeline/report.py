@@ -1,4 +1,5 @@
-"""`write_report(OUT)`: report.md, figures/*.png and the model cards, from the stage outputs alone.
+"""`write_report(OUT)`: report.md (and the same as a standalone report.html), figures/*.png and the model
+cards, from the stage outputs alone.
 
 Nothing here loads or runs a model: every figure is read from the files the stages wrote, so
 `lorashear report OUT` regenerates the report of any run, finished or not.
@@ -6,6 +7,7 @@ Nothing here loads or runs a model: every figure is read from the files the stag
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -19,6 +21,10 @@ from lorashear.pipeline.stages import MODEL_DIR, MODELS
 from lorashear.train.config import load_yaml
 
 FIGURES = "figures"
+# report.html's look: readable width, ruled tables, figures no wider than the page.
+STYLE = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;line-height:1.45}"
+         "table{border-collapse:collapse;margin:1rem 0}th,td{border:1px solid #ccc;padding:.25rem .6rem}"
+         "img{max-width:100%}code{background:#f3f3f3}")
 
 
 def _json(path: Path | None) -> dict | None:
@@ -61,12 +67,24 @@ def write_report(out: str | Path) -> Path:
     figures.mkdir(exist_ok=True)
     parts = [_header(run), _results(run, figures), _structure(run, figures), _knowledge(run), _recovery(run, figures),
              _reproduce(run)]
-    report = write_atomic(run.out / "report.md", "\n".join(p for p in parts if p) + "\n")
+    text = "\n".join(p for p in parts if p) + "\n"
+    report = write_atomic(run.out / "report.md", text)
+    write_atomic(run.out / "report.html", html_page(text, title=f"lorashear report: {run.out.name}"))
     for stage, name in (("prune", "pruned"), ("recover", "recovered")):
         if run.folders[stage] is not None:
             write_model_card(run.model_dir(stage), run.recipe, run.pruning, run.results.get(name),
                              recovered=stage == "recover")
     return report
+
+
+def html_page(markdown: str, title: str) -> str:
+    """A standalone HTML page of Markdown text (CommonMark with tables, via markdown-it; raw HTML in the text is
+    shown, not run); relative figure links stay as they are, so the page shows the run folder's figures."""
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
+    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{STYLE}</style></head>\n<body>\n{body}</body></html>\n")
 
 
 def _header(run: RunOutputs) -> str:

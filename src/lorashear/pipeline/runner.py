@@ -4,7 +4,7 @@ OUT/
   recipe.yaml            the resolved recipe (a resume must resolve to the same one)
   run.json               every invocation's command, versions, hardware; seconds per stage
   01-analyze/ 02-knowledge/ 03-prune/ 04-recover/ 05-evaluate/   (config.yaml + outputs + DONE)
-  report.md, figures/    regenerated at the end (`lorashear report OUT`)
+  report.md, report.html, figures/  regenerated at the end (`lorashear report OUT`)
 
 A stage writes into `.NN-name.partial/`, which is renamed to `NN-name/` when it finishes; the DONE
 marker is written last, so only a stage with DONE counts as finished (Ctrl-C leaves nothing that
