@@ -179,6 +179,11 @@ def again_if_gone(row: dict, folder: Path, parts: list[str]) -> dict:
     return {"overrides": row.get("overrides", []), "earlier": {k: v for k, v in row.items() if k != "overrides"}}
 
 
+def stamped(record: dict, header: dict) -> dict:
+    """A part's measurement with the benchmark command that made it (a row's parts may come from several runs)."""
+    return {**record, "benchmark_command": header["command"]}
+
+
 def merge_row(stem: str, header: dict, key: str | None = None, row: dict | None = None) -> dict:
     """Read the results file (under a lock), put this process's row into it, write it back; returns it.
     Several runs of this script (different --rows) can so fill one table side by side."""
@@ -224,7 +229,7 @@ def markdown(results: dict) -> str:
     dense = results["rows"].get("dense", {})
     dense_avg = dense.get("tasks", {}).get("avg")
     lines = [f"# Methods side by side on {results['model']}: pruned, then the same recovery", "",
-             f"Command of the latest run: `{results['command']}` (each row's own: `benchmark_command` in the JSON)", "",
+             f"Command of the latest run: `{results['command']}` (each part's own: its `benchmark_command` in the JSON)", "",
              f"Machine: {results['machine']}. Base recipe: `recipes/lorashear-20.yaml` (each row's overrides in the "
              "JSON). PPL: wiki, 128 × 512 (BOS + 511 text tokens); 7-task average: first "
              f"{results['limit']} documents each (acc for boolq/winogrande, acc_norm for the rest). Margin kept: "
@@ -320,20 +325,20 @@ def main() -> int:
             if part == "run":
                 if "run" not in row:
                     print(f"[{key}] {name if name in BASELINES else 'lorashear run'}", flush=True)
-                    row["run"] = run_row(ratio, name, folder)
+                    row["run"] = stamped(run_row(ratio, name, folder), header)
                     save()
                 continue
             if part == "speed":
                 if "speed" not in row and "run" in row:
                     print(f"[{key}] timing the pruned folder against dense", flush=True)
-                    row["speed"] = time_row(dense_model, exported(folder, "pruned"), args.speed_rounds)
+                    row["speed"] = stamped(time_row(dense_model, exported(folder, "pruned"), args.speed_rounds), header)
                     save()
                 continue
             for model in MODELS:
                 if part in row.get(model, {}) or "run" not in row:
                     continue
                 print(f"[{key}] scoring {model} {part}", flush=True)
-                row.setdefault(model, {})[part] = score(str(exported(folder, model)), part, args)
+                row.setdefault(model, {})[part] = stamped(score(str(exported(folder, model)), part, args), header)
                 save()
                 print(f"[{key}] {model} {part}: {json.dumps(row[model][part])[:200]}", flush=True)
     return 0

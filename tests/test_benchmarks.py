@@ -335,6 +335,8 @@ def test_methods_runs_of_different_rows_fill_one_table(tmp_path, monkeypatch):
     rows = methods.merge_row("t", header)["rows"]
     assert first["rows"] == {} and list(rows) == ["20% lhspg-auto", "20% taylor-auto-150k"]
     assert rows["20% lhspg-auto"]["benchmark_command"] == "c"
+    # each part keeps the command that measured it (the row's is only the latest writer's)
+    assert methods.stamped({"ppl": 9.0}, header) == {"ppl": 9.0, "benchmark_command": "c"}
 
 
 def test_methods_reruns_a_row_whose_folders_are_gone_and_reuses_the_dense_scores(tmp_path):
