@@ -65,7 +65,9 @@ def measure(name: str, args: argparse.Namespace) -> dict:
 def throughput(records: list[dict]) -> dict:
     """Median training tokens/s of a step log; with saliency windows also of the window steps and of the others
     (and how many steps were in windows)."""
-    median = lambda rs: round(statistics.median(r["tokens_per_s"] for r in rs), 1)  # noqa: E731
+    def median(rs: list[dict]) -> float:
+        return round(statistics.median(r["tokens_per_s"] for r in rs), 1)
+
     out = {"train_tokens_per_s": median(records)}
     window = [r for r in records if r.get("saliency_window")]
     if window and len(window) < len(records):

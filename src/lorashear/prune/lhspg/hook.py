@@ -57,6 +57,7 @@ class LhspgHook(TrainHook):
         self.grad_steps = 0  # saliency_steps: steps of the current window summed in the weights' .grad so far
         self._grads_used = False  # a choice of this step read the window's gradients: freed after the step
         self._grad_params: dict[str, torch.nn.Parameter] = {}
+        self._window_steps: frozenset[int] = frozenset()  # 0-based steps whose weight gradients a choice reads
         self._resumed_grads: dict[str, torch.Tensor] = {}  # a checkpoint's window, until on_start
         self._quieted: list[torch.nn.Dropout] = []  # dropout modules switched off for a window step
 
@@ -72,6 +73,8 @@ class LhspgHook(TrainHook):
         self.schedule = self.check(run.total_steps)
         self.variables = GroupVariables(run.unwrapped, self._groups(self.redundant()))
         if self.config.saliency_steps is not None:
+            k = self.config.saliency_steps
+            self._window_steps = frozenset(s - i for s in self.schedule.selection_steps() for i in range(k) if s >= i)
             params = dict(run.unwrapped.named_parameters())  # tied weights once
             names = ScoreContext(run.unwrapped, self.graph, kinds=self.kinds).scored_params()
             self._grad_params = {n: params[n] for n in sorted(names) if n in params}
@@ -174,8 +177,7 @@ class LhspgHook(TrainHook):
 
     def _in_window(self, step: int) -> bool:
         """Whether the 0-based step `step` is one of the `saliency_steps` steps that end at a choice."""
-        k = self.config.saliency_steps
-        return k is not None and any(0 <= s - step < k for s in self.schedule.selection_steps())
+        return step in self._window_steps
 
     def _window_gradients(self, run: TrainRun) -> dict[str, torch.Tensor] | None:
         """The window's mean gradients, averaged over the processes (in place: a second choice at the same step
