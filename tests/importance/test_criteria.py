@@ -200,3 +200,18 @@ def test_dora_adapters_are_refused_with_advice():
         build_graph(model, ("kv_group",))
     with pytest.raises(LorashearError, match="DoRA adapter.*merge_and_unload"):
         list(effective_weights(model))
+
+
+def test_scored_parameters_are_the_models_own_weights_a_tied_one_once():
+    """ScoreContext.scored_parameters: every base weight a wanted group slices, as the model's Parameter
+    objects (so .grad lands on the model), sorted by name; a tied lm_head is the embedding, listed once."""
+    model = tiny_model("llama", lora=True, tie_word_embeddings=True)
+    graph = build_graph(model, KINDS)
+    ctx = ScoreContext(model, graph, kinds=("hidden_channel",))
+    got = ctx.scored_parameters()
+    params = dict(model.named_parameters())
+    assert list(got) == sorted(got) and all(got[n] is params[n] for n in got)
+    assert not any(".lora_" in n for n in got)
+    embeddings = [n for n in got if n.endswith("embed_tokens.weight")]
+    assert len(embeddings) == 1 and not any(n.endswith("lm_head.weight") for n in got)
+    assert set(got) == {n for n in ctx.scored_params() if n in params}

@@ -96,8 +96,7 @@ def saliency_window_run(graph, scale=lambda step: 1.0, overflow: int | None = No
     run.accelerator.scaler = scaler
     hook.on_start(run)
     assert hook.schedule.selection_steps() == list(CHOICES)  # period 0's first step, then each period's last
-    params = dict(model.named_parameters())
-    base = {n: params[n] for n in sorted(ScoreContext(model, graph, kinds=KINDS).scored_params()) if n in params}
+    base = ScoreContext(model, graph, kinds=KINDS).scored_parameters()
     read = {}
     window_gradients = hook._window_gradients
     hook._window_gradients = lambda run: read.setdefault(run.step, {n: g.clone() for n, g in window_gradients(run).items()})

@@ -9,7 +9,7 @@ import pytest
 import torch
 from tiny_models import VOCAB, tiny_model
 
-from lorashear.train import LoopConfig, TrainHook, TrainRun, make_accelerator, train_lora
+from lorashear.train import LoopConfig, TrainHook, TrainRun, lora_run, make_accelerator, train
 from lorashear.train.checkpoint import latest_checkpoint
 from lorashear.train.loop import MAX_GRAD_NORM
 
@@ -113,8 +113,8 @@ def _run(work, total_steps=4, extra_hooks=(), **options) -> tuple[TrainRun, Reco
                            "seq_len": SEQ, **options})
     batches = Batches()
     recorder = Recorder(batches)
-    run = train_lora(tiny_model("llama"), config, make_accelerator(config), work, total_steps, batches, _loss,
-                     [batches, *extra_hooks, recorder], desc="test", postfix=lambda r: {"adam": r["adam_steps"]})
+    run = train(lora_run(tiny_model("llama"), config, make_accelerator(config), work, total_steps), batches, _loss,
+                [batches, *extra_hooks, recorder], desc="test", postfix=lambda r: {"adam": r["adam_steps"]})
     return run, recorder
 
 

@@ -80,6 +80,10 @@ class ScoreContext:
         """state_dict names of the base weights that some wanted group slices (LoRA factors excluded)."""
         return {s.param for i in self.wanted() for s in self.graph.groups[i].slices if ".lora_" not in s.param}
 
+    def scored_parameters(self) -> dict[str, nn.Parameter]:
+        """`scored_params()` as the model's own parameters (by name, sorted; a tied weight once)."""
+        return parameters_named(self.model, self.scored_params())
+
 
 @dataclass
 class GroupScores:
@@ -222,6 +226,13 @@ def reduce_scores(sums: dict[int, float], counts: dict[int, int], reduce: str) -
 
 
 # ---------------------------------------------------------------- weights as the model computes them
+
+
+def parameters_named(model: nn.Module, names: Iterable[str]) -> dict[str, nn.Parameter]:
+    """The parameters of `model` called `names` (state_dict names; a tied alias, absent from
+    named_parameters, is left out), sorted by name."""
+    params = dict(model.named_parameters())
+    return {n: params[n] for n in sorted(names) if n in params}
 
 
 def lora_layers(model: nn.Module) -> dict[str, nn.Module]:

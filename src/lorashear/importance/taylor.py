@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from lorashear.errors import LorashearError
-from lorashear.importance.base import Criterion, ScoreContext, effective_weights, register
+from lorashear.importance.base import Criterion, ScoreContext, effective_weights, parameters_named, register
 from lorashear.importance.calibration import iterate_batches, model_device
 
 VARIANTS = ("element", "vector")
@@ -56,7 +56,7 @@ def accumulate_gradients(
 ) -> dict[str, torch.Tensor]:
     """∂(mean LM loss over `batches`)/∂w for the named parameters; requires_grad flags are restored after."""
     params = dict(model.named_parameters())
-    targets = {n: params[n] for n in names if n in params}
+    targets = parameters_named(model, names)
     flags = {n: p.requires_grad for n, p in params.items()}
     was_training = model.training
     model.eval()  # no dropout: the estimate is of the model as it will run

@@ -32,7 +32,7 @@ from lorashear.graph.structures import Group, StructureGraph
 from lorashear.prune.plan import ParamCounter, PruningPlan
 from lorashear.recover.losses import lm_loss
 from lorashear.recover.streams import Category, MixedStream, text_categories
-from lorashear.train import TrainHook, TrainRun, add_lora, make_accelerator, train_lora
+from lorashear.train import TrainHook, TrainRun, add_lora, lora_run, make_accelerator, train
 from lorashear.train import checkpoint as ckpt
 from lorashear.train.config import LoopConfig, read_recipe
 from lorashear.train.logs import read_jsonl
@@ -174,8 +174,8 @@ def run_trained(ctx: PruneContext, make_hooks: HookFactory, settings: dict, *, d
         (work / RUN_FILE).write_text(json.dumps(settings, indent=2))
     accelerator.wait_for_everyone()
     ctx.work, ctx.main_process = work, accelerator.is_main_process
-    run = train_lora(model, config, accelerator, work, total_steps, stream.next_batch, lm_step_loss,
-                     [stream, *hooks], desc=desc, postfix=postfix)
+    run = train(lora_run(model, config, accelerator, work, total_steps), stream.next_batch, lm_step_loss,
+                [stream, *hooks], desc=desc, postfix=postfix)
     return TrainedRun(run.unwrapped, graph, hooks, run, work)
 
 

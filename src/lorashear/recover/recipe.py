@@ -1,4 +1,4 @@
-"""The recovery recipe (LoRAShear stage 4), top to bottom: setup, `train_lora(...)`, save.
+"""The recovery recipe (LoRAShear stage 4), top to bottom: setup, `train(lora_run(...), ...)`, save.
 
 LoRA fine-tuning of a pruned model on the shared training loop (`lorashear.train`), in two stages:
 pretraining-like text, then instructions. In each stage the categories' sampling weights follow
@@ -32,7 +32,7 @@ from lorashear.recover.stages import (
     reference_losses,
 )
 from lorashear.recover.streams import instruction_categories, text_categories
-from lorashear.train import LossFn, load_pruned_base, make_accelerator, save_merged, train_lora
+from lorashear.train import LossFn, load_pruned_base, lora_run, make_accelerator, save_merged, train
 from lorashear.train import checkpoint as ckpt
 from lorashear.train.logs import read_jsonl
 
@@ -85,8 +85,8 @@ def recover(config: RecoverConfig) -> RecoveryResult:
 
     # ------------------------------------------------------------------ train
     data = StagedMixture(stages, config, work)
-    run = train_lora(
-        load_pruned_base(config.pruned, accelerator.device), config, accelerator, work, total_steps,
+    run = train(
+        lora_run(load_pruned_base(config.pruned, accelerator.device), config, accelerator, work, total_steps),
         data.next_batch, _loss_fn(teacher, config, accelerator), [data],
         desc="recover", postfix=lambda record: {"stage": record["stage"]},
     )

@@ -6,8 +6,8 @@ A stage is a recipe that sets up data and a loss, then calls the loop; its own w
     work = checkpoint.check_run_dir(out, config.resume)    # .OUT.partial; fails before anything is written
     if accelerator.is_main_process:
         checkpoint.start_run_dir(work, config.resume)
-    run = train_lora(load_pruned_base(spec, accelerator.device), config, accelerator, work, total_steps,
-                     batch_source, loss_fn, hooks=[MyHook()], desc="lhspg")
+    run = lora_run(load_pruned_base(spec, accelerator.device), config, accelerator, work, total_steps)
+    train(run, batch_source, loss_fn, hooks=[MyHook()], desc="lhspg")
     if run.finished:                                       # else stopped at stop_after_steps: --resume later
         save_merged(accelerator, run.model, tokenizer, spec, config, work)
         if accelerator.is_main_process:
@@ -17,7 +17,7 @@ A stage is a recipe that sets up data and a loss, then calls the loop; its own w
 process's rows. `loss_fn(model, ids, labels)` gives (loss, {part: float}) for the step log
 (work/logs/steps.jsonl). Hooks (hooks.py) run on every process at fixed points of each step; their
 state_dict is checkpointed with the run, so `--resume` restores them. Modules: config (LoopConfig),
-accelerator, loop (TrainRun, train), lora (LoRA set-up, train_lora, save_merged), checkpoint (run
+accelerator, loop (TrainRun, train), lora (LoRA set-up: lora_run, save_merged), checkpoint (run
 folder and checkpoint format), logs (step log, loss plot).
 """
 
@@ -29,9 +29,9 @@ from lorashear.train.lora import (
     add_lora,
     load_pruned_base,
     lora_model,
+    lora_run,
     make_optimizer,
     save_merged,
-    train_lora,
 )
 
 __all__ = [
@@ -43,9 +43,9 @@ __all__ = [
     "add_lora",
     "load_pruned_base",
     "lora_model",
+    "lora_run",
     "make_accelerator",
     "make_optimizer",
     "save_merged",
     "train",
-    "train_lora",
 ]

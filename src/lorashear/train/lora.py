@@ -1,8 +1,7 @@
-"""The one LoRA set-up of every trained stage: adapters, optimiser, `train_lora`, and the merge-and-save at the end."""
+"""The one LoRA set-up of every trained stage: adapters, optimiser, `lora_run`, and the merge-and-save at the end."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -11,8 +10,7 @@ from accelerate import Accelerator
 from lorashear.models import count_parameters, load_model, resolve_model
 from lorashear.train import checkpoint as ckpt
 from lorashear.train.config import LoopConfig
-from lorashear.train.hooks import TrainHook
-from lorashear.train.loop import BatchSource, LossFn, TrainRun, train
+from lorashear.train.loop import TrainRun
 
 
 def load_pruned_base(spec: str, device) -> torch.nn.Module:
@@ -50,28 +48,14 @@ def make_optimizer(model: torch.nn.Module, config: LoopConfig, total_steps: int)
     return optimizer, scheduler
 
 
-def train_lora(
-    model: torch.nn.Module,
-    config: LoopConfig,
-    accelerator: Accelerator,
-    work: Path,
-    total_steps: int,
-    batch_source: BatchSource,
-    loss_fn: LossFn,
-    hooks: Sequence[TrainHook] = (),
-    *,
-    desc: str = "train",
-    postfix: Callable[[dict], dict] | None = None,
-) -> TrainRun:
-    """LoRA on `model` → AdamW + cosine → `accelerator.prepare` → `train`; `run.unwrapped` is the trained PeftModel.
-
-    A model that has LoRA already (`add_lora`: a method built its graph on the LoRA model) trains as it is.
-    """
+def lora_run(model: torch.nn.Module, config: LoopConfig, accelerator: Accelerator, work: Path,
+             total_steps: int) -> TrainRun:
+    """A run ready for `train`: LoRA on `model` → AdamW + cosine → `accelerator.prepare`; `run.unwrapped` is
+    the PeftModel. A model that has LoRA already (`add_lora`: a method built its graph on it) trains as it is."""
     peft_model = model if hasattr(model, "peft_config") else add_lora(model, config)
     optimizer, scheduler = make_optimizer(peft_model, config, total_steps)
     prepared, optimizer, scheduler = accelerator.prepare(peft_model, optimizer, scheduler)
-    run = TrainRun(prepared, optimizer, scheduler, accelerator, config, total_steps, Path(work))
-    return train(run, batch_source, loss_fn, hooks, desc=desc, postfix=postfix)
+    return TrainRun(prepared, optimizer, scheduler, accelerator, config, total_steps, Path(work))
 
 
 def save_merged(accelerator: Accelerator, model, tokenizer, base: str, config: LoopConfig, folder: Path) -> int:

@@ -75,9 +75,7 @@ class LhspgHook(TrainHook):
         if self.config.saliency_steps is not None:
             k = self.config.saliency_steps
             self._window_steps = frozenset(s - i for s in self.schedule.selection_steps() for i in range(k) if s >= i)
-            params = dict(run.unwrapped.named_parameters())  # tied weights once
-            names = ScoreContext(run.unwrapped, self.graph, kinds=self.kinds).scored_params()
-            self._grad_params = {n: params[n] for n in sorted(names) if n in params}
+            self._grad_params = ScoreContext(run.unwrapped, self.graph, kinds=self.kinds).scored_parameters()
             for name, g in self._resumed_grads.items():
                 self._grad_params[name].grad = g.to(self._grad_params[name].device)
             self._resumed_grads = {}
