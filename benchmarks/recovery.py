@@ -3,7 +3,8 @@
 The model is pruned once with `lorashear prune` (random groups, uniform per layer: a floor), or an
 existing pruned folder is given (`--pruned`, e.g. an LHSPG run's 03-prune/model), then recovered with
 the same token budget as: dynamic mix, uniform mix,
-dynamic mix + distillation, uniform mix + distillation (`--variants`). Every model (pruned, each
+dynamic mix + distillation, uniform mix + distillation, and the dynamic mix with the whole budget on
+pretraining-like text (no instruction stage) (`--variants`). Every model (pruned, each
 recovered one) is scored by `lorashear.evaluate`: wiki perplexity and the seven zero-shot tasks;
 the dense model's perplexity is measured for reference. Also reported: the held-out loss per data
 category from the recovery logs. Results are rewritten after every model, and a rerun with the same
@@ -40,7 +41,10 @@ VARIANTS = {  # name -> RecoverConfig overrides
     "uniform": {"mix": "uniform", "kd_weight": 0.0},
     "dynamic+kd": {"mix": "dynamic", "kd_weight": 0.5},
     "uniform+kd": {"mix": "uniform", "kd_weight": 0.5},
+    # the whole budget on pretraining-like text: what the instruction stage costs (or buys) in wiki PPL and tasks
+    "dynamic-stage1": {"mix": "dynamic", "kd_weight": 0.0, "stage_split": 1.0},
 }
+ISSUE_VARIANTS = ("dynamic", "uniform", "dynamic+kd", "uniform+kd")  # the recovery issue's comparison
 PRUNING_NOTE = (
     "random structured pruning (`lorashear prune --method random --uniform`): a floor, not LoRAShear; "
     "recovery from random pruning says little about LoRAShear's own numbers (`--pruned` takes an LHSPG folder)"
@@ -234,6 +238,13 @@ def average_without_boolq(ev: dict) -> float:
     return sum(others) / len(others)
 
 
+def other_splits(results: dict) -> str:
+    """The variants that split the budget otherwise (e.g. dynamic-stage1: all pretraining-like text)."""
+    splits = [f"; {name}: {v['overrides']['stage_split']:.0%} pretraining-like text"
+              for name, v in results["variants"].items() if "stage_split" in v["overrides"]]
+    return "".join(splits)
+
+
 def markdown(results: dict) -> str:
     s = results["settings"]
     lines = [
@@ -243,7 +254,7 @@ def markdown(results: dict) -> str:
         f"Pruning: `{results['pruning']['command']}` — {results['pruning']['note']}.  ",
         f"Parameters: dense {results['parameters']['dense']:,}, pruned {results['parameters']['pruned']:,}  ",
         f"Budget: {s['tokens']:,} training tokens per recovery run (half pretraining-like text, half "
-        f"instructions), seq-len {s['seq_len']}, batch {s['batch_size']} × grad-accum {s['grad_accum']}, lr {s['lr']}, "
+        f"instructions{other_splits(results)}), seq-len {s['seq_len']}, batch {s['batch_size']} × grad-accum {s['grad_accum']}, lr {s['lr']}, "
         f"mixture update every {s['mix_interval']} steps.  ",
         f"Machine: {results['machine']}; load average at start {results['load_average_start'][0]:.2f}"
         + (f", at end {results['load_average_end'][0]:.2f}" if "load_average_end" in results else "")
