@@ -3,7 +3,8 @@
 The model is pruned once with `lorashear prune` (random groups, uniform per layer: a floor), or an
 existing pruned folder is given (`--pruned`, e.g. an LHSPG run's 03-prune/model), then recovered with
 the same token budget as: dynamic mix, uniform mix,
-dynamic mix + distillation, uniform mix + distillation (`--variants`). Every model (pruned, each
+dynamic mix + distillation, uniform mix + distillation, and the dynamic mix with the whole budget on
+pretraining-like text (no instruction stage) (`--variants`). Every model (pruned, each
 recovered one) is scored by `lorashear.evaluate`: wiki perplexity and the seven zero-shot tasks;
 the dense model's perplexity is measured for reference. Also reported: the held-out loss per data
 category from the recovery logs. Results are rewritten after every model, and a rerun with the same
@@ -40,7 +41,10 @@ VARIANTS = {  # name -> RecoverConfig overrides
     "uniform": {"mix": "uniform", "kd_weight": 0.0},
     "dynamic+kd": {"mix": "dynamic", "kd_weight": 0.5},
     "uniform+kd": {"mix": "uniform", "kd_weight": 0.5},
+    # the whole budget on pretraining-like text: what the instruction stage costs (or buys) in wiki PPL and tasks
+    "dynamic-stage1": {"mix": "dynamic", "kd_weight": 0.0, "stage_split": 1.0},
 }
+ISSUE_VARIANTS = ("dynamic", "uniform", "dynamic+kd", "uniform+kd")  # the recovery issue's comparison
 PRUNING_NOTE = (
     "random structured pruning (`lorashear prune --method random --uniform`): a floor, not LoRAShear; "
     "recovery from random pruning says little about LoRAShear's own numbers (`--pruned` takes an LHSPG folder)"
@@ -221,16 +225,36 @@ def window_convention(results: dict) -> str:
     return f"each the BOS token {bos} and 511 text tokens"
 
 
+def pruned_by(results: dict) -> str:
+    """How the recovered model was pruned: random groups (this script's own prune) or a given folder's method."""
+    pruning = results["pruning"]
+    return "random structured pruning" if pruning.get("note") == PRUNING_NOTE else pruning.get("note", "a given folder")
+
+
+def average_without_boolq(ev: dict) -> float:
+    """The task average without boolq (at few documents its majority answer lifts damaged models; the other
+    six tasks rank rows, as in the methods and importance tables)."""
+    others = [ev["tasks"][task][ev["avg_metric"][task]] for task in ev["tasks"] if task != "boolq"]
+    return sum(others) / len(others)
+
+
+def other_splits(results: dict) -> str:
+    """The variants that split the budget otherwise (e.g. dynamic-stage1: all pretraining-like text)."""
+    splits = [f"; {name}: {v['overrides']['stage_split']:.0%} pretraining-like text"
+              for name, v in results["variants"].items() if "stage_split" in v["overrides"]]
+    return "".join(splits)
+
+
 def markdown(results: dict) -> str:
     s = results["settings"]
     lines = [
-        f"# Recovery benchmark: {results['model']} pruned {results['ratio']:.0%}",
+        f"# Recovery benchmark: {results['model']} pruned {results['ratio']:.0%} ({pruned_by(results)})",
         "",
         f"Command: `{results['command']}`  ",
         f"Pruning: `{results['pruning']['command']}` — {results['pruning']['note']}.  ",
         f"Parameters: dense {results['parameters']['dense']:,}, pruned {results['parameters']['pruned']:,}  ",
         f"Budget: {s['tokens']:,} training tokens per recovery run (half pretraining-like text, half "
-        f"instructions), seq-len {s['seq_len']}, batch {s['batch_size']} × grad-accum {s['grad_accum']}, lr {s['lr']}, "
+        f"instructions{other_splits(results)}), seq-len {s['seq_len']}, batch {s['batch_size']} × grad-accum {s['grad_accum']}, lr {s['lr']}, "
         f"mixture update every {s['mix_interval']} steps.  ",
         f"Machine: {results['machine']}; load average at start {results['load_average_start'][0]:.2f}"
         + (f", at end {results['load_average_end'][0]:.2f}" if "load_average_end" in results else "")
@@ -244,13 +268,13 @@ def markdown(results: dict) -> str:
     pruned = results.get("pruned")
     tasks = list(pruned["tasks"]) if pruned else []
     lines += [
-        "| model | train tokens | train s | eval s | wiki PPL | avg | " + " | ".join(tasks) + " |",
-        "|---|---:|---:|---:|---:|---:|" + "---:|" * len(tasks),
+        "| model | train tokens | train s | eval s | wiki PPL | avg | avg without boolq | " + " | ".join(tasks) + " |",
+        "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(tasks),
     ]
     def row(label: str, ev: dict, tokens: str = "", seconds: str = "") -> str:
         cells = [_pct(ev["tasks"][t]["acc_norm" if ev["avg_metric"][t] == "acc_norm" else "acc"]) for t in tasks]
         return (f"| {label} | {tokens} | {seconds} | {ev['eval_seconds']} | {ev['ppl']['wiki']:.2f} | "
-                f"{_pct(ev['avg'])} | " + " | ".join(cells) + " |")
+                f"{_pct(ev['avg'])} | {_pct(average_without_boolq(ev))} | " + " | ".join(cells) + " |")
 
     lines.append(row("dense (reference)", results["dense"]))
     if pruned:
@@ -301,8 +325,7 @@ def reading(results: dict) -> list[str]:
         f"{pruned['ppl']['wiki']:.2f} (pruned); the best recovered model ({best}, "
         f"{variants[best]['tokens_seen']:,} training tokens) has {variants[best]['evaluate']['ppl']['wiki']:.2f}. "
         + ("Random pruning damages the model far more than an importance-based method would, and this budget "
-           if results["pruning"].get("note") == PRUNING_NOTE else
-           f"The pruned folder: {results['pruning'].get('note', 'given')}. This budget ")
+           if results["pruning"].get("note") == PRUNING_NOTE else f"The pruned folder: {pruned_by(results)}. This budget ")
         + f"is thousands of times smaller than the paper's, so the figures show the direction of recovery and "
         f"the relative cost of the variants at this budget. With {limit} docs per task one task's "
         f"accuracy has a standard error of about {noise:.0f} points (about {noise / 7 ** 0.5:.1f} on the "

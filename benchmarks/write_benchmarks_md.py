@@ -25,7 +25,9 @@ SECTIONS = (
     ("methods_smollm2", "methods", "Every method side by side at 20% and 50%, before and after the same recovery"),
     ("importance_smollm2", "importance", "One-shot criteria and knowledge rules, no recovery"),
     ("prune_cost_smollm2", "prune_cost", "Peak memory and time of the gradient-based pruners (Taylor, LoRAPrune, LHSPG)"),
-    ("recovery_smollm2", "recovery", "Recovery variants (dynamic vs uniform mix, distillation) on one pruned model"),
+    ("recovery_smollm2_lhspg", "recovery", "Recovery variants (dynamic vs uniform mix, distillation) on an LHSPG-pruned "
+     "model: where the mix can show (random plans drowned the comparison in noise)"),
+    ("recovery_smollm2", "recovery", "Recovery variants (dynamic vs uniform mix, distillation) on one random-pruned model"),
     ("dense_smollm2", "dense_baseline", "The dense model every table compares against"),
     ("speed_smollm2", "speed", "Speed of exported folders in PyTorch, dense vs pruned"),
     ("gguf_speed_smollm2", "gguf_speed", "Speed of the same models in llama.cpp (GGUF)"),
