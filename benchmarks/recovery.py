@@ -225,10 +225,14 @@ def window_convention(results: dict) -> str:
     return f"each the BOS token {bos} and 511 text tokens"
 
 
+def random_pruned(results: dict) -> bool:
+    """Whether the recovered model is this script's own random prune (not a given `--pruned` folder)."""
+    return results["pruning"].get("note") == PRUNING_NOTE
+
+
 def pruned_by(results: dict) -> str:
     """How the recovered model was pruned: random groups (this script's own prune) or a given folder's method."""
-    pruning = results["pruning"]
-    return "random structured pruning" if pruning.get("note") == PRUNING_NOTE else pruning.get("note", "a given folder")
+    return "random structured pruning" if random_pruned(results) else results["pruning"].get("note", "a given folder")
 
 
 def average_without_boolq(ev: dict) -> float:
@@ -272,7 +276,7 @@ def markdown(results: dict) -> str:
         "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(tasks),
     ]
     def row(label: str, ev: dict, tokens: str = "", seconds: str = "") -> str:
-        cells = [_pct(ev["tasks"][t]["acc_norm" if ev["avg_metric"][t] == "acc_norm" else "acc"]) for t in tasks]
+        cells = [_pct(ev["tasks"][t][ev["avg_metric"][t]]) for t in tasks]
         return (f"| {label} | {tokens} | {seconds} | {ev['eval_seconds']} | {ev['ppl']['wiki']:.2f} | "
                 f"{_pct(ev['avg'])} | {_pct(average_without_boolq(ev))} | " + " | ".join(cells) + " |")
 
@@ -325,7 +329,7 @@ def reading(results: dict) -> list[str]:
         f"{pruned['ppl']['wiki']:.2f} (pruned); the best recovered model ({best}, "
         f"{variants[best]['tokens_seen']:,} training tokens) has {variants[best]['evaluate']['ppl']['wiki']:.2f}. "
         + ("Random pruning damages the model far more than an importance-based method would, and this budget "
-           if results["pruning"].get("note") == PRUNING_NOTE else f"The pruned folder: {pruned_by(results)}. This budget ")
+           if random_pruned(results) else f"The pruned folder: {pruned_by(results)}. This budget ")
         + f"is thousands of times smaller than the paper's, so the figures show the direction of recovery and "
         f"the relative cost of the variants at this budget. With {limit} docs per task one task's "
         f"accuracy has a standard error of about {noise:.0f} points (about {noise / 7 ** 0.5:.1f} on the "

@@ -130,6 +130,8 @@ def test_recovery_names_a_given_pruned_folder(tmp_path):
     assert "knowledge rule none" in recovery.given_pruning(tmp_path)["command"]
     assert recovery.pruned_by({"pruning": recovery.given_pruning(tmp_path)}) == "taylor pruning with the none knowledge rule"
     assert recovery.pruned_by({"pruning": {"note": recovery.PRUNING_NOTE}}) == "random structured pruning"
+    assert recovery.random_pruned({"pruning": {"note": recovery.PRUNING_NOTE}})
+    assert not recovery.random_pruned({"pruning": recovery.given_pruning(tmp_path)})
 
 
 def test_recovery_average_without_boolq_uses_each_tasks_average_metric():
