@@ -150,6 +150,8 @@ def run_row(ratio: float, name: str, out: Path) -> dict:
     pruning = json.loads((exported(out, "pruned") / "pruning.json").read_text())
     knowledge = pruning.get("knowledge") or {}
     return {**child, "knowledge_from": shared, "stage_seconds": {k: round(v, 1) for k, v in run_log["seconds"].items()},
+            # a pipeline stopped and resumed: its seconds are the last invocation's (and resumed stages' last attempt)
+            "invocations": len(run_log["invocations"]), "resumed_stages": run_log.get("resumed", []),
             "params": pruning["params_after"],
             "achieved_ratio": pruning["achieved_ratio"], "unprunable": knowledge.get("unprunable", [])}
 
@@ -254,6 +256,8 @@ def markdown(results: dict) -> str:
         timing = f"{run['seconds']:,.0f} ({stages.get('prune', 0):,.0f} / {stages.get('recover', 0):,.0f})" if run else "pending"
         if run.get("knowledge_from"):
             timing += f", analysis copied from {run['knowledge_from']}"
+        if run.get("invocations", 1) > 1:
+            timing += f", the last of {run['invocations']} invocations only"
         averages = [row.get(m, {}).get("tasks", {}).get("avg") for m in MODELS]
         cells = [fmt(row.get(m, {}).get("ppl", {}).get("ppl")) for m in MODELS] + [fmt(a, 100) for a in averages]
         margins = [fmt(margin_kept(a, dense_avg), 100) for a in averages]

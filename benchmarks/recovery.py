@@ -17,13 +17,17 @@ settings resumes: what is in the results file is kept, the rest (a stopped varia
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import gc
 import json
 import os
 import platform
 import shutil
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -170,7 +174,7 @@ def finish(results: dict, pruned: Path, work: Path, args: argparse.Namespace, st
         results["pruned"] = evaluate_folder(str(pruned), args)
         save(results)
     for name in args.variants:
-        if name in results["variants"]:
+        if name in merge_saved(results)["variants"]:  # done here, or by an `--add-to` run alongside
             continue
         if (work / name).exists():  # a variant stopped midway restarts (it keeps no checkpoints)
             shutil.rmtree(work / name)
@@ -179,7 +183,28 @@ def finish(results: dict, pruned: Path, work: Path, args: argparse.Namespace, st
         results["variants"][name] = variant
         results["seconds"] = round(time.time() - started, 1)
         results["load_average_end"] = os.getloadavg()
-        save(results)
+        merge_saved(results, write=True)
+    return results
+
+
+@contextlib.contextmanager
+def results_lock(stem: str) -> Iterator[None]:
+    """Held while a process reads and rewrites STEM.json (a run and its `--add-to` runs share the file)."""
+    with open(Path(tempfile.gettempdir()) / f"lorashear-{stem}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def merge_saved(results: dict, write: bool = False) -> dict:
+    """Take in the variants another process (`--add-to`, run alongside) saved to the results file meanwhile;
+    with `write`, save the merged results under the same lock, so neither process drops the other's."""
+    stem = results["settings"]["stem"]
+    path = RESULTS / f"{stem}.json"
+    with results_lock(stem):
+        if path.is_file():
+            results["variants"] = {**json.loads(path.read_text())["variants"], **results["variants"]}
+        if write:
+            save(results)
     return results
 
 
@@ -198,10 +223,11 @@ def add_variants(args: argparse.Namespace, command: str) -> dict:
         variant["evaluate"] = evaluate_folder(variant["folder"], args)
         variant["command"] = command
         write_atomic(work / f"variant_{name}.json", json.dumps(variant, indent=2))
-        results = json.loads(path.read_text())  # re-read: the earlier run may still be adding variants
-        results["variants"][name] = variant
-        results["load_average_end"] = os.getloadavg()
-        save(results)
+        with results_lock(args.stem):
+            results = json.loads(path.read_text())  # re-read: the earlier run may still be adding variants
+            results["variants"][name] = variant
+            results["load_average_end"] = os.getloadavg()
+            save(results)
     return results
 
 

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from lorashear.errors import LorashearError
+from lorashear.evaluate.files import write_atomic
 from lorashear.importance.calibration import CalibrationConfig, iterate_batches, load_calibration
 from lorashear.models import count_parameters, load_model, load_tokenizer
 from lorashear.pipeline.runner import stage_folder
@@ -171,7 +172,8 @@ def prune_folder(model_spec: str, ratio: float, calibration: CalibrationConfig, 
 def run(ratio: float, out: Path, recipe_path: Path = RECIPE, overrides: Sequence[str] = (), recover: bool = True) -> dict:
     """Prune into OUT/03-prune/model, then the recipe's recovery (with `key.sub=value` overrides, as
     `lorashear run`) into OUT/04-recover/model; finished stages are kept (a rerun continues).
-    Writes and returns OUT/run.json (seconds per stage)."""
+    Writes OUT/run.json after each stage (every invocation; seconds per stage, a resumed recovery's of its last
+    attempt only, as `lorashear run`'s) and returns it."""
     from lorashear.pipeline.recipe import load_recipe
     from lorashear.recover import recover as run_recovery
     from lorashear.train.checkpoint import latest_checkpoint, partial_dir
@@ -179,21 +181,27 @@ def run(ratio: float, out: Path, recipe_path: Path = RECIPE, overrides: Sequence
     recipe = load_recipe(recipe_path, [*overrides, f"prune.ratio={ratio}"])
     run_log_path = out / "run.json"
     run_log = json.loads(run_log_path.read_text()) if run_log_path.is_file() else {"seconds": {}}
+    run_log.setdefault("invocations", []).append({"command": " ".join(sys.argv), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     pruned = stage_folder(out, "prune") / MODEL_DIR
     pruned.parent.mkdir(parents=True, exist_ok=True)
+
+    def stage_done(stage: str, start: float) -> None:  # kept at once: a later stage may be killed
+        run_log["seconds"][stage] = time.time() - start
+        write_atomic(run_log_path, json.dumps(run_log, indent=2) + "\n")
+
     if not (pruned / "pruning.json").is_file():
         start = time.time()
         prune_folder(recipe.model, ratio, recipe.calibration(), pruned)
-        run_log["seconds"]["prune"] = time.time() - start
+        stage_done("prune", start)
     recovered = stage_folder(out, "recover") / MODEL_DIR
     if recover and not (recovered / "config.json").is_file():
         start = time.time()
         recovered.parent.mkdir(parents=True, exist_ok=True)
         resume = latest_checkpoint(partial_dir(recovered)) is not None  # an interrupted recovery continues
         run_recovery(recipe.recover(pruned, recovered, resume))
-        run_log["seconds"]["recover"] = time.time() - start
-    run_log["command"] = " ".join(sys.argv)
-    run_log_path.write_text(json.dumps(run_log, indent=2) + "\n")
+        run_log["resumed"] = ["recover"] if resume else []
+        stage_done("recover", start)
+    write_atomic(run_log_path, json.dumps(run_log, indent=2) + "\n")
     return run_log
 
 

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -101,6 +103,28 @@ def test_recovery_benchmark_resumes_only_a_run_with_the_same_settings(tmp_path, 
                                                  "variants": {"uniform": {}}}))
     assert recovery.earlier_results(args)["variants"] == {"uniform": {}}
     assert recovery.earlier_results(argparse.Namespace(stem="r", tokens=11, variants=[], workdir="w")) is None
+
+
+def test_recovery_run_keeps_the_variants_an_add_to_run_saved_alongside(tmp_path, monkeypatch):
+    """A run and an `--add-to` run share the results file: the run skips a variant the other saved, and its
+    saves keep the other's variants (before, each save wrote the run's own in-memory variants only)."""
+    import argparse
+
+    recovery = _script("recovery")
+    monkeypatch.setattr(recovery, "RESULTS", tmp_path)
+    monkeypatch.setattr(recovery, "markdown", lambda results: "")
+    ran = []
+    monkeypatch.setattr(recovery, "recover_variant", lambda name, *_: ran.append(name) or {"folder": name})
+    monkeypatch.setattr(recovery, "evaluate_folder", lambda folder, args: {"of": folder})
+    results = {"settings": {"stem": "r"}, "pruned": {}, "variants": {"dynamic": {}}}
+    recovery.save(results)
+    alongside = {**results, "variants": {"dynamic": {}, "uniform+kd": {"by": "add-to"}}}
+    recovery.save(alongside)  # what `--add-to ... --variants uniform+kd` wrote while the run went on
+    args = argparse.Namespace(variants=["dynamic", "uniform", "uniform+kd"])
+    recovery.finish(results, tmp_path / "pruned", tmp_path / "work", args, started=0.0)
+    assert ran == ["uniform"]
+    saved = json.loads((tmp_path / "r.json").read_text())["variants"]
+    assert saved == {"dynamic": {}, "uniform+kd": {"by": "add-to"}, "uniform": {"folder": "uniform", "evaluate": {"of": "uniform"}}}
 
 
 def test_methods_report_is_rendered_from_its_json():
@@ -205,6 +229,10 @@ def test_methods_margin_kept_and_speed_columns():
     margin = 100 * (0.45 - chance) / (0.55 - chance)
     assert f"| 0.00 / {margin:.2f} | 1.25× (1.10–1.30) | 1.25× (1.10–1.30) |" in line and "Torch-Pruning" in line
     assert "| boolq |" not in methods.markdown(results)  # no per-task scores yet: no per-task table
+    assert "invocations" not in line
+    results["rows"]["50% torch-pruning"]["run"]["invocations"] = 2  # stopped and resumed: the time is partial
+    line = next(line for line in methods.markdown(results).splitlines() if "| torch-pruning |" in line)
+    assert "| 5 (0 / 0), the last of 2 invocations only |" in line
     seven = {task: 0.5 for task in methods.AVERAGE_METRIC}
     results["rows"]["50% torch-pruning"]["recovered"]["tasks"] = {"avg": 0.5, "tasks": {**seven, "piqa": 0.625}}
     text = methods.markdown(results)
@@ -276,8 +304,19 @@ def test_torch_pruning_baseline_prunes_then_recovers_a_tiny_llama(small_vocab_di
             "recover.eval_sequences=2", f"recover.data=[{stories}]", "recover.stage_split=1"]
     baseline = _script("torch_pruning_baseline")
     out = tmp_path / "tp"
+
+    def killed(config):
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as patch:  # stopped in recovery: the finished prune's seconds are kept
+        patch.setattr("lorashear.recover.recover", killed)
+        with pytest.raises(KeyboardInterrupt):
+            baseline.run(0.25, out, overrides=tiny)
+    kept = json.loads((out / "run.json").read_text())
+    assert set(kept["seconds"]) == {"prune"} and len(kept["invocations"]) == 1
     log = baseline.run(0.25, out, overrides=tiny)
-    assert set(log["seconds"]) == {"prune", "recover"}
+    assert set(log["seconds"]) == {"prune", "recover"} and len(log["invocations"]) == 2 and log["resumed"] == []
+    assert log["seconds"]["prune"] == kept["seconds"]["prune"]  # not pruned again
     dense = load_model(str(small_vocab_dirs["llama"]), device="cpu")
     record = json.loads((out / "03-prune" / "model" / "pruning.json").read_text())
     for stage in ("03-prune", "04-recover"):

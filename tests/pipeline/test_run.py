@@ -76,6 +76,7 @@ def test_demo_recipe_end_to_end_then_resume_skips_and_report_regenerates(small_v
     assert "02-knowledge/knowledge.png" in report and "figures/recovery/loss.png" in report
     assert "03-prune/model/lhspg/curves.png" in report  # LHSPG's loss and sparsity per step
     assert "## How this was made" in report and "torch " in report  # commands, versions, hardware
+    assert json.loads((out / "run.json").read_text())["resumed"] == [] and "resumed" not in report
     for picture in ("summary.png", "layers.png", "recovery/loss.png"):
         assert (out / "figures" / picture).stat().st_size > 0
     assert any((out / "figures" / "recovery").glob("mixture_*.png"))
@@ -159,6 +160,11 @@ def test_recovery_stopped_early_resumes_from_its_checkpoint(small_vocab_dirs, te
     second = run_recipe(load_recipe(DEMO, base), out, resume=True, log=logs.append)
     assert second.finished and second.ran == ["recover"] and any("resuming from" in line for line in logs)
     assert (out / "04-recover" / "DONE").is_file() and (out / "04-recover" / "model" / "config.json").is_file()
+    # Its seconds are the resumed attempt's only, and run.json, the DONE marker and the report say so.
+    assert json.loads((out / "run.json").read_text())["resumed"] == ["recover"]
+    assert json.loads((out / "04-recover" / "DONE").read_text())["resumed"] is True
+    assert json.loads((out / "03-prune" / "DONE").read_text())["resumed"] is False
+    assert "* resumed: its last attempt only" in (out / "report.md").read_text()
 
 
 def test_overrides_set_nested_keys_and_switch_sections(tmp_path):

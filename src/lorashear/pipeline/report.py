@@ -266,8 +266,10 @@ def _reproduce(run: RunOutputs) -> str:
                   f"  - {hw['device']}, {hw['cpu_count']} cores, {hw['torch_threads']} torch threads, "
                   f"load {_fmt(hw.get('load_average'), 1)}; {hw['platform']}"]
     if run.run["seconds"]:
-        lines += ["", "Seconds per stage (last run of each): "
-                  + ", ".join(f"{name} {s:.0f}" for name, s in run.run["seconds"].items())]
+        resumed = run.run.get("resumed", [])
+        lines += ["", "Seconds per stage (last run of each" + ("; * resumed: its last attempt only" if resumed else "")
+                  + "): " + ", ".join(f"{name}{'*' if name in resumed else ''} {s:.0f}"
+                                      for name, s in run.run["seconds"].items())]
     return "\n".join(lines + [""])
 
 

@@ -95,10 +95,14 @@ def run_recipe(recipe: Recipe, out: str | Path, resume: bool = False, log: Calla
             skipped.append(stage.name)
             continue
         log(f"== {stage.name} -> {folder}")
-        seconds = _run_stage(stage, recipe, out, folder, log)
-        if seconds is None:
+        timed = _run_stage(stage, recipe, out, folder, log)
+        if timed is None:
             return RunResult(out, False, ran, skipped)
+        seconds, resumed = timed
         run_log["seconds"][stage.name] = seconds
+        # a resumed stage's seconds are this attempt's only (an attempt that was killed cannot say how long it ran)
+        run_log["resumed"] = [name for name in run_log.get("resumed", []) if name != stage.name] + (
+            [stage.name] if resumed else [])
         write_atomic(out / RUN_FILE, json.dumps(run_log, indent=2) + "\n")
         ran.append(stage.name)
     report = write_report(out)
@@ -106,13 +110,16 @@ def run_recipe(recipe: Recipe, out: str | Path, resume: bool = False, log: Calla
     return RunResult(out, True, ran, skipped)
 
 
-def _run_stage(stage: Stage, recipe: Recipe, out: Path, folder: Path, log: Callable[[str], None]) -> float | None:
-    """Run one stage in its partial folder, rename it into place, then mark it done; None if it stopped early."""
+def _run_stage(stage: Stage, recipe: Recipe, out: Path, folder: Path,
+               log: Callable[[str], None]) -> tuple[float, bool] | None:
+    """Run one stage in its partial folder, rename it into place, then mark it done; returns its seconds and
+    whether it resumed an earlier attempt's partial folder, or None if it stopped early."""
     if folder.exists():  # renamed but never marked: an interrupted finish, redo it
         shutil.rmtree(folder)
     work = out / f".{folder.name}.partial"
     if work.exists() and not stage.resumable:
         shutil.rmtree(work)
+    resumed = work.exists()
     work.mkdir(exist_ok=True)
     ctx = stages.StageContext(recipe, out, work, lambda name: finished_folder(out, name), log)
     start = time.perf_counter()
@@ -120,9 +127,9 @@ def _run_stage(stage: Stage, recipe: Recipe, out: Path, folder: Path, log: Calla
         return None
     seconds = time.perf_counter() - start
     work.rename(folder)
-    marker = {"stage": stage.name, "seconds": seconds, "finished": _now()}
+    marker = {"stage": stage.name, "seconds": seconds, "resumed": resumed, "finished": _now()}
     write_atomic(folder / DONE, json.dumps(marker, indent=2) + "\n")  # last: only now is the stage done
-    return seconds
+    return seconds, resumed
 
 
 def _check_out(recipe: Recipe, out: Path, resume: bool) -> None:
