@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import fcntl
 import json
 import os
 import platform
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -59,6 +62,14 @@ def run_child(argv: list[str], out: Path, cwd: Path | None = None) -> dict:
     if status != 0:
         raise SystemExit(f"{command} failed (exit {status >> 8}):\n{''.join(tail)}")
     return {"command": command, "seconds": round(time.time() - start, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024)}
+
+
+@contextlib.contextmanager
+def results_lock(name: str) -> Iterator[None]:
+    """Held while a process reads and rewrites results/NAME.json that other runs of its script share."""
+    with open(Path(tempfile.gettempdir()) / f"lorashear-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def write_results(name: str, data: dict, markdown: str) -> None:

@@ -20,15 +20,13 @@ At 50% (`--ratios 0.5`) every row is the recipe with prune.ratio=0.5, i.e. recip
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import shutil
 import sys
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from graph_discovery import machine_text, run_child, write_results
+from graph_discovery import machine_text, results_lock, run_child, write_results
 from importance import average_without, score
 
 from lorashear.evaluate import AVERAGE_METRIC
@@ -190,8 +188,7 @@ def merge_row(stem: str, header: dict, key: str | None = None, row: dict | None 
     """Read the results file (under a lock), put this process's row into it, write it back; returns it.
     Several runs of this script (different --rows) can so fill one table side by side."""
     path = RESULTS / f"{stem}.json"
-    with open(Path(tempfile.gettempdir()) / f"lorashear-{stem}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with results_lock(stem):
         results = json.loads(path.read_text()) if path.exists() else {"model": MODEL, "rows": {}}
         if key is not None:
             results.update(header)

@@ -17,20 +17,17 @@ settings resumes: what is in the results file is kept, the rest (a stopped varia
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import gc
 import json
 import os
 import platform
 import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from graph_discovery import results_lock
 
 from lorashear.cli import main as cli_main
 from lorashear.data import ZERO_SHOT_TASKS
@@ -185,14 +182,6 @@ def finish(results: dict, pruned: Path, work: Path, args: argparse.Namespace, st
         results["load_average_end"] = os.getloadavg()
         merge_saved(results, write=True)
     return results
-
-
-@contextlib.contextmanager
-def results_lock(stem: str) -> Iterator[None]:
-    """Held while a process reads and rewrites STEM.json (a run and its `--add-to` runs share the file)."""
-    with open(Path(tempfile.gettempdir()) / f"lorashear-{stem}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
 
 
 def merge_saved(results: dict, write: bool = False) -> dict:
