@@ -63,6 +63,8 @@ ROWS = {
                            "that end at each period start (no calibration pass)",
                            ["knowledge.rule=fixed", "prune.saliency_steps=4"]),
     "lhspg-fade": ("LHSPG, the authors' released multiplicative fade", ["prune.variant=fade"]),
+    "lhspg-wanda-sp": ("LHSPG with Wanda-SP as its saliency (the best one-shot choice after recovery at 20%), "
+                       "data-driven analysis", ["prune.saliency=wanda-sp"]),
     "loraprune-fixed": ("LoRAPrune (its released fixed rule)", ["prune.method=loraprune", "knowledge.rule=fixed"]),
     "taylor-auto-150k": ("Taylor + 149K recovery tokens: LHSPG's 49K training + 100K recovery",
                          ["prune.method=taylor", "recover.tokens=149152"]),
@@ -255,6 +257,8 @@ def markdown(results: dict) -> str:
             timing += f", analysis copied from {run['knowledge_from']}"
         if run.get("invocations", 1) > 1:
             timing += f", the last of {run['invocations']} invocations only"
+        if run.get("resumed_stages"):  # stages resumed from a checkpoint in that invocation: their last attempt
+            timing += f" ({', '.join(run['resumed_stages'])} resumed: its last attempt)"
         averages = [row.get(m, {}).get("tasks", {}).get("avg") for m in MODELS]
         cells = [fmt(row.get(m, {}).get("ppl", {}).get("ppl")) for m in MODELS] + [fmt(a, 100) for a in averages]
         margins = [fmt(margin_kept(a, dense_avg), 100) for a in averages]

@@ -142,7 +142,8 @@ def run(args: argparse.Namespace, command: str) -> dict:
         pruning = {"command": "lorashear " + " ".join(prune_argv[:-2]), "note": PRUNING_NOTE}
     if results is not None and pruning is not None:
         print(f"resuming {args.stem}: kept {', '.join(results['variants']) or 'no variants'}", flush=True)
-        results.update(command=command, load_average_start=results.get("load_average_start"))
+        results.update(command=command, load_average_start=results.get("load_average_start"),
+                       invocations=results.get("invocations", 1) + 1)
         return finish(results, pruned, work, args, started)
     results = {
         "command": command,
@@ -166,7 +167,9 @@ def run(args: argparse.Namespace, command: str) -> dict:
 
 
 def finish(results: dict, pruned: Path, work: Path, args: argparse.Namespace, started: float) -> dict:
-    """Score the pruned folder and run each variant not in `results` yet, saving after each."""
+    """Score the pruned folder and run each variant not in `results` yet, saving after each. The wall time
+    adds this invocation's to the earlier ones' (as saved after their last finished variant)."""
+    earlier_seconds = results.get("seconds", 0.0)
     if results.get("pruned") is None:
         results["pruned"] = evaluate_folder(str(pruned), args)
         save(results)
@@ -178,7 +181,7 @@ def finish(results: dict, pruned: Path, work: Path, args: argparse.Namespace, st
         variant = recover_variant(name, pruned, work, args)
         variant["evaluate"] = evaluate_folder(variant["folder"], args)
         results["variants"][name] = variant
-        results["seconds"] = round(time.time() - started, 1)
+        results["seconds"] = round(earlier_seconds + time.time() - started, 1)
         results["load_average_end"] = os.getloadavg()
         merge_saved(results, write=True)
     return results
@@ -322,13 +325,21 @@ def markdown(results: dict) -> str:
                     shown = ", ".join(f"{k} {w:.3f}" for k, w in weights.items())
                     lines.append(f"- {name} / {stage} ({v['mixture_updates'][stage]} updates): {shown}")
     if "seconds" in results:
-        lines += ["", f"Wall time of the first command: {results['seconds']} s."]
+        lines += ["", wall_time_line(results)]
     for name, v in results["variants"].items():
         if "command" in v:
             lines += ["", f"{name} was run by `{v['command']}` on the same pruned folder, alongside the first "
                       "command (so both ran slower)."]
     lines += ["", *reading(results)]
     return "\n".join(lines) + "\n"
+
+
+def wall_time_line(results: dict) -> str:
+    """The first command's wall time; a resumed run's is summed over its invocations (a variant stopped
+    midway restarts, so only its finished attempt counts)."""
+    n = results.get("invocations", 1)
+    over = f" (summed over {n} invocations)" if n > 1 else ""
+    return f"Wall time of the first command: {results['seconds']} s{over}."
 
 
 def reading(results: dict) -> list[str]:

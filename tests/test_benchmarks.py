@@ -127,6 +127,25 @@ def test_recovery_run_keeps_the_variants_an_add_to_run_saved_alongside(tmp_path,
     assert saved == {"dynamic": {}, "uniform+kd": {"by": "add-to"}, "uniform": {"folder": "uniform", "evaluate": {"of": "uniform"}}}
 
 
+def test_recovery_wall_time_adds_up_over_resumed_invocations(tmp_path, monkeypatch):
+    """A resumed recovery.py run adds its seconds to the earlier invocations' (before, the table's "wall time
+    of the first command" was the latest invocation's alone), and the report says how many invocations."""
+    import argparse
+    import time
+
+    recovery = _script("recovery")
+    monkeypatch.setattr(recovery, "RESULTS", tmp_path)
+    monkeypatch.setattr(recovery, "markdown", lambda results: "")
+    monkeypatch.setattr(recovery, "recover_variant", lambda name, *_: {"folder": name})
+    monkeypatch.setattr(recovery, "evaluate_folder", lambda folder, args: {})
+    results = {"settings": {"stem": "r"}, "pruned": {}, "variants": {"dynamic": {}}, "seconds": 100.0}
+    args = argparse.Namespace(variants=["dynamic", "uniform"])
+    recovery.finish(results, tmp_path / "pruned", tmp_path / "work", args, started=time.time() - 5)
+    assert 105.0 <= results["seconds"] < 110.0
+    assert "over 2 invocations" in recovery.wall_time_line({"seconds": 105.0, "invocations": 2})
+    assert recovery.wall_time_line({"seconds": 105.0}) == "Wall time of the first command: 105.0 s."
+
+
 def test_methods_report_is_rendered_from_its_json():
     """methods_smollm2.md is `markdown()` of its JSON (once the script has written one)."""
     methods = _script("methods")
@@ -233,6 +252,9 @@ def test_methods_margin_kept_and_speed_columns():
     results["rows"]["50% torch-pruning"]["run"]["invocations"] = 2  # stopped and resumed: the time is partial
     line = next(line for line in methods.markdown(results).splitlines() if "| torch-pruning |" in line)
     assert "| 5 (0 / 0), the last of 2 invocations only |" in line
+    results["rows"]["50% torch-pruning"]["run"]["resumed_stages"] = ["prune"]  # its seconds: the last attempt's
+    line = next(line for line in methods.markdown(results).splitlines() if "| torch-pruning |" in line)
+    assert "| 5 (0 / 0), the last of 2 invocations only (prune resumed: its last attempt) |" in line
     seven = {task: 0.5 for task in methods.AVERAGE_METRIC}
     results["rows"]["50% torch-pruning"]["recovered"]["tasks"] = {"avg": 0.5, "tasks": {**seven, "piqa": 0.625}}
     text = methods.markdown(results)
