@@ -99,33 +99,35 @@ def exported(out: Path, model: str) -> Path:
     return stage_folder(out, MODELS[model]) / MODEL_DIR
 
 
-def row_argv(ratio: float, name: str, out: Path) -> list[str]:
+def row_argv(ratio: float, name: str, out: Path, prune_only: bool = False) -> list[str]:
     """The row's command line (after the interpreter): `lorashear run` of the recipe with the row's overrides
-    (resuming a stopped run), or the baseline's script; both fill OUT/03-prune/model and OUT/04-recover/model."""
+    (resuming a stopped run), or the baseline's script; both fill OUT/03-prune/model and OUT/04-recover/model
+    (`prune_only`: the recipe's run up to OUT/03-prune/model)."""
     if name in BASELINES:
         return [BASELINES[name][1], "--ratio", str(ratio), "-o", str(out)]
-    overrides = row_overrides(ratio, name)
+    overrides = row_overrides(ratio, name, prune_only)
     if METHODS[row_recipe(ratio, name).prune("OUT").method].trained:
         overrides.append(f"prune.checkpoint_every={TRAINED_CHECKPOINT_EVERY}")  # a stopped row resumes its training
     return ["-m", "lorashear", "run", str(RECIPE.relative_to(ROOT)), *overrides, "-o", str(out), "--resume"]
 
 
-def row_overrides(ratio: float, name: str) -> list[str]:
-    """The base recipe's overrides of a row: its own, its ratio, and no pipeline evaluation (scored here)."""
-    return [*ROWS[name][1], f"prune.ratio={ratio}", "evaluate=null"]
+def row_overrides(ratio: float, name: str, prune_only: bool = False) -> list[str]:
+    """The base recipe's overrides of a row: its own, its ratio, and no pipeline evaluation (scored here);
+    `prune_only`: no recovery either."""
+    return [*ROWS[name][1], f"prune.ratio={ratio}", "evaluate=null", *(["recover=null"] if prune_only else [])]
 
 
-def row_recipe(ratio: float, name: str) -> Recipe:
-    return load_recipe(RECIPE, row_overrides(ratio, name))
+def row_recipe(ratio: float, name: str, prune_only: bool = False) -> Recipe:
+    return load_recipe(RECIPE, row_overrides(ratio, name, prune_only))
 
 
-def share_analysis(ratio: float, name: str, out: Path) -> str | None:
+def share_analysis(ratio: float, name: str, out: Path, prune_only: bool = False) -> str | None:
     """Before a new row starts: if another row of the workdir finished the same knowledge analysis (equal
     `knowledge_settings`: model, rule, probe criterion, calibration), copy its analyze and knowledge stages
     into OUT instead of probing again (deterministic: same settings, same verdict). Returns that row's folder."""
     if name in BASELINES or out.exists():
         return None
-    recipe = row_recipe(ratio, name)
+    recipe = row_recipe(ratio, name, prune_only)
     if not knowledge_enabled(recipe):
         return None
     wanted = plain(knowledge_settings(recipe))
@@ -156,6 +158,26 @@ def run_row(ratio: float, name: str, out: Path) -> dict:
             "achieved_ratio": pruning["achieved_ratio"], "unprunable": knowledge.get("unprunable", [])}
 
 
+def folder_to_time(ratio: float, name: str, folder: Path) -> tuple[Path, str | None]:
+    """The row's pruned folder for the speed part, and None; or, when it is gone (another session's workdir),
+    the pruned folder of the row's recipe run again up to its prune stage (`recover=null`) in FOLDER-prune-only,
+    and that run's command: the same recipe prunes to the same widths up to the run-to-run spread, and the
+    speed depends on the shapes only. A baseline's script has no prune-only run: it says so."""
+    pruned = exported(folder, "pruned")
+    if pruned.is_dir():
+        return pruned, None
+    if name in BASELINES:
+        raise SystemExit(f"[{folder.name}] the pruned folder of {name} is gone and its script cannot stop after "
+                         "pruning: run the row again in a new --workdir with --parts run,ppl,tasks,speed")
+    again = folder.with_name(folder.name + "-prune-only")
+    print(f"[{folder.name}] its pruned folder is gone: the row's recipe again, up to its prune stage, in {again.name}",
+          flush=True)
+    shared = share_analysis(ratio, name, again, prune_only=True)
+    if shared is not None:
+        print(f"knowledge analysis: the same as row folder {shared}'s, copied from it", flush=True)
+    return exported(again, "pruned"), run_child(row_argv(ratio, name, again, prune_only=True), again, cwd=ROOT)["command"]
+
+
 def dense_score(part: str, args: argparse.Namespace) -> dict:
     """The dense model's score of a part: benchmarks/importance.py's when it scored it with the same settings
     (same function, windows and limit: the dense model does not change), else scored here."""
@@ -175,7 +197,8 @@ def missing_scores(row: dict, parts: list[str]) -> bool:
 def again_if_gone(row: dict, folder: Path, parts: list[str]) -> dict:
     """A row that ran but still misses a score asked for, whose folders are gone (another session's workdir):
     a fresh row that runs again, with what was measured kept beside it under "earlier"."""
-    if "run" not in row or not missing_scores(row, parts) or exported(folder, "recovered").is_dir():
+    scores = [part for part in parts if part != "speed"]  # a gone row's speed: `folder_to_time` prunes again
+    if "run" not in row or not missing_scores(row, scores) or exported(folder, "recovered").is_dir():
         return row
     print(f"[{folder.name}] its pipeline folders are gone: running the row again", flush=True)
     return {"overrides": row.get("overrides", []), "earlier": {k: v for k, v in row.items() if k != "overrides"}}
@@ -221,7 +244,10 @@ def count(value: int | None) -> str:
 
 def speedup(row: dict, metric: str) -> str:
     spread = row.get("speed", {}).get(f"{metric}_vs_dense")
-    return "" if spread is None else f"{spread['median']:.2f}× ({spread['min']:.2f}–{spread['max']:.2f})"
+    if spread is None:
+        return ""
+    again = "†" if "pruned_again" in row["speed"] else ""  # a re-run's pruned folder (the scored one was gone)
+    return f"{spread['median']:.2f}× ({spread['min']:.2f}–{spread['max']:.2f}){again}"
 
 
 def markdown(results: dict) -> str:
@@ -266,7 +292,9 @@ def markdown(results: dict) -> str:
         what = ROWS.get(name, BASELINES.get(name, ("",)))[0]
         lines.append(f"| {ratio} | {name} | {count(run.get('params'))} | {' | '.join(cells)} | {timing} | "
                      f"{run.get('peak_rss_mb', '')} | {what} |")
-    lines += ["", "Empty cells and `pending` rows: not measured yet (the script resumes them).", *task_table(results)]
+    lines += ["", "Empty cells and `pending` rows: not measured yet (the script resumes them). † Timed on a re-run "
+              "of the row's recipe up to its prune stage (the scored run's folder was gone; same recipe, same widths "
+              "up to the run-to-run spread; its command: `pruned_again` in the JSON).", *task_table(results)]
     return "\n".join(lines) + "\n"
 
 
@@ -336,7 +364,10 @@ def main() -> int:
             if part == "speed":
                 if "speed" not in row and "run" in row:
                     print(f"[{key}] timing the pruned folder against dense", flush=True)
-                    row["speed"] = stamped(time_row(dense_model, exported(folder, "pruned"), args.speed_rounds), header)
+                    pruned, again = folder_to_time(ratio, name, folder)
+                    row["speed"] = stamped(time_row(dense_model, pruned, args.speed_rounds), header)
+                    if again is not None:
+                        row["speed"]["pruned_again"] = again
                     save()
                 continue
             for model in MODELS:

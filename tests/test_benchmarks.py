@@ -423,6 +423,30 @@ def test_methods_runs_of_different_rows_fill_one_table(tmp_path, monkeypatch):
     assert methods.stamped({"ppl": 9.0}, header) == {"ppl": 9.0, "benchmark_command": "c"}
 
 
+def test_methods_times_a_gone_rows_prune_again_without_rerunning_its_scores(tmp_path, monkeypatch):
+    """`--parts speed` of a row whose folders are gone (another session's workdir): its scores stay; the row's
+    pipeline runs again to its prune stage only (recover=null) in a folder of its own, and that pruned folder
+    is timed, marked as a re-run's in the table (before, the row was reset to run again and nothing ran)."""
+    methods = _script("methods")
+    row = {"run": {"seconds": 1.0}, "pruned": {"ppl": {"ppl": 41.7}}, "recovered": {"ppl": {"ppl": 37.0}}}
+    gone = tmp_path / "20-lhspg-auto"
+    assert methods.again_if_gone(row, gone, ["speed"]) is row
+    assert methods.row_overrides(0.2, "lhspg-auto", prune_only=True)[-1] == "recover=null"
+    assert not methods.row_recipe(0.2, "lhspg-auto", prune_only=True).enabled("recover")
+    ran = []
+    monkeypatch.setattr(methods, "run_child", lambda argv, out, cwd=None: ran.append(argv) or {"command": "c"})
+    folder, command = methods.folder_to_time(0.2, "lhspg-auto", gone)
+    assert folder == tmp_path / "20-lhspg-auto-prune-only" / "03-prune" / "model" and command == "c"
+    assert "recover=null" in ran[0] and ran[0][-2:] == [str(tmp_path / "20-lhspg-auto-prune-only"), "--resume"]
+    with pytest.raises(SystemExit, match="torch-pruning"):
+        methods.folder_to_time(0.2, "torch-pruning", tmp_path / "20-torch-pruning")
+    (gone / "03-prune" / "model").mkdir(parents=True)
+    assert methods.folder_to_time(0.2, "lhspg-auto", gone) == (gone / "03-prune" / "model", None)
+    spread = {"median": 1.2, "min": 1.1, "max": 1.3}
+    row["speed"] = {"prefill_vs_dense": spread, "pruned_again": "c"}
+    assert methods.speedup(row, "prefill") == "1.20× (1.10–1.30)†"
+
+
 def test_methods_reruns_a_row_whose_folders_are_gone_and_reuses_the_dense_scores(tmp_path):
     """A row measured in another session (its pipeline folders gone) still missing a score must run again;
     the dense model's scores come from importance.py's identical measurement when its settings match."""
