@@ -12,6 +12,8 @@ continues where it stopped. Rows whose knowledge analysis would be the same (sam
 and calibration) share it: a new row copies a finished one's analyze/knowledge stages. The external baseline (`torch-pruning`) runs its own script
 (benchmarks/torch_pruning_baseline.py: TP's pruning, then the recipe's recovery) into the same layout.
 At 50% (`--ratios 0.5`) every row is the recipe with prune.ratio=0.5, i.e. recipes/lorashear-50.yaml.
+A row whose pipeline folders are gone (another session's workdir) runs again when a score is missing; for
+its speed alone, its recipe runs again up to the prune stage (FOLDER-prune-only) and the cell is marked †.
 
     PYTHONPATH=src python benchmarks/methods.py --workdir /tmp/methods [--rows lhspg-auto,taylor-auto]
         [--ratios 0.2,0.5] [--parts run,ppl,tasks,speed]
