@@ -118,8 +118,17 @@ def folders(small_vocab_dirs, small_tokenizer, tmp_path_factory) -> dict[str, Pa
 
 def llama_cpp_model(llama_cpp, path: Path):
     """The file as llama.cpp runs it: every position's logits, f32 KV cache, one thread."""
-    return llama_cpp.Llama(str(path), n_ctx=128, logits_all=True, type_k=0, type_v=0, n_threads=1, verbose=False,
-                           seed=0)
+    defaults = llama_cpp.llama_cpp.llama_model_default_params
+
+    def no_repacking():  # llama.cpp's repacked (AMX) Q8_0 weights crash on pruned widths: see README's GGUF limits
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(llama_cpp.llama_cpp, "llama_model_default_params", no_repacking)
+        return llama_cpp.Llama(str(path), n_ctx=128, logits_all=True, type_k=0, type_v=0, n_threads=1,
+                               verbose=False, seed=0)
 
 
 def greedy_llama_cpp(llm, ids: list[int], n: int) -> list[int]:
