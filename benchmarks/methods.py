@@ -126,7 +126,7 @@ def row_recipe(ratio: float, name: str, prune_only: bool = False) -> Recipe:
 def share_analysis(ratio: float, name: str, out: Path, prune_only: bool = False) -> str | None:
     """Before a new row starts: if another row of the workdir finished the same knowledge analysis (equal
     `knowledge_settings`: model, rule, probe criterion, calibration), copy its analyze and knowledge stages
-    into OUT instead of probing again (deterministic: same settings, same verdict). Returns that row's folder."""
+    into OUT instead of probing again (deterministic: same settings, same verdict), and say so. Returns that row's folder."""
     if name in BASELINES or out.exists():
         return None
     recipe = row_recipe(ratio, name, prune_only)
@@ -140,6 +140,7 @@ def share_analysis(ratio: float, name: str, out: Path, prune_only: bool = False)
             if finished_folder(other.parent, stage) is not None:
                 shutil.copytree(stage_folder(other.parent, stage), stage_folder(out, stage))
         write_atomic(out / RECIPE_FILE, recipe.to_yaml())  # what `lorashear run` writes; --resume continues
+        print(f"knowledge analysis: the same as row folder {other.parent.name}'s, copied from it", flush=True)
         return other.parent.name
     return None
 
@@ -147,8 +148,6 @@ def share_analysis(ratio: float, name: str, out: Path, prune_only: bool = False)
 def run_row(ratio: float, name: str, out: Path) -> dict:
     """The row's pipeline in a child process (its log passed through): command, seconds, peak RSS, what it pruned."""
     shared = share_analysis(ratio, name, out)
-    if shared is not None:
-        print(f"knowledge analysis: the same as row folder {shared}'s, copied from it", flush=True)
     child = run_child(row_argv(ratio, name, out), out, cwd=ROOT)
     run_log = json.loads((out / "run.json").read_text())
     pruning = json.loads((exported(out, "pruned") / "pruning.json").read_text())
@@ -174,9 +173,7 @@ def folder_to_time(ratio: float, name: str, folder: Path) -> tuple[Path, str | N
     again = folder.with_name(folder.name + "-prune-only")
     print(f"[{folder.name}] its pruned folder is gone: the row's recipe again, up to its prune stage, in {again.name}",
           flush=True)
-    shared = share_analysis(ratio, name, again, prune_only=True)
-    if shared is not None:
-        print(f"knowledge analysis: the same as row folder {shared}'s, copied from it", flush=True)
+    share_analysis(ratio, name, again, prune_only=True)
     return exported(again, "pruned"), run_child(row_argv(ratio, name, again, prune_only=True), again, cwd=ROOT)["command"]
 
 

@@ -120,7 +120,7 @@ def llama_cpp_model(llama_cpp, path: Path):
     """The file as llama.cpp runs it: every position's logits, f32 KV cache, one thread."""
     defaults = llama_cpp.llama_cpp.llama_model_default_params
 
-    def no_repacking():  # llama.cpp's repacked (AMX) Q8_0 weights crash on pruned widths: see README's GGUF limits
+    def no_repacking():  # repacked (AMX) weights crashed llama.cpp on a pruned Q8_0 file: README, known limitations
         params = defaults()
         params.use_extra_bufts = False
         return params
