@@ -226,8 +226,9 @@ def time_row(dense, folder: Path, rounds: int) -> dict:
     (median and range over rounds), the machine and its warnings. The recovered folder has the same shapes."""
     from lorashear.evaluate.speed import compare
 
-    comparison = compare({"dense": dense, "pruned": load_model(str(folder), device="cpu")}, rounds=rounds)
-    return {"rounds": rounds, "prefill_vs_dense": asdict(comparison.ratio("pruned", "prefill")),
+    pruned = load_model(str(folder), device="cpu")
+    comparison = compare({"dense": dense, "pruned": pruned}, rounds=rounds)
+    return {"rounds": rounds, "params": count_parameters(pruned), "prefill_vs_dense": asdict(comparison.ratio("pruned", "prefill")),
             "decode_vs_dense": asdict(comparison.ratio("pruned", "decode")),
             "machine": comparison.machine.describe(), "warnings": list(comparison.warnings),
             "comparison": comparison.to_dict()}
@@ -246,6 +247,9 @@ def speedup(row: dict, metric: str) -> str:
     if spread is None:
         return ""
     again = "†" if "pruned_again" in row["speed"] else ""  # a re-run's pruned folder (the scored one was gone)
+    timed, scored = row["speed"].get("params"), row.get("run", {}).get("params")
+    if again and None not in (timed, scored) and timed != scored:  # the re-run pruned to other widths: say by how much
+        again += f" ({timed:,} params timed)"
     return f"{spread['median']:.2f}× ({spread['min']:.2f}–{spread['max']:.2f}){again}"
 
 
@@ -293,7 +297,8 @@ def markdown(results: dict) -> str:
                      f"{run.get('peak_rss_mb', '')} | {what} |")
     lines += ["", "Empty cells and `pending` rows: not measured yet (the script resumes them). † Timed on a re-run "
               "of the row's recipe up to its prune stage (the scored run's folder was gone; same recipe, same widths "
-              "up to the run-to-run spread; its command: `pruned_again` in the JSON).", *task_table(results)]
+              "up to the run-to-run spread; its command: `pruned_again` in the JSON; the timed folder's parameter count, "
+              "when recorded, is named in the cell if it differs from the scored run's).", *task_table(results)]
     return "\n".join(lines) + "\n"
 
 

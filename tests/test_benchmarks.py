@@ -351,6 +351,7 @@ def test_torch_pruning_baseline_prunes_then_recovers_a_tiny_llama(small_vocab_di
     # methods.py's speed part times that folder against the dense model
     speed = _script("methods").time_row(dense, out / "03-prune" / "model", rounds=1)
     assert speed["prefill_vs_dense"]["median"] > 0 and speed["decode_vs_dense"]["median"] > 0
+    assert speed["params"] == record["params_after"]  # what was timed, to compare with the scored run's
 
 
 def test_benchmarks_md_is_rendered_from_the_committed_results():
@@ -445,6 +446,10 @@ def test_methods_times_a_gone_rows_prune_again_without_rerunning_its_scores(tmp_
     spread = {"median": 1.2, "min": 1.1, "max": 1.3}
     row["speed"] = {"prefill_vs_dense": spread, "pruned_again": "c"}
     assert methods.speedup(row, "prefill") == "1.20× (1.10–1.30)†"
+    row["run"]["params"] = row["speed"]["params"] = 1_000  # the re-run pruned to the scored run's size
+    assert methods.speedup(row, "prefill") == "1.20× (1.10–1.30)†"
+    row["speed"]["params"] = 1_024  # it did not: the table says what was timed
+    assert methods.speedup(row, "prefill") == "1.20× (1.10–1.30)† (1,024 params timed)"
 
 
 def test_methods_reruns_a_row_whose_folders_are_gone_and_reuses_the_dense_scores(tmp_path):
