@@ -2,12 +2,14 @@
 
     PYTHONPATH=src python benchmarks/gguf_speed.py --workdir /tmp/gguf-speed [--ratios 0.2,0.5]
         [--layouts uniform,non-uniform] [--formats f16,q4_k_m] [--rounds 5] [--threads 2] [--multiple-of 64]
+        [--no-repack]
 
 What a laptop user gets: `lorashear prune --method random` (speed depends on the shapes, not on which groups
 went), `lorashear export-gguf`, then llama.cpp (llama-cpp-python) times a 512-token prefill and a 128-token
 greedy decode through its KV cache, batch 1. Each pruned row is timed side by side with the dense file of the
 same format, alternating within every round (dense, pruned, dense, ...), so each round's ratio sees one machine
-load; ratios are the median (min–max) over rounds. Every finished row is written at once (resumable): the JSON
+load; ratios are the median (min–max) over rounds. `--no-repack` times llama.cpp without its repacked weight
+buffers (README, known limitations: they crashed it on an AMX CPU); each row records which way it ran. Every finished row is written at once (resumable): the JSON
 and its Markdown table in benchmarks/results/gguf_speed_<name>.{json,md}.
 """
 
@@ -26,7 +28,7 @@ from graph_discovery import write_results
 
 from lorashear.compress.core import count_params
 from lorashear.data import load_documents
-from lorashear.deploy import export_gguf
+from lorashear.deploy import export_gguf, open_gguf
 from lorashear.evaluate.speed import Spread, machine_state
 from lorashear.models import load_model, load_tokenizer
 from lorashear.prune.api import PruneConfig, prune_model
@@ -91,12 +93,11 @@ def time_once(llm, ids: list[int]) -> dict[str, float]:
     return {"prefill": prefill, "decode": DECODE / (time.perf_counter() - start)}
 
 
-def time_side_by_side(files: dict[str, Path], ids: list[int], rounds: int, threads: int) -> tuple[dict, list]:
+def time_side_by_side(files: dict[str, Path], ids: list[int], rounds: int, threads: int,
+                      repack: bool = True) -> tuple[dict, list]:
     """tok/s of every file in every round (after one warm-up round), the files alternated within each round."""
-    import llama_cpp
-
-    models = {name: llama_cpp.Llama(str(path), n_ctx=PREFILL + DECODE + 8, n_batch=PREFILL, n_threads=threads,
-                                    n_threads_batch=threads, verbose=False) for name, path in files.items()}
+    models = {name: open_gguf(path, repack=repack, n_ctx=PREFILL + DECODE + 8, n_batch=PREFILL, n_threads=threads,
+                              n_threads_batch=threads, verbose=False) for name, path in files.items()}
     per_round: dict[str, list[dict]] = {name: [] for name in files}
     load = [os.getloadavg()[0]]
     for r in range(rounds + 1):
@@ -147,9 +148,10 @@ def markdown(results: dict) -> str:
 
     for key, row in results["rows"].items():
         speed = row["speed"]
+        repacking = "" if row.get("repack", True) else "; weights not repacked (--no-repack)"  # earlier rows: on
         lines.append(f"| {key} | {row['arch']} | {row['params']:,} | {row['file_mb']:.0f} | "
                      f"{speed['prefill']['median']:.0f} | {speed['decode']['median']:.1f} | {ratio(row, 'prefill')} | "
-                     f"{ratio(row, 'decode')} | {row['machine']} |")
+                     f"{ratio(row, 'decode')} | {row['machine']}{repacking} |")
     return "\n".join(lines) + "\n"
 
 
@@ -171,6 +173,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--multiple-of", type=int, default=1, help="pruned rows keep channel counts a multiple "
                         "of this (lorashear prune --multiple-of); their rows are named `… mN …`")
+    parser.add_argument("--no-repack", dest="repack", action="store_false", help="llama.cpp without its "
+                        "repacked weight buffers (its own tools' --no-repack): for CPUs where repacking crashes it")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     stem = f"gguf_speed_{args.name}"
@@ -193,14 +197,14 @@ def main() -> int:
         files = {"dense": gguf_for(args.model, args.model, row_key(0, "", fmt), fmt, args.workdir)}
         if ratio:
             files[key] = gguf_for(args.model, folder, key, fmt, args.workdir)
-        per_round, load = time_side_by_side(files, ids, args.rounds, args.threads)
+        per_round, load = time_side_by_side(files, ids, args.rounds, args.threads, args.repack)
         mine = per_round[key if ratio else "dense"]
         timed = files[key if ratio else "dense"]
         results["rows"][key] = {
             "arch": arch_of(timed), "params": count_params(load_model(folder, device="cpu")),
             "file_mb": timed.stat().st_size / 2**20,
             "speed": summarize(mine, per_round["dense"] if ratio else None),
-            "rounds": per_round, "threads": args.threads,
+            "rounds": per_round, "threads": args.threads, "repack": args.repack,
             "machine": describe_machine(load, args.threads),
         }
         save(results, stem)

@@ -76,6 +76,9 @@ def test_gguf_speed_report_is_rendered_from_its_json():
     for key, row in results["rows"].items():
         assert all(len(r) == len(row["rounds"]["dense"]) for r in row["rounds"].values()) and "load average" in row["machine"]
         assert ("prefill_vs_dense" in row["speed"]) == (not key.startswith("dense"))
+    key, row = next(iter(results["rows"].items()))  # a row timed with --no-repack says so; earlier rows ran with it
+    assert "not repacked" not in gguf_speed.markdown({**results, "rows": {key: row}})
+    assert "; weights not repacked (--no-repack) |" in gguf_speed.markdown({**results, "rows": {key: {**row, "repack": False}}})
 
 
 def test_every_methods_row_is_a_valid_recipe():
@@ -352,6 +355,21 @@ def test_torch_pruning_baseline_prunes_then_recovers_a_tiny_llama(small_vocab_di
     speed = _script("methods").time_row(dense, out / "03-prune" / "model", rounds=1)
     assert speed["prefill_vs_dense"]["median"] > 0 and speed["decode_vs_dense"]["median"] > 0
     assert speed["params"] == record["params_after"]  # what was timed, to compare with the scored run's
+
+
+def test_gguf_speed_times_files_side_by_side_without_repacking(small_vocab_dirs, tmp_path):
+    """gguf_speed.py's timing loop on two tiny GGUF files, llama.cpp's weight repacking off (--no-repack): one
+    warm-up round, then every file once per round, each round's prefill and decode tok/s and the load around it."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed: make test installs it")
+    from lorashear.deploy import export_gguf
+
+    gguf_speed = _script("gguf_speed")
+    files = {name: tmp_path / f"{name}.gguf" for name in ("dense", "pruned")}
+    for path in files.values():
+        export_gguf(str(small_vocab_dirs["llama"]), path, dtype="f32")
+    per_round, load = gguf_speed.time_side_by_side(files, list(range(1, 33)), rounds=2, threads=1, repack=False)
+    assert set(per_round) == set(files) and len(load) == 4  # before, and after each of 1 warm-up + 2 rounds
+    assert all(len(rounds) == 2 and all(r["prefill"] > 0 and r["decode"] > 0 for r in rounds) for rounds in per_round.values())
 
 
 def test_benchmarks_md_is_rendered_from_the_committed_results():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from tiny_models import single_thread, tiny_model  # noqa: F401
 
 from lorashear.cli import main
 from lorashear.compress import add_output_bias, compress, count_params, export
-from lorashear.deploy import export_gguf
+from lorashear.deploy import export_gguf, open_gguf
 from lorashear.errors import LorashearError
 from lorashear.graph import ATTENTION_BLOCK, GROUP_KINDS, MLP_BLOCK, build_graph
 from lorashear.models import load_model, load_tokenizer
@@ -117,18 +118,10 @@ def folders(small_vocab_dirs, small_tokenizer, tmp_path_factory) -> dict[str, Pa
 
 
 def llama_cpp_model(llama_cpp, path: Path):
-    """The file as llama.cpp runs it: every position's logits, f32 KV cache, one thread."""
-    defaults = llama_cpp.llama_cpp.llama_model_default_params
-
-    def no_repacking():  # repacked (AMX) weights crashed llama.cpp on a pruned Q8_0 file: README, known limitations
-        params = defaults()
-        params.use_extra_bufts = False
-        return params
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(llama_cpp.llama_cpp, "llama_model_default_params", no_repacking)
-        return llama_cpp.Llama(str(path), n_ctx=128, logits_all=True, type_k=0, type_v=0, n_threads=1,
-                               verbose=False, seed=0)
+    """The file as llama.cpp runs it: every position's logits, f32 KV cache, one thread; weights not repacked
+    (repacked AMX weights crashed llama.cpp on a pruned Q8_0 file: README, known limitations)."""
+    return open_gguf(path, repack=False, n_ctx=128, logits_all=True, type_k=0, type_v=0, n_threads=1,
+                     verbose=False, seed=0)
 
 
 def greedy_llama_cpp(llm, ids: list[int], n: int) -> list[int]:
@@ -222,6 +215,20 @@ def test_quantized_file_is_written_by_llama_cpp(folders, llama_cpp, tmp_path):
     assert types["token_embd.weight"] == types["blk.0.attn_q.weight"] == "Q8_0"
     assert [p.name for p in tmp_path.iterdir()] == ["q.gguf"]
     assert relative_logit_error(llama_cpp, out, folders["llama-no-mlp"]) <= 0.05
+
+
+def test_open_gguf_turns_llama_cpps_weight_repacking_off_for_that_load_only(folders, llama_cpp, tmp_path, monkeypatch):
+    """repack=False loads without llama.cpp's extra (repacked) buffer types, and the next load has them again;
+    a missing file or a missing binding is one clear error."""
+    out = tmp_path / "m.gguf"
+    export_gguf(str(folders["llama-uniform"]), out, dtype="f32")
+    assert open_gguf(out, repack=False, n_ctx=32, verbose=False).model_params.use_extra_bufts is False
+    assert open_gguf(out, n_ctx=32, verbose=False).model_params.use_extra_bufts is True
+    with pytest.raises(LorashearError, match="no GGUF file at .*none.gguf.*export-gguf"):
+        open_gguf(tmp_path / "none.gguf")
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # as if llama-cpp-python were not installed
+    with pytest.raises(LorashearError, match="running a GGUF file needs llama-cpp-python"):
+        open_gguf(out)
 
 
 def test_other_architectures_are_refused_by_name(tmp_path):

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from lorashear.deploy.gguf_layout import GGUFLayout, LayerShape, read_layout
+from lorashear.deploy.gguf_run import require_llama_cpp
 from lorashear.deploy.gguf_vocab import add_tokenizer
 from lorashear.errors import LorashearError
 
@@ -166,10 +167,7 @@ def write_gguf(model: nn.Module, tokenizer, path: Path, dtype: str, name: str) -
 
 def quantize(src: Path, dst: Path, quant: str) -> None:
     """llama.cpp's own quantizer (through llama-cpp-python) from `src` to `dst`."""
-    try:
-        import llama_cpp
-    except ImportError as err:
-        raise LorashearError("--quant needs llama-cpp-python: pip install 'lorashear[gguf]'") from err
+    llama_cpp = require_llama_cpp("--quant")
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = int(QUANTS[quant])
     if llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)) != 0:
