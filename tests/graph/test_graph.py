@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import random
 from functools import cache
 
@@ -35,6 +36,8 @@ from lorashear.graph import (
     Group,
     StructureGraph,
     build_graph,
+    groups_from_json,
+    groups_to_json,
 )
 
 # The oracle's variants (traces shared through model_and_graph's cache) and two without LoRA.
@@ -157,6 +160,29 @@ def test_save_and_load_roundtrip(tmp_path):
 
     again = StructureGraph.from_dict(json.loads((tmp_path / "g.json").read_text()))
     assert again.to_dict() == graph.to_dict()
+
+
+def test_groups_json_is_compact_exact_and_reads_the_older_form():
+    """pruning.json / plan.json write groups with `groups_to_json`: consecutive groups alike but for their
+    indices share one record; reading gives back every group (slices, verdict, meta) in its order, whatever the
+    order; one dict per group (files written before) still reads."""
+    import json
+
+    _, graph = model_and_graph("qwen2", True)  # every kind, LoRA slices, meta, per-slice indices that differ
+    groups = [*graph.groups]
+    groups[0] = dataclasses.replace(groups[0], unprunable="first layer")  # a verdict ends a run
+    for order in (groups, random.Random(0).sample(groups, len(groups))):
+        records = json.loads(json.dumps(groups_to_json(order)))
+        assert groups_from_json(records) == order
+    assert len(groups_to_json(groups)) < len(groups) // 4  # runs of alike groups (the MLP channels of a layer)
+    channels = graph.of_kind(MLP_CHANNEL)[:3]
+    record = groups_to_json(channels)
+    assert len(record) == 1 and record[0]["indices"] == [list(g.slices[0].index) for g in channels]
+    kv = graph.of_kind(KV_GROUP)[0]  # its q/k/v/o slices take different indices: one list per slice
+    assert groups_to_json([kv])[0]["indices"] == [[list(s.index) for s in kv.slices]]
+    older = [g.to_dict() for g in groups]
+    assert groups_from_json(older) == groups
+    assert groups_from_json([*older[:2], *groups_to_json(groups[2:])]) == groups
 
 
 def test_unknown_operator_is_a_clear_error(monkeypatch):

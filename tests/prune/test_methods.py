@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM
 import lorashear
 from lorashear.cli import main
 from lorashear.compress import zero_groups
-from lorashear.graph import Group
+from lorashear.graph import groups_from_json
 
 SMALL = ["--calib-samples", "8", "--seq-len", "32", "--knowledge-samples", "4", "--data", "tiny-stories,c4"]
 IDS = torch.randint(3, 299, (2, 9), generator=torch.Generator().manual_seed(0))
@@ -42,7 +42,7 @@ def test_method_end_to_end(small_vocab_dirs, tmp_path, method, arch, uniform):
         assert record["settings"]["compensated"]
     knowledge = json.loads((out / "knowledge.json").read_text())
     assert len(knowledge["clusters"]) == 8  # 4 layers × (attention, MLP)
-    removed = [Group.from_dict(g) for g in record["removed"]]
+    removed = groups_from_json(record["removed"])
     protected = {c["name"] for c in knowledge["clusters"] if c["unprunable"]}
     if rule == "fixed":
         assert protected == {f"layer{i}.{k}" for i in (0, 3) for k in ("attention", "mlp")}

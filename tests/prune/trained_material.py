@@ -14,7 +14,7 @@ import torch
 import lorashear
 from lorashear.cli import main
 from lorashear.compress import zero_groups
-from lorashear.graph import Group
+from lorashear.graph import Group, groups_from_json
 from lorashear.prune.trained import TrainedConfig
 from lorashear.train.checkpoint import partial_dir
 
@@ -32,7 +32,7 @@ def check_export(out: Path, merged_models: list, steps: int, tokens: int) -> tup
     record = json.loads((out / "pruning.json").read_text())
     assert abs(record["achieved_ratio"] - record["ratio"]) < 0.01
     assert record["settings"]["training"]["tokens_seen"] == tokens
-    removed = [Group.from_dict(g) for g in record["removed"]]
+    removed = groups_from_json(record["removed"])
     (merged,) = merged_models
     before = logits(merged)
     zero_groups(merged, removed)

@@ -31,7 +31,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from lorashear.compress.core import base_model_of, count_params
 from lorashear.compress.remote import modeling_lorashear as remote
 from lorashear.errors import LorashearError
-from lorashear.graph.structures import Group
+from lorashear.graph.structures import Group, groups_to_json
 
 REMOTE_FILE = Path(remote.__file__)
 ADAPTER_DIR = "adapter"
@@ -226,7 +226,7 @@ def export(
             "norm_eps": eps_record,
             "lora": "merged" if merge_lora or not peft else ADAPTER_DIR,
             **(record or {}),
-            "removed": [g.to_dict() for g in removed],
+            "removed": groups_to_json(removed),
         }
         (tmp / PLAN_FILE).write_text(json.dumps(plan))
         for name, content in (extra_files or {}).items():

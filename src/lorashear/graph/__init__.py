@@ -13,6 +13,8 @@ from lorashear.graph.structures import (
     Group,
     Slice,
     StructureGraph,
+    groups_from_json,
+    groups_to_json,
 )
 
 __all__ = [
@@ -28,4 +30,6 @@ __all__ = [
     "Slice",
     "StructureGraph",
     "build_graph",
+    "groups_from_json",
+    "groups_to_json",
 ]

@@ -15,6 +15,7 @@ from lorashear.evaluate import AVERAGE_METRIC, EvalResult
 from lorashear.evaluate.files import write_atomic
 from lorashear.evaluate.report import cell
 from lorashear.evaluate.speed import SpeedComparison, machine_notes
+from lorashear.graph.structures import groups_from_json
 from lorashear.pipeline.card import write_model_card
 from lorashear.pipeline.runner import RECIPE_FILE, RUN_FILE, finished_folder
 from lorashear.pipeline.stages import MODEL_DIR, MODELS
@@ -170,9 +171,9 @@ def _structure(run: RunOutputs, figures: Path) -> str:
 def remaining_per_layer(analysis: dict, removed: list[dict]) -> dict[str, dict[int, tuple[int, int]]]:
     """Per kind and layer: (groups left, groups before), from analyze.json counts and the removed groups."""
     gone: dict[tuple[str, int], int] = {}
-    for g in removed:
-        if g.get("layer") is not None:
-            gone[(g["kind"], g["layer"])] = gone.get((g["kind"], g["layer"]), 0) + 1
+    for g in groups_from_json(removed):
+        if g.layer is not None:
+            gone[(g.kind, g.layer)] = gone.get((g.kind, g.layer), 0) + 1
     return {kind: {int(layer): (total - gone.get((kind, int(layer)), 0), total) for layer, total in per_layer.items()}
             for kind, per_layer in analysis["layers"].items()}
 

@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lorashear.errors import LorashearError
-from lorashear.graph.structures import HIDDEN_CHANNEL, MLP_CHANNEL, Group, StructureGraph
+from lorashear.graph.structures import (
+    HIDDEN_CHANNEL,
+    MLP_CHANNEL,
+    Group,
+    StructureGraph,
+    groups_from_json,
+    groups_to_json,
+)
 
 if TYPE_CHECKING:
     from lorashear.importance.base import GroupScores
@@ -36,7 +43,7 @@ class PruningPlan:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["groups"] = [g.to_dict() for g in self.groups]
+        d["groups"] = groups_to_json(self.groups)
         d["achieved_ratio"] = self.achieved_ratio
         return d
 
@@ -46,7 +53,7 @@ class PruningPlan:
     @classmethod
     def from_dict(cls, d: dict) -> PruningPlan:
         d = {k: v for k, v in d.items() if k != "achieved_ratio"}
-        return cls(**{**d, "groups": [Group.from_dict(g) for g in d["groups"]]})
+        return cls(**{**d, "groups": groups_from_json(d["groups"])})
 
 
 class ParamCounter:
