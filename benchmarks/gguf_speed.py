@@ -9,8 +9,9 @@ went), `lorashear export-gguf`, then llama.cpp (llama-cpp-python) times a 512-to
 greedy decode through its KV cache, batch 1. Each pruned row is timed side by side with the dense file of the
 same format, alternating within every round (dense, pruned, dense, ...), so each round's ratio sees one machine
 load; ratios are the median (min–max) over rounds. `--no-repack` times llama.cpp without its repacked weight
-buffers (README, known limitations: they crashed it on an AMX CPU); each row records which way it ran. Every finished row is written at once (resumable): the JSON
-and its Markdown table in benchmarks/results/gguf_speed_<name>.{json,md}.
+buffers (README, known limitations: they crashed it on an AMX CPU); each row records which way it ran. Every
+finished row is written at once (resumable): the JSON and its Markdown table in
+benchmarks/results/gguf_speed_<name>.{json,md}.
 """
 
 from __future__ import annotations

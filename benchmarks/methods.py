@@ -228,7 +228,8 @@ def time_row(dense, folder: Path, rounds: int) -> dict:
 
     pruned = load_model(str(folder), device="cpu")
     comparison = compare({"dense": dense, "pruned": pruned}, rounds=rounds)
-    return {"rounds": rounds, "params": count_parameters(pruned), "prefill_vs_dense": asdict(comparison.ratio("pruned", "prefill")),
+    return {"rounds": rounds, "params": count_parameters(pruned),
+            "prefill_vs_dense": asdict(comparison.ratio("pruned", "prefill")),
             "decode_vs_dense": asdict(comparison.ratio("pruned", "decode")),
             "machine": comparison.machine.describe(), "warnings": list(comparison.warnings),
             "comparison": comparison.to_dict()}
