@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import torch
-from graph_discovery import results_lock
+from graph_discovery import results_lock, write_results
 
 from lorashear.cli import main as cli_main
 from lorashear.data import ZERO_SHOT_TASKS
@@ -224,10 +224,8 @@ def add_variants(args: argparse.Namespace, command: str) -> dict:
 
 
 def save(results: dict) -> None:
-    stem = results["settings"]["stem"]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    write_atomic(RESULTS / f"{stem}.json", json.dumps(results, indent=2) + "\n")
-    write_atomic(RESULTS / f"{stem}.md", markdown(results))
+    """RESULTS/STEM.json and .md, and BENCHMARKS.md kept in step (`write_results`, as every benchmark)."""
+    write_results(results["settings"]["stem"], results, markdown(results))
 
 
 def _pct(value: float | None) -> str:

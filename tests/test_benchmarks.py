@@ -108,14 +108,35 @@ def test_recovery_benchmark_resumes_only_a_run_with_the_same_settings(tmp_path, 
     assert recovery.earlier_results(argparse.Namespace(stem="r", tokens=11, variants=[], workdir="w")) is None
 
 
+def recovery_writing_to(tmp_path, monkeypatch):
+    """benchmarks/recovery.py with its results (JSON, and Markdown rendered as "") going to tmp_path."""
+    recovery = _script("recovery")
+    monkeypatch.setattr(recovery, "RESULTS", tmp_path)
+    monkeypatch.setattr(recovery, "markdown", lambda results: "")
+    monkeypatch.setattr(recovery, "write_results", lambda stem, data, md: (tmp_path / f"{stem}.json").write_text(
+        json.dumps(data)))
+    return recovery
+
+
+def test_recovery_saves_through_write_results_so_benchmarks_md_follows(tmp_path, monkeypatch):
+    """recovery.py's save goes through graph_discovery.write_results like every other benchmark, which
+    re-renders BENCHMARKS.md (before, it wrote its JSON and Markdown itself and BENCHMARKS.md went stale)."""
+    recovery = _script("recovery")
+    saved = []
+    monkeypatch.setattr(recovery, "RESULTS", tmp_path)
+    monkeypatch.setattr(recovery, "markdown", lambda results: "# r")
+    monkeypatch.setattr(recovery, "write_results", lambda stem, data, md: saved.append((stem, data, md)))
+    results = {"settings": {"stem": "r"}, "variants": {}}
+    recovery.save(results)
+    assert saved == [("r", results, "# r")] and list(tmp_path.iterdir()) == []
+
+
 def test_recovery_run_keeps_the_variants_an_add_to_run_saved_alongside(tmp_path, monkeypatch):
     """A run and an `--add-to` run share the results file: the run skips a variant the other saved, and its
     saves keep the other's variants (before, each save wrote the run's own in-memory variants only)."""
     import argparse
 
-    recovery = _script("recovery")
-    monkeypatch.setattr(recovery, "RESULTS", tmp_path)
-    monkeypatch.setattr(recovery, "markdown", lambda results: "")
+    recovery = recovery_writing_to(tmp_path, monkeypatch)
     ran = []
     monkeypatch.setattr(recovery, "recover_variant", lambda name, *_: ran.append(name) or {"folder": name})
     monkeypatch.setattr(recovery, "evaluate_folder", lambda folder, args: {"of": folder})
@@ -136,9 +157,7 @@ def test_recovery_wall_time_adds_up_over_resumed_invocations(tmp_path, monkeypat
     import argparse
     import time
 
-    recovery = _script("recovery")
-    monkeypatch.setattr(recovery, "RESULTS", tmp_path)
-    monkeypatch.setattr(recovery, "markdown", lambda results: "")
+    recovery = recovery_writing_to(tmp_path, monkeypatch)
     monkeypatch.setattr(recovery, "recover_variant", lambda name, *_: {"folder": name})
     monkeypatch.setattr(recovery, "evaluate_folder", lambda folder, args: {})
     results = {"settings": {"stem": "r"}, "pruned": {}, "variants": {"dynamic": {}}, "seconds": 100.0}
