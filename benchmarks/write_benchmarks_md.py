@@ -27,6 +27,8 @@ SECTIONS = (
     ("prune_cost_smollm2", "prune_cost", "Peak memory and time of the gradient-based pruners (Taylor, LoRAPrune, LHSPG)"),
     ("recovery_smollm2_lhspg", "recovery", "Recovery variants (dynamic vs uniform mix, distillation) on an LHSPG-pruned "
      "model: where the mix can show (random plans drowned the comparison in noise)"),
+    ("recovery_smollm2_300k", "recovery", "Three times the recovery tokens (300K, dynamic mix, the recipe's settings) on "
+     "the best 20% pruned folder (LHSPG with Wanda-SP saliency): how far more recovery goes toward 1.5× dense"),
     ("recovery_smollm2", "recovery", "Recovery variants (dynamic vs uniform mix, distillation) on one random-pruned model"),
     ("dense_smollm2", "dense_baseline", "The dense model every table compares against"),
     ("speed_smollm2", "speed", "Speed of exported folders in PyTorch, dense vs pruned"),
