@@ -121,9 +121,8 @@ def recovery_writing_to(tmp_path, monkeypatch):
 def test_recovery_saves_through_write_results_so_benchmarks_md_follows(tmp_path, monkeypatch):
     """recovery.py's save goes through graph_discovery.write_results like every other benchmark, which
     re-renders BENCHMARKS.md (before, it wrote its JSON and Markdown itself and BENCHMARKS.md went stale)."""
-    recovery = _script("recovery")
+    recovery = recovery_writing_to(tmp_path, monkeypatch)
     saved = []
-    monkeypatch.setattr(recovery, "RESULTS", tmp_path)
     monkeypatch.setattr(recovery, "markdown", lambda results: "# r")
     monkeypatch.setattr(recovery, "write_results", lambda stem, data, md: saved.append((stem, data, md)))
     results = {"settings": {"stem": "r"}, "variants": {}}
