@@ -14,9 +14,12 @@ and calibration) share it: a new row copies a finished one's analyze/knowledge s
 At 50% (`--ratios 0.5`) every row is the recipe with prune.ratio=0.5, i.e. recipes/lorashear-50.yaml.
 A row whose pipeline folders are gone (another session's workdir) runs again when a score is missing; for
 its speed alone, its recipe runs again up to the prune stage (FOLDER-prune-only) and the cell is marked †.
+`--seeds 0,1,2` runs each row once per seed of its pruning run (calibration draw; a trained method's data order
+and LoRA init; recovery keeps its own seed): the recipe's seed (0) is the row as keyed without a seed, another
+seed S is the row "RATIO NAME seed=S" in FOLDER-seedS, and rows run with several seeds get a mean ± sd table.
 
     PYTHONPATH=src python benchmarks/methods.py --workdir /tmp/methods [--rows lhspg-auto,taylor-auto]
-        [--ratios 0.2,0.5] [--parts run,ppl,tasks,speed]
+        [--ratios 0.2,0.5] [--parts run,ppl,tasks,speed] [--seeds 0,1,2]
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -70,7 +74,19 @@ ROWS = {
     "loraprune-fixed": ("LoRAPrune (its released fixed rule)", ["prune.method=loraprune", "knowledge.rule=fixed"]),
     "taylor-auto-150k": ("Taylor + 149K recovery tokens: LHSPG's 49K training + 100K recovery",
                          ["prune.method=taylor", "recover.tokens=149152"]),
+    "wanda-sp-auto-150k": ("Wanda-SP + 149K recovery tokens: LHSPG's 49K training + 100K recovery",
+                           ["prune.method=wanda-sp", "recover.tokens=149152"]),
+    # LHSPG reads its channel multiple from its own option (`lorashear prune --multiple-of` sets it too);
+    # the recipe's prune.multiple_of reaches the one-shot methods only.
+    "lhspg-auto-m64": ("LoRAShear: LHSPG, kept MLP/hidden channels a multiple of 64 (widths llama.cpp runs fast)",
+                       ["prune.group_divisible=64"]),
+    "lhspg-wanda-sp-m64": ("LHSPG with Wanda-SP saliency, kept MLP/hidden channels a multiple of 64",
+                           ["prune.saliency=wanda-sp", "prune.group_divisible=64"]),
 }
+# The pruning run's seed: the calibration draw (knowledge analysis, one-shot scores, LHSPG's saliency) and a
+# trained method's data order and LoRA init. The base recipe sets none: every one is its dataclass's 0.
+DEFAULT_SEED = 0
+SEED_KEYS = ("calibration.seed", "prune.seed")  # recovery's own seed (recover.seed) stays the recipe's
 # Rows that are not the recipe: an external package's own pruning, then the recipe's recovery (same layout).
 BASELINES = {
     "torch-pruning": ("Torch-Pruning 1.6.1: its Taylor importance, uniform width (heads whole), our recovery",
@@ -92,8 +108,27 @@ def margin_kept(avg: float | None, dense_avg: float | None) -> float | None:
     return (avg - chance_average()) / (dense_avg - chance_average())
 
 
-def row_key(ratio: float, name: str) -> str:
-    return f"{round(ratio * 100)}% {name}"
+def row_key(ratio: float, name: str, seed: int = DEFAULT_SEED) -> str:
+    """"20% lhspg-auto" for the recipe's seed, "20% lhspg-auto seed=1" for another."""
+    key = f"{round(ratio * 100)}% {name}"
+    return key if seed == DEFAULT_SEED else f"{key} seed={seed}"
+
+
+def split_key(key: str) -> tuple[str, str, int]:
+    """A row key's (ratio text, row name, seed): the inverse of `row_key`."""
+    ratio, rest = key.split(" ", 1)
+    name, _, seed = rest.partition(" seed=")
+    return ratio, name, int(seed) if seed else DEFAULT_SEED
+
+
+def row_folder(workdir: Path, key: str) -> Path:
+    """A row's pipeline folder: WORKDIR/20-lhspg-auto, WORKDIR/20-lhspg-auto-seed1."""
+    return workdir / key.replace("%", "").replace(" seed=", "-seed").replace(" ", "-")
+
+
+def seed_overrides(seed: int) -> list[str]:
+    """The recipe overrides of a pruning seed; none for the recipe's own."""
+    return [] if seed == DEFAULT_SEED else [f"{key}={seed}" for key in SEED_KEYS]
 
 
 def exported(out: Path, model: str) -> Path:
@@ -101,35 +136,37 @@ def exported(out: Path, model: str) -> Path:
     return stage_folder(out, MODELS[model]) / MODEL_DIR
 
 
-def row_argv(ratio: float, name: str, out: Path, prune_only: bool = False) -> list[str]:
+def row_argv(ratio: float, name: str, out: Path, prune_only: bool = False, seed: int = DEFAULT_SEED) -> list[str]:
     """The row's command line (after the interpreter): `lorashear run` of the recipe with the row's overrides
     (resuming a stopped run), or the baseline's script; both fill OUT/03-prune/model and OUT/04-recover/model
     (`prune_only`: the recipe's run up to OUT/03-prune/model)."""
     if name in BASELINES:
         return [BASELINES[name][1], "--ratio", str(ratio), "-o", str(out)]
-    overrides = row_overrides(ratio, name, prune_only)
-    if METHODS[row_recipe(ratio, name).prune("OUT").method].trained:
+    overrides = row_overrides(ratio, name, prune_only, seed)
+    if METHODS[row_recipe(ratio, name, seed=seed).prune("OUT").method].trained:
         overrides.append(f"prune.checkpoint_every={TRAINED_CHECKPOINT_EVERY}")  # a stopped row resumes its training
     return ["-m", "lorashear", "run", str(RECIPE.relative_to(ROOT)), *overrides, "-o", str(out), "--resume"]
 
 
-def row_overrides(ratio: float, name: str, prune_only: bool = False) -> list[str]:
-    """The base recipe's overrides of a row: its own, its ratio, and no pipeline evaluation (scored here);
-    `prune_only`: no recovery either."""
-    return [*ROWS[name][1], f"prune.ratio={ratio}", "evaluate=null", *(["recover=null"] if prune_only else [])]
+def row_overrides(ratio: float, name: str, prune_only: bool = False, seed: int = DEFAULT_SEED) -> list[str]:
+    """The base recipe's overrides of a row: its own, its seed's, its ratio, and no pipeline evaluation (scored
+    here); `prune_only`: no recovery either."""
+    return [*ROWS[name][1], *seed_overrides(seed), f"prune.ratio={ratio}", "evaluate=null",
+            *(["recover=null"] if prune_only else [])]
 
 
-def row_recipe(ratio: float, name: str, prune_only: bool = False) -> Recipe:
-    return load_recipe(RECIPE, row_overrides(ratio, name, prune_only))
+def row_recipe(ratio: float, name: str, prune_only: bool = False, seed: int = DEFAULT_SEED) -> Recipe:
+    return load_recipe(RECIPE, row_overrides(ratio, name, prune_only, seed))
 
 
-def share_analysis(ratio: float, name: str, out: Path, prune_only: bool = False) -> str | None:
+def share_analysis(ratio: float, name: str, out: Path, prune_only: bool = False,
+                   seed: int = DEFAULT_SEED) -> str | None:
     """Before a new row starts: if another row of the workdir finished the same knowledge analysis (equal
     `knowledge_settings`: model, rule, probe criterion, calibration), copy its analyze and knowledge stages
     into OUT instead of probing again (deterministic: same settings, same verdict), and say so. Returns that row's folder."""
     if name in BASELINES or out.exists():
         return None
-    recipe = row_recipe(ratio, name, prune_only)
+    recipe = row_recipe(ratio, name, prune_only, seed)
     if not knowledge_enabled(recipe):
         return None
     wanted = plain(knowledge_settings(recipe))
@@ -145,10 +182,10 @@ def share_analysis(ratio: float, name: str, out: Path, prune_only: bool = False)
     return None
 
 
-def run_row(ratio: float, name: str, out: Path) -> dict:
+def run_row(ratio: float, name: str, out: Path, seed: int = DEFAULT_SEED) -> dict:
     """The row's pipeline in a child process (its log passed through): command, seconds, peak RSS, what it pruned."""
-    shared = share_analysis(ratio, name, out)
-    child = run_child(row_argv(ratio, name, out), out, cwd=ROOT)
+    shared = share_analysis(ratio, name, out, seed=seed)
+    child = run_child(row_argv(ratio, name, out, seed=seed), out, cwd=ROOT)
     run_log = json.loads((out / "run.json").read_text())
     pruning = json.loads((exported(out, "pruned") / "pruning.json").read_text())
     knowledge = pruning.get("knowledge") or {}
@@ -159,7 +196,7 @@ def run_row(ratio: float, name: str, out: Path) -> dict:
             "achieved_ratio": pruning["achieved_ratio"], "unprunable": knowledge.get("unprunable", [])}
 
 
-def folder_to_time(ratio: float, name: str, folder: Path) -> tuple[Path, str | None]:
+def folder_to_time(ratio: float, name: str, folder: Path, seed: int = DEFAULT_SEED) -> tuple[Path, str | None]:
     """The row's pruned folder for the speed part, and None; or, when it is gone (another session's workdir),
     the pruned folder of the row's recipe run again up to its prune stage (`recover=null`) in FOLDER-prune-only,
     and that run's command: the same recipe prunes to the same widths up to the run-to-run spread, and the
@@ -173,8 +210,9 @@ def folder_to_time(ratio: float, name: str, folder: Path) -> tuple[Path, str | N
     again = folder.with_name(folder.name + "-prune-only")
     print(f"[{folder.name}] its pruned folder is gone: the row's recipe again, up to its prune stage, in {again.name}",
           flush=True)
-    share_analysis(ratio, name, again, prune_only=True)
-    return exported(again, "pruned"), run_child(row_argv(ratio, name, again, prune_only=True), again, cwd=ROOT)["command"]
+    share_analysis(ratio, name, again, prune_only=True, seed=seed)
+    argv = row_argv(ratio, name, again, prune_only=True, seed=seed)
+    return exported(again, "pruned"), run_child(argv, again, cwd=ROOT)["command"]
 
 
 def dense_score(part: str, args: argparse.Namespace) -> dict:
@@ -279,7 +317,7 @@ def markdown(results: dict) -> str:
     for key, row in results["rows"].items():
         if key == "dense":
             continue
-        ratio, name = key.split(" ", 1)
+        ratio, name, seed = split_key(key)
         run = row.get("run", {})
         stages = run.get("stage_seconds", {})
         timing = f"{run['seconds']:,.0f} ({stages.get('prune', 0):,.0f} / {stages.get('recover', 0):,.0f})" if run else "pending"
@@ -294,13 +332,50 @@ def markdown(results: dict) -> str:
         margins = [fmt(margin_kept(a, dense_avg), 100) for a in averages]
         cells += [" / ".join(margins) if any(margins) else "", speedup(row, "prefill"), speedup(row, "decode")]
         what = ROWS.get(name, BASELINES.get(name, ("",)))[0]
-        lines.append(f"| {ratio} | {name} | {count(run.get('params'))} | {' | '.join(cells)} | {timing} | "
+        shown = name if seed == DEFAULT_SEED else f"{name} seed={seed}"
+        lines.append(f"| {ratio} | {shown} | {count(run.get('params'))} | {' | '.join(cells)} | {timing} | "
                      f"{run.get('peak_rss_mb', '')} | {what} |")
     lines += ["", "Empty cells and `pending` rows: not measured yet (the script resumes them). † Timed on a re-run "
               "of the row's recipe up to its prune stage (the scored run's folder was gone; same recipe, same widths "
               "up to the run-to-run spread; its command: `pruned_again` in the JSON; the timed folder's parameter count, "
-              "when recorded, is named in the cell if it differs from the scored run's).", *task_table(results)]
+              "when recorded, is named in the cell if it differs from the scored run's).", *seed_table(results),
+              *task_table(results)]
     return "\n".join(lines) + "\n"
+
+
+def mean_sd(values: list[float | None], scale: float = 1.0) -> str:
+    """"mean ± sample sd" of the measured values (one value: itself), "(n=k)" when only k of them are measured."""
+    measured = [scale * v for v in values if v is not None]
+    if not measured:
+        return ""
+    text = f"{statistics.fmean(measured):,.2f}"
+    if len(measured) > 1:
+        text += f" ± {statistics.stdev(measured):,.2f}"
+    return text + (f" (n={len(measured)})" if len(measured) < len(values) else "")
+
+
+def seed_table(results: dict) -> list[str]:
+    """Rows run with several seeds: mean ± sample standard deviation over the seeds of wiki PPL and of the
+    six-task average without boolq, pruned and recovered; [] before any row has a second seed."""
+    runs: dict[tuple[str, str], dict[int, dict]] = {}
+    for key, row in results["rows"].items():
+        if key != "dense" and "run" in row:
+            ratio, name, seed = split_key(key)
+            runs.setdefault((ratio, name), {})[seed] = row
+    several = {group: by_seed for group, by_seed in runs.items() if len(by_seed) > 1}
+    if not several:
+        return []
+    lines = ["", "Rows run with several seeds of the pruning run (calibration draw; LHSPG's data order and LoRA "
+             "init; recovery's seed fixed): mean ± sample standard deviation over the seeds; (n=k): only k seeds "
+             "measured so far. 6-task: the average without boolq (`average_without` in benchmarks/importance.py).", "",
+             "| ratio | row | seeds | n | wiki PPL pruned | wiki PPL recovered | 6-task pruned | 6-task recovered |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for (ratio, name), by_seed in several.items():
+        rows = [by_seed[seed] for seed in sorted(by_seed)]
+        cells = [mean_sd([row.get(m, {}).get("ppl", {}).get("ppl") for row in rows]) for m in MODELS]
+        cells += [mean_sd([average_without(row.get(m, {}).get("tasks")) for row in rows], 100) for m in MODELS]
+        lines.append(f"| {ratio} | {name} | {', '.join(map(str, sorted(by_seed)))} | {len(rows)} | {' | '.join(cells)} |")
+    return lines
 
 
 def task_table(results: dict) -> list[str]:
@@ -323,6 +398,15 @@ def task_table(results: dict) -> list[str]:
     return lines
 
 
+def parse_seeds(text: str) -> list[int]:
+    """`--seeds 0,1,2` -> [0, 1, 2] (each once, in the order given)."""
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise SystemExit(f"--seeds takes integers separated by commas (e.g. 0,1,2), got {text!r}") from None
+    return list(dict.fromkeys(seeds))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, required=True, help="where each row's pipeline folder goes")
@@ -332,11 +416,16 @@ def main() -> int:
     parser.add_argument("--ppl-windows", type=int, default=128)
     parser.add_argument("--limit", type=int, default=200)
     parser.add_argument("--speed-rounds", type=int, default=3)
+    parser.add_argument("--seeds", default=str(DEFAULT_SEED),
+                        help=f"seeds of each row's pruning run, e.g. 0,1,2 (default: the recipe's, {DEFAULT_SEED})")
     parser.add_argument("--stem", default="methods_smollm2")
     args = parser.parse_args()
     unknown = sorted(set(args.rows.split(",")) - set(ALL_ROWS)) + sorted(set(args.parts.split(",")) - set(PARTS))
     if unknown:
         parser.error(f"unknown row(s)/part(s): {', '.join(unknown)}; rows: {', '.join(ALL_ROWS)}; parts: {', '.join(PARTS)}")
+    seeds = parse_seeds(args.seeds)
+    if seeds != [DEFAULT_SEED] and set(args.rows.split(",")) & set(BASELINES):
+        parser.error(f"--seeds: the baseline rows ({', '.join(BASELINES)}) run their own script, which takes no seed")
     header = {"command": "PYTHONPATH=src python benchmarks/methods.py " + " ".join(sys.argv[1:]),
               "machine": machine_text(), "limit": args.limit}
     results = merge_row(args.stem, header)
@@ -344,7 +433,8 @@ def main() -> int:
     if "params" not in dense:
         dense["params"] = count_parameters(load_model(MODEL, device="cpu"))
         results = merge_row(args.stem, header, "dense", dense)
-    rows = [(float(r), name) for r in args.ratios.split(",") for name in args.rows.split(",")]
+    # Seed by seed: every row's recipe seed lands before any row's second seed.
+    rows = [(float(r), name, seed) for seed in seeds for r in args.ratios.split(",") for name in args.rows.split(",")]
     dense_model = load_model(MODEL, device="cpu") if "speed" in args.parts.split(",") else None
     parts = args.parts.split(",")
     for part in parts:
@@ -353,23 +443,23 @@ def main() -> int:
             merge_row(args.stem, header, "dense", dense)
     # Row by row, every part of a row before the next row: a session that ends mid-table leaves whole rows
     # (the pipeline folders under --workdir need not outlive it).
-    for ratio, name in rows:
-        key = row_key(ratio, name)
-        row = results["rows"].setdefault(key, {"overrides": ROWS.get(name, ("", []))[1]})
-        folder = args.workdir / key.replace("%", "").replace(" ", "-")
+    for ratio, name, seed in rows:
+        key = row_key(ratio, name, seed)
+        row = results["rows"].setdefault(key, {"overrides": [*ROWS.get(name, ("", []))[1], *seed_overrides(seed)]})
+        folder = row_folder(args.workdir, key)
         row = results["rows"][key] = again_if_gone(row, folder, parts)
         save = lambda: merge_row(args.stem, header, key, row)  # noqa: B023, E731
         for part in parts:
             if part == "run":
                 if "run" not in row:
                     print(f"[{key}] {name if name in BASELINES else 'lorashear run'}", flush=True)
-                    row["run"] = stamped(run_row(ratio, name, folder), header)
+                    row["run"] = stamped(run_row(ratio, name, folder, seed), header)
                     save()
                 continue
             if part == "speed":
                 if "speed" not in row and "run" in row:
                     print(f"[{key}] timing the pruned folder against dense", flush=True)
-                    pruned, again = folder_to_time(ratio, name, folder)
+                    pruned, again = folder_to_time(ratio, name, folder, seed)
                     row["speed"] = stamped(time_row(dense_model, pruned, args.speed_rounds), header)
                     if again is not None:
                         row["speed"]["pruned_again"] = again

@@ -504,3 +504,109 @@ def test_methods_reruns_a_row_whose_folders_are_gone_and_reuses_the_dense_scores
     assert methods.again_if_gone(row, tmp_path / "20-lhspg-auto", ["run", "ppl", "tasks"]) is row  # folders here
     dense_tasks = methods.dense_score("tasks", argparse.Namespace(limit=200, ppl_windows=128))
     assert dense_tasks["copied_from"] == "importance_smollm2.json" and dense_tasks["limit"] == 200
+
+
+def test_methods_seed_sets_the_pruning_run_and_leaves_recovery_alone():
+    """A seed other than the recipe's sets the calibration draw and the trained method's seed (data order, LoRA
+    init) through recipe overrides; recovery keeps the recipe's seed. The recipe's seed is the unseeded row."""
+    methods = _script("methods")
+    base = methods.row_recipe(0.2, "lhspg-auto")
+    prune = base.prune("OUT")
+    assert prune.seed == prune.calibration.seed == prune.training.seed == methods.DEFAULT_SEED
+    assert base.recover("p", "o", resume=False).seed == methods.DEFAULT_SEED
+    assert methods.row_overrides(0.2, "lhspg-auto", seed=methods.DEFAULT_SEED) == methods.row_overrides(0.2, "lhspg-auto")
+    seeded = methods.row_recipe(0.2, "lhspg-auto", seed=2)
+    prune = seeded.prune("OUT")
+    assert prune.seed == prune.calibration.seed == prune.training.seed == 2
+    assert seeded.recover("p", "o", resume=False).seed == methods.DEFAULT_SEED
+    assert methods.row_recipe(0.2, "wanda-sp-auto-150k", seed=1).prune("OUT").calibration.seed == 1  # one-shot too
+    argv = methods.row_argv(0.2, "lhspg-auto", Path("/w/x"), seed=1)
+    assert "calibration.seed=1" in argv and "prune.seed=1" in argv
+    assert not any("seed=" in a for a in methods.row_argv(0.2, "lhspg-auto", Path("/w/x")))
+
+
+def test_methods_new_20_percent_leader_rows():
+    """wanda-sp-auto-150k: one-shot Wanda-SP at LHSPG's total tokens; the m64 rows keep LHSPG's channels a multiple of 64."""
+    methods = _script("methods")
+    recipe = methods.row_recipe(0.2, "wanda-sp-auto-150k")
+    assert recipe.prune("OUT").method == "wanda-sp" and recipe.recover("p", "o", resume=False).tokens == 149152
+    for name, saliency in (("lhspg-auto-m64", "taylor"), ("lhspg-wanda-sp-m64", "wanda-sp")):
+        options = methods.row_recipe(0.2, name).prune("OUT").method_options
+        assert options.group_divisible == 64 and options.saliency == saliency
+
+
+def test_methods_seeded_rows_have_their_own_key_and_folder():
+    methods = _script("methods")
+    assert methods.row_key(0.2, "lhspg-auto") == methods.row_key(0.2, "lhspg-auto", 0) == "20% lhspg-auto"
+    assert methods.row_key(0.2, "lhspg-auto", 1) == "20% lhspg-auto seed=1"
+    assert methods.split_key("20% lhspg-auto seed=1") == ("20%", "lhspg-auto", 1)
+    assert methods.split_key("50% lhspg-auto") == ("50%", "lhspg-auto", 0)
+    work = Path("/w")
+    assert methods.row_folder(work, "20% lhspg-auto") == work / "20-lhspg-auto"  # as before: existing folders stay valid
+    assert methods.row_folder(work, "20% lhspg-auto seed=2") == work / "20-lhspg-auto-seed2"
+    assert methods.parse_seeds("0,1,2,1") == [0, 1, 2]
+    with pytest.raises(SystemExit, match="--seeds"):
+        methods.parse_seeds("0,one")
+
+
+def test_methods_seed_table_is_mean_and_sample_sd_over_seeds():
+    """Rows run with several seeds get mean ± sample sd of wiki PPL and of the six-task average without boolq;
+    a score not measured for every seed says over how many it is; single-seed rows and pending seeds are left out."""
+    methods = _script("methods")
+
+    def tasks(six: float) -> dict:
+        return {"avg": 0.0, "tasks": {**{t: six for t in methods.AVERAGE_METRIC}, "boolq": 0.9}}
+
+    def row(pruned: float, recovered: float, six_pruned: float | None, six_recovered: float) -> dict:
+        return {"run": {"seconds": 1.0, "params": 8},
+                "pruned": {"ppl": {"ppl": pruned}, **({"tasks": tasks(six_pruned)} if six_pruned else {})},
+                "recovered": {"ppl": {"ppl": recovered}, "tasks": tasks(six_recovered)}}
+
+    results = {"model": "m", "command": "c", "machine": "x", "limit": 200, "rows": {
+        "dense": {"params": 10},
+        "20% lhspg-auto": row(40.0, 36.0, 0.30, 0.40),
+        "20% taylor-auto": row(50.0, 39.0, 0.30, 0.40),
+        "20% lhspg-auto seed=1": row(42.0, 37.0, 0.32, 0.42),
+        "20% lhspg-auto seed=2": row(44.0, 38.0, None, 0.44),
+        "20% taylor-auto seed=1": {"overrides": []},  # pending: not a second seed yet
+    }}
+    text = methods.markdown(results)
+    assert "| 20% | lhspg-auto | 0, 1, 2 | 3 | 42.00 ± 2.00 | 37.00 ± 1.00 | 31.00 ± 1.41 (n=2) | 42.00 ± 2.00 |" in text
+    assert "| 20% | taylor-auto | 0" not in text
+    assert "| 20% | lhspg-auto seed=1 | 8 | 42.00 | 37.00 |" in text
+    line = next(line for line in text.splitlines() if line.startswith("| 20% | lhspg-auto seed=2 | 8 |"))
+    assert line.endswith(f"| {methods.ROWS['lhspg-auto'][0]} |")  # the row's description, as the unseeded row's
+    del results["rows"]["20% lhspg-auto seed=1"], results["rows"]["20% lhspg-auto seed=2"]
+    assert "| seeds | n |" not in methods.markdown(results)  # no row with several seeds: no seed table
+    assert methods.mean_sd([None, None]) == "" and methods.mean_sd([0.5, None], 100) == "50.00 (n=1)"
+
+
+def test_methods_runs_seed_by_seed_and_skips_rows_already_measured(tmp_path, monkeypatch):
+    """`--seeds 0,1`: every row's recipe seed first, then the second seed; a row already measured (the unseeded
+    key, seed 0) does not run again; each seed runs in its own folder with its seed's overrides."""
+    methods = _script("methods")
+    measured = {"run": {"seconds": 1.0, "params": 8}, "pruned": {"ppl": {"ppl": 40.0}},
+                "recovered": {"ppl": {"ppl": 36.0}}}
+    (tmp_path / "t.json").write_text(json.dumps({"model": "m", "rows": {
+        "dense": {"params": 10, "ppl": {"ppl": 20.0}}, "20% lhspg-auto": measured}}))
+    monkeypatch.setattr(methods, "RESULTS", tmp_path)
+    monkeypatch.setattr(methods, "write_results", lambda stem, data, md: (tmp_path / f"{stem}.json").write_text(
+        json.dumps(data)))
+    ran, scored = [], []
+    monkeypatch.setattr(methods, "run_row", lambda ratio, name, out, seed: ran.append((name, seed, out.name)) or {
+        "seconds": 2.0, "params": 8})
+    monkeypatch.setattr(methods, "score", lambda folder, part, args: scored.append(folder) or {"ppl": 1.0})
+    work = tmp_path / "work"
+    monkeypatch.setattr(sys, "argv", ["methods.py", "--workdir", str(work), "--rows", "lhspg-auto-m64,lhspg-auto",
+                                      "--seeds", "0,1", "--parts", "run,ppl", "--stem", "t"])
+    assert methods.main() == 0
+    assert ran == [("lhspg-auto-m64", 0, "20-lhspg-auto-m64"), ("lhspg-auto-m64", 1, "20-lhspg-auto-m64-seed1"),
+                   ("lhspg-auto", 1, "20-lhspg-auto-seed1")]
+    assert len(scored) == 2 * len(ran)  # pruned and recovered of each new row; none of the measured one
+    rows = json.loads((tmp_path / "t.json").read_text())["rows"]
+    assert rows["20% lhspg-auto"] == measured
+    assert rows["20% lhspg-auto seed=1"]["overrides"] == ["calibration.seed=1", "prune.seed=1"]
+    assert rows["20% lhspg-auto-m64"]["overrides"] == methods.ROWS["lhspg-auto-m64"][1]
+    monkeypatch.setattr(sys, "argv", ["methods.py", "--workdir", str(work), "--rows", "torch-pruning", "--seeds", "0,1"])
+    with pytest.raises(SystemExit):
+        methods.main()
