@@ -121,3 +121,46 @@ def test_builtin_model_is_fetched_on_first_use(monkeypatch, tmp_path):
     monkeypatch.setattr(models, "gguf_to_folder", lambda gguf: tmp_path / f"{gguf.stem}-folder")
     source = resolve_model("fake-model")
     assert fetched == [True] and source.location == str(tmp_path / "m-folder") and source.is_local
+
+
+def test_dtype_names_resolve_on_the_device():
+    from lorashear.models import resolve_dtype
+
+    assert resolve_dtype("auto", "cpu") == torch.float32  # a CPU keeps the figures as they were
+    assert resolve_dtype("bfloat16", "cpu") == torch.bfloat16
+    assert resolve_dtype(torch.float32, "cpu") == torch.float32
+    with pytest.raises(LorashearError, match="unknown dtype 'bf16'; choose from auto, float32, bfloat16, float16"):
+        resolve_dtype("bf16", "cpu")
+
+
+def test_a_half_dtype_the_device_cannot_run_is_one_clear_error(monkeypatch):
+    import lorashear.models as models
+
+    monkeypatch.setattr(models, "_computes_in", lambda dtype, device: False)
+    with pytest.raises(LorashearError, match="cannot run a model in float16; use bfloat16 or float32"):
+        models.resolve_dtype("float16", "cpu")
+
+
+def test_models_load_in_the_dtype_asked_for(tiny_llama_dir):
+    model = load_model(str(tiny_llama_dir), device="cpu", dtype="bfloat16")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in load_model(str(tiny_llama_dir), device="cpu").parameters()} == {torch.float32}
+
+
+def test_a_skeleton_has_every_shape_and_no_weights(tiny_llama_dir, monkeypatch):
+    """load_skeleton reads the config only: parameters on the meta device, the loaded model's names and shapes."""
+    import safetensors.torch
+
+    from lorashear.models import load_skeleton
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("a skeleton read weights")
+
+    monkeypatch.setattr(safetensors.torch, "load_file", no_weights)
+    monkeypatch.setattr(safetensors, "safe_open", no_weights)
+    skeleton = load_skeleton(str(tiny_llama_dir), dtype="bfloat16")
+    monkeypatch.undo()
+    loaded = load_model(str(tiny_llama_dir), device="cpu")
+    assert {p.device.type for p in skeleton.parameters()} == {"meta"}
+    assert {p.dtype for p in skeleton.parameters()} == {torch.bfloat16}
+    assert {n: p.shape for n, p in skeleton.named_parameters()} == {n: p.shape for n, p in loaded.named_parameters()}

@@ -26,6 +26,8 @@ from lorashear.errors import LorashearError
 BUILTIN_MODELS = MODELS  # built-in name -> BuiltinModel (its GGUF file and where it comes from)
 DEFAULT_MODEL = "smollm2-135m"
 ADAPTER_CONFIG = "adapter_config.json"  # what makes a folder a peft adapter
+# The weights' dtype of every stage: `auto` = bfloat16 on a CUDA device that supports it, float32 elsewhere.
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,40 @@ class ModelSource:
 def default_device() -> torch.device:
     """CUDA when present, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device | None = None) -> torch.dtype:
+    """The torch dtype a `--dtype` name means on `device` (default: CUDA if present); one clear error for a name
+    we do not know or a half-precision dtype the device cannot compute in."""
+    if isinstance(dtype, torch.dtype):
+        dtype = str(dtype).removeprefix("torch.")
+    if dtype not in DTYPES:
+        raise LorashearError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
+    device = torch.device(device) if device is not None else default_device()
+    if dtype == "auto":
+        cuda_bf16 = device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if cuda_bf16 else torch.float32
+    resolved = getattr(torch, dtype)
+    if resolved != torch.float32 and not _computes_in(resolved, device):
+        other = "bfloat16 or float32" if dtype == "float16" else "float32"
+        raise LorashearError(f"--dtype {dtype}: this {device.type} device cannot run a model in {dtype}; use {other}")
+    return resolved
+
+
+def _computes_in(dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether the ops a decoder needs (matmul, softmax, normalisation, SiLU) run in `dtype` on `device`."""
+    try:
+        x = torch.ones(2, 4, dtype=dtype, device=device)
+        y = torch.nn.functional.silu(x @ x.T).softmax(-1)
+        torch.nn.functional.layer_norm(y, (2,)).sum().item()
+        return True
+    except (RuntimeError, TypeError):
+        return False
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """`torch.bfloat16` -> "bfloat16" (as run.json, the report and config.json's `dtype` write it)."""
+    return str(dtype).removeprefix("torch.")
 
 
 def _looks_like_hub_id(spec: str) -> bool:
@@ -132,12 +168,15 @@ def is_pruned_folder(folder: str | Path) -> bool:
     return config.is_file() and "lorashear" in json.loads(config.read_text())
 
 
-def load_model(spec: str, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32):
-    """Load a causal LM from any model argument, in eval mode, on `device` (default: CUDA if present)."""
+def load_model(spec: str, device: str | torch.device | None = None, dtype: str | torch.dtype = "auto"):
+    """Load a causal LM from any model argument, in eval mode, on `device` (default: CUDA if present), with its
+    weights in `dtype` (a `DTYPES` name or a torch dtype; `auto`: bfloat16 on a CUDA device that supports it, else
+    float32)."""
     from transformers import AutoModelForCausalLM
 
-    source = resolve_model(spec)
     device = torch.device(device) if device is not None else default_device()
+    dtype = resolve_dtype(dtype, device)
+    source = resolve_model(spec)
     try:
         if source.is_local and is_pruned_folder(source.location):
             from lorashear.compress import load_pruned
@@ -152,6 +191,36 @@ def load_model(spec: str, device: str | torch.device | None = None, dtype: torch
     except (OSError, ValueError) as err:
         raise LorashearError(f"could not load model '{spec}': {err}") from err
     return model.to(device).eval()
+
+
+def load_skeleton(spec: str, dtype: str | torch.dtype = "auto"):
+    """The model of `spec` with its parameters on the meta device: every shape and name, no weights read or
+    allocated (the graph is traced with fake tensors, so discovering it needs nothing more)."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    source = resolve_model(spec)
+    dtype = resolve_dtype(dtype)
+    try:
+        config = AutoConfig.from_pretrained(source.location)
+        with init_empty_weights():
+            if source.is_local and is_pruned_folder(source.location):
+                from lorashear.compress import pruned_skeleton
+
+                model = pruned_skeleton(source.location, config, dtype)
+            else:
+                model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        # as a load does: a tied head is the embedding, not a parameter of its own (outside init_empty_weights,
+        # which would register the shared tensor as a new meta parameter)
+        model.tie_weights()
+        if source.adapter:
+            from peft import PeftModel
+
+            with init_empty_weights():
+                model = PeftModel.from_pretrained(model, source.adapter, low_cpu_mem_usage=True)
+    except (OSError, ValueError) as err:
+        raise LorashearError(f"could not read the configuration of model '{spec}': {err}") from err
+    return model.eval()
 
 
 def load_tokenizer(spec: str):

@@ -14,6 +14,7 @@ from lorashear.evaluate.speed import (
     Spread,
     attention_widths,
     compare,
+    compare_models,
     linear_macs_per_token,
     macs_per_token,
     measure_speed,
@@ -171,3 +172,39 @@ def test_compare_rejects_bad_rounds(tiny_model, kwargs, message):
         compare({"m": tiny_model}, **kwargs)
     with pytest.raises(LorashearError, match="at least one model"):
         compare({})
+
+
+def _loaders(machine: FakeMachine, make_tiny_llama, alive: list):
+    """Loaders of the dense and pruned tiny models on the fake machine; each load first records which models
+    loaded earlier are still alive (weak references)."""
+    import gc
+    import weakref
+
+    refs = []
+
+    def loader(cost: float, reference: bool, **size):
+        def load():
+            gc.collect()
+            alive.append(sum(ref() is not None for ref in refs))
+            model = make_tiny_llama(**size)
+            machine.attach(model, cost, reference)
+            refs.append(weakref.ref(model))
+            return model
+        return load
+
+    return {"dense": loader(1.25, True), "pruned": loader(1.0, False, intermediate_size=64)}
+
+
+@pytest.mark.parametrize("available, alternated", [(2_000, True), (1_000, False)])
+def test_models_are_alternated_only_when_they_fit_together(make_tiny_llama, quiet_load, available, alternated):
+    """Weights of 1,100 bytes: together in 2,000 available (80%: 1,600), one after another in 1,000 (each freed
+    before the next loads). The paired ratios are the same on a quiet machine; the comparison says how it timed."""
+    machine, alive = FakeMachine(), []
+    result = compare_models(_loaders(machine, make_tiny_llama, alive), {"dense": 600, "pruned": 500},
+                            torch.device("cpu"), available=available, rounds=3, warmup=1, prefill_tokens=PREFILL,
+                            decode_tokens=4, decode_prompt_tokens=4, clock=machine.clock)
+    assert result.alternated is alternated and alive == ([0, 1] if alternated else [0, 0])
+    for metric in METRICS:
+        assert result.ratio("pruned", metric) == Spread(1.25, 1.25, 1.25)
+    assert ("one after another" in result.to_markdown()) is not alternated
+    assert SpeedComparison.from_dict(json.loads(json.dumps(result.to_dict()))) == result

@@ -45,3 +45,19 @@ def test_analyze_an_adapter_folder_sees_its_lora(tmp_path, capsys):
     assert any("lora_B" in s["param"] for g in json.loads(out.read_text())["groups"] for s in g["slices"])
     assert main(["analyze", str(tmp_path / "ad"), "--lora"]) == 2
     assert "already has an adapter; drop --lora" in capsys.readouterr().err
+
+
+def test_analyze_reads_no_weights_and_finds_what_a_loaded_model_has(tmp_path, monkeypatch):
+    """analyze traces the meta-device skeleton (no weight read): the same groups as a graph of the loaded model."""
+    from lorashear.graph import GROUP_KINDS, build_graph
+    from lorashear.models import load_model
+
+    folder = tmp_path / "tiny-llama"
+    tiny_model("llama").save_pretrained(folder)
+    loaded = build_graph(load_model(str(folder), device="cpu"), kinds=GROUP_KINDS)
+    import lorashear.models
+
+    monkeypatch.setattr(lorashear.models, "load_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
+    out = tmp_path / "groups.json"
+    assert main(["analyze", str(folder), "--kinds", "all", "--dtype", "bfloat16", "--json", str(out)]) == 0
+    assert StructureGraph.from_dict(json.loads(out.read_text())).to_dict()["groups"] == loaded.to_dict()["groups"]

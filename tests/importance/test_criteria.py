@@ -215,3 +215,42 @@ def test_scored_parameters_are_the_models_own_weights_a_tied_one_once():
     embeddings = [n for n in got if n.endswith("embed_tokens.weight")]
     assert len(embeddings) == 1 and not any(n.endswith("lm_head.weight") for n in got)
     assert set(got) == {n for n in ctx.scored_params() if n in params}
+
+
+@pytest.mark.parametrize("options", [{"variant": "vector"}, {"normalize": "l2"}, {"reduce": "mean"}])
+def test_taylor_folded_at_each_gradient_equals_scoring_whole_gradients(setup, options):
+    """The calibration path folds each weight's w·g into channel sums as its gradient completes: the scores equal
+    those of the whole gradients handed over (the path LHSPG's training steps take), for every form."""
+    from dataclasses import replace
+
+    from lorashear.importance.taylor import accumulate_gradients
+
+    model, graph, ctx = setup
+    grads = accumulate_gradients(model, BATCHES, ctx.scored_params(), batch_size=4)
+    taylor = get_criterion("taylor", **options)
+    given = taylor.score(replace(ctx, batches=None, gradients=grads, memo={})).scores
+    assert taylor.score(replace(ctx, memo={})).scores == pytest.approx(given, rel=1e-6)
+
+
+def test_taylor_frees_each_gradient_once_folded(setup, monkeypatch):
+    """No weight's gradient outlives its fold: when a weight is folded, every weight folded before it has no
+    `.grad` left, and none is kept after scoring (no float32 copy of the gradients is ever built)."""
+    import lorashear.importance.taylor as taylor_module
+
+    model, graph, ctx = setup
+    params = dict(model.named_parameters())
+    folded_names, alive_after = [], []
+    real = taylor_module.fold_gradients
+
+    def spy(model_, batches, names, fold, batch_size=4):
+        def watching(name, weight, grad):
+            alive_after.append([n for n in folded_names if params[n].grad is not None])
+            folded_names.append(name)
+            return fold(name, weight, grad)
+
+        return real(model_, batches, names, watching, batch_size)
+
+    monkeypatch.setattr(taylor_module, "fold_gradients", spy)
+    get_criterion("taylor").score(ctx)
+    assert len(folded_names) == len(ctx.scored_parameters()) and all(not alive for alive in alive_after)
+    assert all(p.grad is None for p in model.parameters())

@@ -67,3 +67,15 @@ def test_knowledge_from_refuses_an_analysis_of_other_clusters(small_vocab_dirs, 
     path.write_text(json.dumps(saved))
     with pytest.raises(LorashearError, match="analysed other clusters"):
         load_knowledge(path, graph, ("kv_group", "mlp_channel"))
+
+
+@pytest.mark.parametrize("method", ["lhspg", "loraprune"])
+def test_multiple_of_in_a_recipe_reaches_the_trained_method(method):
+    """`prune.multiple_of: 64` was kept by PruneConfig and never reached LHSPG/LoRAPrune's `group_divisible`
+    (the CLI's --multiple-of did): a recipe's rows pruned to unrounded widths without a word."""
+    config = recipe_from_dict({"model": "m", "prune": {"method": method, "multiple_of": 64}}).prune("out")
+    assert config.multiple_of == 64 and config.method_options.group_divisible == 64
+    config = recipe_from_dict({"model": "m", "prune": {"method": method, "group_divisible": 8}}).prune("out")
+    assert config.multiple_of == 8 and config.method_options.group_divisible == 8
+    with pytest.raises(LorashearError, match="multiple_of 64 and group_divisible 8 disagree"):
+        recipe_from_dict({"model": "m", "prune": {"method": method, "multiple_of": 64, "group_divisible": 8}})

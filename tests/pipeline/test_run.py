@@ -167,6 +167,20 @@ def test_recovery_stopped_early_resumes_from_its_checkpoint(small_vocab_dirs, te
     assert "* resumed: its last attempt only" in (out / "report.md").read_text()
 
 
+def test_a_bfloat16_run_keeps_every_stage_in_bfloat16(small_vocab_dirs, texts, tmp_path):
+    """`dtype=bfloat16`: pruned and recovered folders are saved in bf16, run.json and the report say so."""
+    out = tmp_path / "run"
+    recipe = load_recipe(DEMO, tiny(small_vocab_dirs["llama"], texts, ONE_SHOT, "knowledge=null", "dtype=bfloat16",
+                                    "evaluate.tasks=[]"))
+    assert recipe.prune("x").dtype == "bfloat16" and recipe.recover("p", "o", False).dtype == "bfloat16"
+    assert run_recipe(recipe, out, log=lambda _: None).finished
+    assert json.loads((out / "run.json").read_text())["dtype"] == "bfloat16"
+    for stage in ("03-prune", "04-recover"):
+        assert json.loads((out / stage / "model" / "config.json").read_text())["dtype"] == "bfloat16", stage
+    assert json.loads((out / "04-recover" / "model" / "recovery.json").read_text())["dtype"] == "bfloat16"
+    assert "weights in bfloat16" in (out / "report.md").read_text()
+
+
 def test_overrides_set_nested_keys_and_switch_sections(tmp_path):
     sections = {"model": "m", "prune": {"ratio": 0.2}, "recover": None}
     got = apply_overrides(sections, ["prune.ratio=0.5", "recover.tokens=1000", "evaluate.tasks=[piqa, boolq]",
@@ -201,10 +215,25 @@ def test_numbers_in_exponent_form_are_numbers_in_overrides_and_recipe_files(tmp_
     ({"prune": {"ratio": 0.2}}, ["recipe.model=x"], "unknown section 'recipe'"),
     ({"prune": {"ratio": 0.2}}, ["recover.tokens=0"], "--tokens must be a positive"),
     ({}, [], "needs a `prune:` section"),
+    ({"prune": {"ratio": 0.2}}, ["dtype=bf16"], "unknown dtype 'bf16'; choose from auto, float32, bfloat16"),
+    ({"prune": {"ratio": 0.2}}, ["prune.dtype=bfloat16"], r"unknown key\(s\) in 'prune': dtype"),
 ])
 def test_bad_recipe_is_one_clear_error(raw, overrides, match):
     with pytest.raises(LorashearError, match=match):
         recipe_from_dict({"model": "smollm2-135m", **raw}, overrides)
+
+
+def test_cli_dtype_flag_is_the_dtype_override_and_a_bad_one_is_refused(tmp_path, capsys, monkeypatch):
+    import lorashear.pipeline
+
+    seen = []
+    monkeypatch.setattr(lorashear.pipeline, "run_recipe", lambda recipe, *a, **k: seen.append(recipe.dtype) or
+                        runner.RunResult(tmp_path, True, [], []))
+    assert main(["run", str(DEMO), "-o", str(tmp_path / "out"), "--dtype", "bfloat16"]) == 0
+    assert seen == ["bfloat16"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(DEMO), "-o", str(tmp_path / "out"), "--dtype", "bf16"])
+    assert exit_info.value.code == 2 and "invalid choice: 'bf16'" in capsys.readouterr().err
 
 
 def test_cli_bad_key_exits_2_with_one_line_and_no_output(tmp_path, capsys):

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from accelerate_state import fresh_accelerate_state  # noqa: F401
 from tiny_models import single_thread  # noqa: F401
 from trained_material import check_bad_input, check_export, check_resume
@@ -156,3 +157,24 @@ def test_two_cpu_processes_end_with_the_same_weights(small_vocab_dirs, tmp_path,
     assert record["settings"]["training"]["num_processes"] == 2
     assert record["settings"]["schedule"]["total_steps"] == 8  # 512 tokens, 2 × 32 per step
     assert abs(record["achieved_ratio"] - 0.2) < 0.01
+
+
+def test_a_bfloat16_run_removes_exact_zeros_and_exports_bfloat16(small_vocab_dirs, tmp_path, merged_models):
+    """--dtype bfloat16: the base weights train in bf16 (LoRA in fp32), every removed group is exactly zero in the
+    merged model, and the exported folder is bf16 (config and tensors)."""
+    from safetensors import safe_open
+
+    from lorashear.compress import zero_groups
+    from lorashear.graph import groups_from_json
+
+    out = tmp_path / "out"
+    assert main(prune_argv(small_vocab_dirs["llama"], out, "--dtype", "bfloat16")) == 0
+    (merged,) = merged_models
+    assert {p.dtype for p in merged.parameters()} == {torch.bfloat16}
+    removed = groups_from_json(json.loads((out / "pruning.json").read_text())["removed"])
+    state = {k: v.clone() for k, v in merged.state_dict().items()}
+    zero_groups(merged, removed)
+    assert all(torch.equal(state[k], v) for k, v in merged.state_dict().items())  # zero already, bit for bit
+    assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}

@@ -48,6 +48,9 @@ def test_resumed_run_matches_an_uninterrupted_one(material, whole, tmp_path):
     cut = tiny_config(material, tmp_path / "cut", stop_after_steps=2, **RUN)
     first = recover(cut)
     assert not first.finished and not (tmp_path / "cut").exists() and partial_dir(tmp_path / "cut").is_dir()
+    # the checkpoint holds the trainable state (LoRA) only: the frozen base comes from the pruned folder again
+    (saved,) = partial_dir(tmp_path / "cut").glob("checkpoints/step-*/model.safetensors")
+    assert load_file(saved) and all(".lora_" in name for name in load_file(saved))
     cut.stop_after_steps, cut.resume = None, True
     resumed = recover(cut)
     assert resumed.finished and resumed.tokens_seen == whole.tokens_seen and resumed.steps == whole.steps

@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from lorashear.cli.options import add_dtype_arg
 from lorashear.errors import LorashearError
 
 
@@ -16,14 +17,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kinds", default=None,
                    help="comma-separated group kinds (default: kv_group,mlp_channel; 'all' for every kind)")
     p.add_argument("--json", type=Path, default=None, help="write every group to this JSON file")
+    add_dtype_arg(p)
     p.set_defaults(handler=run)
 
 
-def load(spec: str):
-    """The model to analyze (one place to change how models are loaded)."""
-    from lorashear.models import load_model
+def load(spec: str, lora: bool = False, dtype: str = "auto"):
+    """The model to analyze on the meta device (no weights are read: tracing needs shapes only), with
+    peft LoRA (r=8, all linear layers) attached when `lora`."""
+    from lorashear.models import load_skeleton
 
-    return load_model(spec, device="cpu")
+    model = load_skeleton(spec, dtype)
+    if lora:
+        from accelerate import init_empty_weights
+        from peft import LoraConfig, get_peft_model
+
+        if hasattr(model, "peft_config"):
+            raise LorashearError(f"{spec} is a LoRA adapter folder and already has an adapter; drop --lora")
+        with init_empty_weights():
+            model = get_peft_model(model, LoraConfig(r=8, target_modules="all-linear")).eval()
+    return model
 
 
 def parse_kinds(text: str | None) -> tuple[str, ...]:
@@ -73,14 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from lorashear.graph import build_graph
 
     kinds = parse_kinds(args.kinds)
-    model = load(args.model)
-    if args.lora:
-        from peft import LoraConfig, get_peft_model
-
-        if hasattr(model, "peft_config"):
-            raise LorashearError(f"{args.model} is a LoRA adapter folder and already has an adapter; drop --lora")
-
-        model = get_peft_model(model, LoraConfig(r=8, target_modules="all-linear")).eval()
+    model = load(args.model, args.lora, args.dtype)
     start = time.perf_counter()
     graph = build_graph(model, kinds=kinds)
     seconds = time.perf_counter() - start

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from lorashear.cli.options import add_dtype_arg
 from lorashear.data import ZERO_SHOT_TASKS
 
 
@@ -48,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", metavar="PATH",
                    help="write the results as one JSON object, after every stage (settings.pending: stages not run)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
+    add_dtype_arg(p)
     p.set_defaults(handler=run)
 
 
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from lorashear.evaluate import EvalConfig, default_limit, evaluate_config, write_json
-    from lorashear.models import default_device, load_model, load_tokenizer
+    from lorashear.models import default_device, load_model, load_tokenizer, resolve_dtype
 
     tasks = () if args.tasks == ("none",) else args.tasks
     corpora = () if args.no_ppl else tuple(args.ppl or ("wiki",))
@@ -63,13 +65,14 @@ def run(args: argparse.Namespace) -> int:
     # Validate every setting before the (slow) model load.
     config = EvalConfig(ppl_corpora=corpora, ppl_windows=args.ppl_windows, tasks=tasks, limit=limit,
                         speed=args.speed, batch_size=args.batch_size)
+    device = torch.device(args.device) if args.device else default_device()
+    args.dtype = resolve_dtype(args.dtype, device)  # a bad dtype fails before the (slow) model load
     if args.limit == "auto":
-        device = torch.device(args.device) if args.device else default_device()
         config = dataclasses.replace(config, limit=default_limit(device.type))
     if args.others:
         return _run_several([args.model, *args.others], config, args)
     tokenizer = load_tokenizer(args.model)
-    model = load_model(args.model, device=args.device)
+    model = load_model(args.model, device=args.device, dtype=args.dtype)
     save = (lambda result: write_json(result, args.json)) if args.json else None
     result = evaluate_config(model, tokenizer, config, model_name=args.model, on_update=save)
     print(result.to_markdown())
@@ -82,23 +85,29 @@ def _run_several(names: list[str], config, args: argparse.Namespace) -> int:
     """Evaluate each model; with --speed, time them all together (`compare`: ratios to the first)."""
     import dataclasses
     import json
+    from functools import partial
+
+    import torch
 
     from lorashear.errors import LorashearError
-    from lorashear.evaluate import compare, evaluate_config
+    from lorashear.evaluate import evaluate_config
     from lorashear.evaluate.files import write_atomic
-    from lorashear.models import load_model, load_tokenizer
+    from lorashear.evaluate.speed import compare_models
+    from lorashear.models import default_device, load_model, load_tokenizer
 
     if len(set(names)) < len(names):
         raise LorashearError(f"a model is named twice in {names}: name each model once")
-    models, results = {}, []
+    weights, results = {}, []
     for name in names:
-        model = load_model(name, device=args.device)
+        model = load_model(name, device=args.device, dtype=args.dtype)
+        weights[name] = sum(p.numel() * p.element_size() for p in model.parameters())
         results.append(evaluate_config(model, load_tokenizer(name), dataclasses.replace(config, speed=False),
                                        model_name=name))
         print(results[-1].to_markdown())
-        if config.speed:
-            models[name] = model  # kept loaded: the models are timed side by side at the end
-    speed = compare(models, log=print) if config.speed else None
+        del model  # one model at a time; the timing below loads them again, together where they fit
+    loaders = {name: partial(load_model, name, device=args.device, dtype=args.dtype) for name in names}
+    device = torch.device(args.device) if args.device else default_device()
+    speed = compare_models(loaders, weights, device, log=print) if config.speed else None
     if speed is not None:
         print(speed.to_markdown())
     if args.json:

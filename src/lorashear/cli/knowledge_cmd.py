@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lorashear.cli.options import (
     add_calibration_args,
+    add_dtype_arg,
     add_knowledge_args,
     add_score_option_arg,
     calibration_config,
@@ -30,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_score_option_arg(p)
     add_calibration_args(p)
     add_knowledge_args(p, default_rule="auto")
+    add_dtype_arg(p)
     p.add_argument("-o", "--output", required=True, type=Path,
                    help="folder for knowledge.json and knowledge.png")
     p.set_defaults(handler=run)
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from lorashear.graph import GROUP_KINDS, build_graph
     from lorashear.importance import ScoreContext, get_criterion, load_calibration
     from lorashear.knowledge import analyze_knowledge, heatmap
-    from lorashear.models import load_model, load_tokenizer
+    from lorashear.models import load_model, load_tokenizer, resolve_dtype
     from lorashear.prune.api import tied_aliases
 
     unknown = sorted(set(args.structures) - set(GROUP_KINDS))
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         raise LorashearError("--knowledge-samples must be at least 1 for the data-driven rules")
     if args.batch_size < 1:
         raise LorashearError(f"--batch-size must be a positive integer, got {args.batch_size}")
-    model = load_model(args.model)
+    model = load_model(args.model, dtype=resolve_dtype(args.dtype))
     tokenizer = load_tokenizer(args.model)
     graph = build_graph(model, args.structures)
     data = load_calibration(tokenizer, calibration)

@@ -10,6 +10,14 @@ from lorashear.errors import LorashearError
 from lorashear.prune.trained import SHARED_WITH_PRUNE, TrainedConfig
 
 
+def add_dtype_arg(p: argparse.ArgumentParser) -> None:
+    """--dtype: the weights' dtype of every model the command loads."""
+    from lorashear.models import DTYPES
+
+    p.add_argument("--dtype", default="auto", choices=DTYPES,
+                   help="weights' dtype (default auto: bfloat16 on a CUDA GPU that supports it, else float32)")
+
+
 def split_list(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
@@ -47,6 +55,8 @@ TRAINING_FLAGS = {
     "--lora-r": ("lora_r", int, "LoRA rank"),
     "--checkpoint-every": ("checkpoint_every", int, "optimiser steps between checkpoints"),
     "--stop-after-steps": ("stop_after_steps", int, "stop after this step, keeping a checkpoint for --resume"),
+    "--gradient-checkpointing": ("gradient_checkpointing", str,
+                                 "recompute activations in the backward pass: auto (on from 1B parameters), true, false"),
 }
 SHARED_TRAINING_FIELDS = ("data", "seq_len", *SHARED_WITH_PRUNE)
 
@@ -56,7 +66,8 @@ def add_training_args(p: argparse.ArgumentParser, methods: str) -> None:
     defaults = TrainedConfig()
     for flag, (field, kind, text) in TRAINING_FLAGS.items():
         default = getattr(defaults, field)
-        g.add_argument(flag, dest=field, type=kind, help=text if default is None else f"{text} (default {default:g})")
+        shown = "" if default is None else f" (default {default:g})" if kind is not str else f" (default {default})"
+        g.add_argument(flag, dest=field, type=kind, help=text + shown)
     g.add_argument("--resume", action="store_true", default=None,
                    help="continue the unfinished run of -o OUT from its last checkpoint (.OUT.partial)")
     g.add_argument("--config", type=Path, metavar="YAML",

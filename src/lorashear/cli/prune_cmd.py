@@ -7,6 +7,7 @@ from dataclasses import fields
 
 from lorashear.cli.options import (
     add_calibration_args,
+    add_dtype_arg,
     add_knowledge_args,
     add_score_option_arg,
     add_training_args,
@@ -63,6 +64,7 @@ def register(subparsers) -> None:
         "Qwen3/Gemma 3/OLMo2) loads in any runtime; each such norm's output is scaled by at most "
         "1 + eps·(1 − d′/d)/(2·ms) (pruning.json states it)",
     )
+    add_dtype_arg(p)
     add_score_option_arg(p)
     add_calibration_args(p, defaults=False)
     add_knowledge_args(p, default_rule=None)
@@ -135,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         knowledge=knowledge_config(args, method.probe_criterion, method.knowledge),
         knowledge_from=_knowledge_from(args),
         batch_size=args.batch_size,
+        dtype=args.dtype,
         training=training,
         method_options=options,
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lorashear.models import DTYPES
+
 # Flags that map one-to-one onto RecoverConfig fields; None (not given) leaves the recipe's value.
 _FLAGS = {
     "--seq-len": ("seq_len", int),
@@ -18,6 +20,7 @@ _FLAGS = {
     "--checkpoint-every": ("checkpoint_every", int),
     "--stop-after-steps": ("stop_after_steps", int),
     "--seed": ("seed", int),
+    "--gradient-checkpointing": ("gradient_checkpointing", str),
 }
 
 
@@ -35,6 +38,8 @@ def register(subparsers) -> None:
     p.add_argument("--instruct", nargs="+", help="stage-2 Alpaca-format sources, one category each")
     p.add_argument("--tokens", type=int, help="training tokens in all (both stages, all processes)")
     p.add_argument("--mix", choices=("dynamic", "uniform"), help="sampling mix across categories")
+    p.add_argument("--dtype", choices=DTYPES, help="both models' weights (default auto: bfloat16 on a CUDA GPU "
+                   "that supports it, else float32); LoRA trains in float32")
     for flag, (_, kind) in _FLAGS.items():
         p.add_argument(flag, type=kind)
     p.add_argument("--resume", action="store_true", help="continue the unfinished run of OUT from its last checkpoint")
@@ -59,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         "instruct": _split(args.instruct),
         "tokens": args.tokens,
         "mix": args.mix,
+        "dtype": args.dtype,
         "resume": True if args.resume else None,
         **{field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _) in _FLAGS.items()},
     }

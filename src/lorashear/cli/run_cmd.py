@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from lorashear.models import DTYPES
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="one command from model to report: run a recipe's stages",
@@ -15,6 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, type=Path, help="run folder")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in OUT: skip finished stages, resume an interrupted training stage")
+    p.add_argument("--dtype", default=None, choices=DTYPES,
+                   help="every stage's weights (the recipe's `dtype`, default auto: bfloat16 on a CUDA GPU that "
+                        "supports it, else float32); the same as the override dtype=...")
     p.add_argument("overrides", nargs="*", metavar="KEY.SUB=VALUE",
                    help="recipe overrides, e.g. prune.ratio=0.5 recover.tokens=1000 recover=null")
     p.set_defaults(handler=run)
@@ -27,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from lorashear.pipeline import load_recipe, run_recipe
 
-    recipe = load_recipe(args.recipe, args.overrides)
+    overrides = [*args.overrides, *([f"dtype={args.dtype}"] if args.dtype else [])]
+    recipe = load_recipe(args.recipe, overrides)
     result = run_recipe(recipe, args.output, resume=args.resume, command=["lorashear", *sys.argv[1:]])
     if not result.finished:
         print(f"stopped early; continue with: lorashear run {args.recipe} -o {args.output} --resume")

@@ -8,7 +8,7 @@ from lorashear.compress.core import (
     zero_groups,
     zeroed,
 )
-from lorashear.compress.export import export, is_pruned_folder, load_pruned
+from lorashear.compress.export import export, is_pruned_folder, load_pruned, pruned_skeleton
 
 __all__ = [
     "add_output_bias",
@@ -17,6 +17,7 @@ __all__ = [
     "export",
     "is_pruned_folder",
     "load_pruned",
+    "pruned_skeleton",
     "removed_indices",
     "zero_groups",
     "zeroed",

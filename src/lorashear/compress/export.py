@@ -35,6 +35,7 @@ from lorashear.graph.structures import Group, groups_to_json
 
 REMOTE_FILE = Path(remote.__file__)
 ADAPTER_DIR = "adapter"
+MAX_SHARD_SIZE = "5GB"  # safetensors shards of every saved folder (transformers' own default is one 50 GB file)
 PLAN_FILE = "pruning.json"
 # Config flags that make stock transformers build projection biases (llama family).
 BIAS_FLAGS = ("attention_bias", "mlp_bias")
@@ -214,7 +215,8 @@ def export(
         # multiple of the head count) and are only meant for the live model.
         pruned_config, base.config = base.config, config
         try:
-            base.save_pretrained(tmp, state_dict={**base.state_dict(), **extras} if extras else None)
+            base.save_pretrained(tmp, state_dict={**base.state_dict(), **extras} if extras else None,
+                                 max_shard_size=MAX_SHARD_SIZE)
         finally:
             base.config = pruned_config
         if tokenizer is not None:
@@ -267,4 +269,13 @@ def load_pruned(
     return model.eval()
 
 
-__all__ = ["export", "is_pruned_folder", "is_plain", "load_pruned", "base_model_of"]
+def pruned_skeleton(folder: str | Path, config, dtype: torch.dtype) -> nn.Module:
+    """The architecture of a folder written by `export`, built from its config alone (call it under
+    accelerate's `init_empty_weights` for a model without weights: `lorashear.models.load_skeleton`)."""
+    if config.lorashear.get("plain"):
+        return AutoModelForCausalLM.from_config(config, dtype=dtype)
+    stock = AutoModelForCausalLM._model_mapping[type(config)]
+    return remote._pruned_class(stock)._from_config(config, dtype=dtype)
+
+
+__all__ = ["export", "is_pruned_folder", "is_plain", "load_pruned", "pruned_skeleton", "base_model_of"]

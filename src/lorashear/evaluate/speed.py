@@ -416,6 +416,8 @@ class SpeedComparison:
     decode_prompt_tokens: int
     macs_context: int
     max_spread: float
+    # False: the models did not fit in memory together and were timed one after another (`compare_models`)
+    alternated: bool = True
 
     @property
     def reference(self) -> ModelRounds:
@@ -440,6 +442,12 @@ class SpeedComparison:
 
     def describe(self) -> str:
         """One sentence: what was timed and how."""
+        if not self.alternated:
+            return (f"Models timed one after another (they do not fit in memory together): each {self.rounds} rounds "
+                    f"after {self.warmup} warm-up of its prefill ({self.prefill_tokens} tokens, batch 1) and greedy "
+                    f"decode ({self.decode_tokens} new tokens after a {self.decode_prompt_tokens}-token prompt, "
+                    f"batch 1); ratios to {self.reference.name} pair round i of each model, taken minutes apart, so "
+                    "a change of machine load between the blocks moves them: median (min–max).")
         return (f"Models alternated in one window: {self.rounds} rounds after {self.warmup} warm-up, each timing "
                 f"every model's prefill ({self.prefill_tokens} tokens, batch 1) then its greedy decode "
                 f"({self.decode_tokens} new tokens after a {self.decode_prompt_tokens}-token prompt, batch 1); "
@@ -478,7 +486,7 @@ class SpeedComparison:
         machine = Machine.from_dict(data["machine"])
         settings = {key: data[key] for key in ("rounds", "warmup", "prefill_tokens", "decode_tokens",
                                                "decode_prompt_tokens", "macs_context", "max_spread")}
-        return cls(models=models, machine=machine, **settings)
+        return cls(models=models, machine=machine, alternated=data.get("alternated", True), **settings)
 
 
 def compare(
@@ -505,3 +513,64 @@ def compare(
     return SpeedComparison(models=timed, machine=machine, rounds=rounds, warmup=warmup, prefill_tokens=prefill_tokens, decode_tokens=decode_tokens,
                            decode_prompt_tokens=decode_prompt_tokens, macs_context=macs_context,
                            max_spread=max_spread)
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes a new model could take on `device`: CUDA's free memory, or the host's MemAvailable (None: unknown)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    meminfo = Path("/proc/meminfo")
+    if meminfo.is_file():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+# Loaded models' weights may take this share of the available memory for them to be timed together (the rest:
+# activations, KV caches and the allocator's slack).
+FIT_SHARE = 0.8
+
+
+def compare_models(
+    loaders: Mapping[str, Callable[[], torch.nn.Module]],
+    weight_bytes: Mapping[str, int],
+    device: torch.device,
+    *,
+    log: Callable[[str], None] = lambda _: None,
+    available: int | None = None,
+    **settings,
+) -> SpeedComparison:
+    """`compare` of models given as loaders: when their weights (`weight_bytes`, estimated before loading) fit
+    in `FIT_SHARE` of the device's available memory together, all are loaded and alternated; otherwise each is
+    loaded, timed alone and freed in turn (the comparison says so: `alternated` False)."""
+    available = available_memory(device) if available is None else available
+    needed = sum(weight_bytes.values())
+    if available is None or needed <= FIT_SHARE * available:
+        return compare({name: load() for name, load in loaders.items()}, log=log, **settings)
+    log(f"speed: the models' weights ({needed / 2**30:.1f} GiB) do not fit in {FIT_SHARE:.0%} of the "
+        f"{available / 2**30:.1f} GiB available together: timing them one after another")
+    rounds, warmup = settings.get("rounds", DEFAULT_ROUNDS), settings.get("warmup", DEFAULT_WARMUP)
+    clock = settings.get("clock", time.perf_counter)
+    timing = {key: settings.get(key, default) for key, default in (
+        ("prefill_tokens", DEFAULT_PREFILL_TOKENS), ("decode_tokens", DEFAULT_DECODE_TOKENS),
+        ("decode_prompt_tokens", DEFAULT_DECODE_PROMPT_TOKENS), ("macs_context", DEFAULT_MACS_CONTEXT))}
+    timed, loads = [], []
+    for name, load in loaders.items():
+        model = load()
+        (rounds_of_model,), model_loads = _time_rounds({name: model}, rounds=rounds, warmup=warmup, clock=clock,
+                                                       log=log, **timing)
+        timed.append(rounds_of_model)
+        loads += model_loads
+        del model
+        _release(device)
+    return SpeedComparison(models=tuple(timed), machine=machine_state(device, loads), rounds=rounds, warmup=warmup,
+                           max_spread=settings.get("max_spread", DEFAULT_MAX_SPREAD), alternated=False, **timing)
+
+
+def _release(device: torch.device) -> None:
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()

@@ -180,6 +180,37 @@ def _channel_sums(elements: torch.Tensor, dim: int) -> np.ndarray:
     return sums.cpu().numpy()
 
 
+@dataclass
+class ChannelSums:
+    """One parameter's element scores reduced to what `aggregate` needs: per wanted dim, one sum per index along
+    it (float64; made absolute per channel when asked), and the element count of each such channel."""
+
+    sums: dict[int, np.ndarray]
+    per_channel: dict[int, int]
+
+
+def channel_sums(elements: torch.Tensor, dims: Iterable[int], normalize: str = "none",
+                 channel_abs: bool = False) -> ChannelSums:
+    """`elements` of one parameter (divided by their L2 norm first with `normalize="l2"`) summed over every dim but
+    each of `dims`: the small record a criterion may keep instead of the parameter-sized tensor."""
+    if normalize == "l2":
+        norm = float(elements.double().norm())
+        elements = elements / norm if norm > 0 else elements
+    sums, per_channel = {}, {}
+    for d in dims:
+        sums[d] = np.abs(_channel_sums(elements, d)) if channel_abs else _channel_sums(elements, d)
+        per_channel[d] = math.prod(elements.shape) // elements.shape[d]
+    return ChannelSums(sums, per_channel)
+
+
+def needed_dims(ctx: ScoreContext) -> dict[str, list[int]]:
+    """state_dict name -> the dims along which some wanted group slices it (`ctx.slice_table()`)."""
+    needed: dict[str, list[int]] = {}
+    for name, d in ctx.slice_table():
+        needed.setdefault(name, []).append(d)
+    return needed
+
+
 def aggregate(
     ctx: ScoreContext, elements: Iterable[tuple[str, torch.Tensor]], normalize: str = "none",
     channel_abs: bool = False,
@@ -189,24 +220,24 @@ def aggregate(
 
     LoRA factors and tied aliases are skipped (they merge into / are the same as the base weights).
     """
+    needed = needed_dims(ctx)
+    reduced = ((name, channel_sums(elem, needed[name], normalize, channel_abs))
+               for name, elem in elements if name in needed)
+    return aggregate_channels(ctx, reduced)
+
+
+def aggregate_channels(ctx: ScoreContext, reduced: Iterable[tuple[str, ChannelSums]]
+                       ) -> tuple[dict[int, float], dict[int, int]]:
+    """`aggregate` from parameters' `ChannelSums` (each parameter's element tensor already reduced)."""
     wanted = ctx.wanted()
     table = ctx.slice_table()
-    needed: dict[str, list[int]] = {}
-    for name, d in table:
-        needed.setdefault(name, []).append(d)
     sums = np.zeros(len(wanted))
     counts = np.zeros(len(wanted), dtype=np.int64)
-    for name, elem in elements:
-        if name not in needed:
-            continue
-        if normalize == "l2":
-            norm = float(elem.double().norm())
-            elem = elem / norm if norm > 0 else elem
-        for d in needed[name]:
-            channel = np.abs(_channel_sums(elem, d)) if channel_abs else _channel_sums(elem, d)
+    for name, record in reduced:
+        for d, channel in record.sums.items():
             index, owner = table[(name, d)]
             sums += np.bincount(owner, weights=channel[index], minlength=len(wanted))
-            counts += np.bincount(owner, minlength=len(wanted)) * (math.prod(elem.shape) // elem.shape[d])
+            counts += np.bincount(owner, minlength=len(wanted)) * record.per_channel[d]
     return ({i: float(v) for i, v in zip(wanted, sums.tolist(), strict=True)},
             {i: int(c) for i, c in zip(wanted, counts.tolist(), strict=True)})
 

@@ -1,23 +1,39 @@
 """`taylor` (LLM-Pruner): first-order Taylor estimate of the loss change when a group is removed.
 
-Gradients of the full weights come from calibration batches, accumulated batch by batch in
-the weights' `.grad` (memory: one gradient per scored weight, never per batch), or from the
-caller (`ScoreContext.gradients`: LHSPG's training steps). Only weights
-that some wanted group slices get gradients; LoRA factors are frozen meanwhile (the gradient
-of W equals the gradient of W + s·BA).
+Gradients of the full weights come from calibration batches, accumulated batch by batch in the
+weights' `.grad`, or from the caller (`ScoreContext.gradients`: LHSPG's training steps). Only weights
+that some wanted group slices get gradients; LoRA factors are frozen meanwhile (the gradient of W
+equals the gradient of W + s·BA). Memory: on the last calibration batch each weight's gradient is
+folded into its channel sums the moment it is complete (a post-accumulate-grad hook) and freed, so
+no float32 copy of the gradients is ever made; with one calibration batch (samples ≤ batch size) no
+gradient outlives its own layer's backward step, with several, each lives until the last batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from lorashear.errors import LorashearError
-from lorashear.importance.base import Criterion, ScoreContext, effective_weights, parameters_named, register
+from lorashear.importance.base import (
+    ChannelSums,
+    Criterion,
+    GroupScores,
+    ScoreContext,
+    aggregate_channels,
+    channel_sums,
+    effective_weights,
+    lora_layers,
+    needed_dims,
+    parameters_named,
+    reduce_scores,
+    register,
+)
 from lorashear.importance.calibration import iterate_batches, model_device
 
 VARIANTS = ("element", "vector")
@@ -42,40 +58,88 @@ class Taylor(Criterion):
     def per_channel_abs(self) -> bool:
         return self.variant == "vector"
 
+    def score(self, ctx: ScoreContext) -> GroupScores:
+        """Gradients given (`ctx.gradients`): the base class's element path; else calibration passes whose
+        gradients are folded into channel sums as each completes (`fold_gradients`)."""
+        if ctx.gradients is not None:
+            return super().score(ctx)
+        needed = needed_dims(ctx)
+        lora = lora_layers(ctx.model)
+
+        def fold(name: str, weight: torch.Tensor, grad: torch.Tensor) -> ChannelSums:
+            delta = ctx.lora_delta(name, lora[name]) if name in lora else None
+            wg = (weight.float() if delta is None else weight.float() + delta.float()) * grad.float()
+            return channel_sums(self._form(wg), needed[name], self.normalize, self.per_channel_abs())
+
+        scored = {name for name in ctx.scored_params() if name in needed}
+        reduced = fold_gradients(ctx.model, ctx.require_batches(self.name), scored, fold, ctx.batch_size)
+        sums, counts = aggregate_channels(ctx, reduced.items())
+        return GroupScores(self.name, reduce_scores(sums, counts, self.reduce), self.settings())
+
     def elements(self, ctx: ScoreContext) -> Iterator[tuple[str, torch.Tensor]]:
+        """w·g (its absolute value for `element`) of every scored weight, from the caller's `ctx.gradients`."""
         grads = ctx.gradients
         if grads is None:
-            grads = accumulate_gradients(ctx.model, ctx.require_batches(self.name), ctx.scored_params(), ctx.batch_size)
+            raise LorashearError("taylor: elements() reads ctx.gradients; score() computes them from calibration")
         for name, w in effective_weights(ctx.model, grads):
-            wg = w.float() * grads[name]
-            yield name, (wg.abs() if self.variant == "element" else wg)
+            yield name, self._form(w.float() * grads[name].float())
+
+    def _form(self, wg: torch.Tensor) -> torch.Tensor:
+        return wg.abs() if self.variant == "element" else wg
 
 
-def accumulate_gradients(
-    model: nn.Module, batches: torch.Tensor, names: set[str], batch_size: int = 4
-) -> dict[str, torch.Tensor]:
-    """∂(mean LM loss over `batches`)/∂w for the named parameters; requires_grad flags are restored after."""
+# (state_dict name, the weight, its complete gradient) -> what is kept of them
+Fold = Callable[[str, torch.Tensor, torch.Tensor], Any]
+
+
+def fold_gradients(model: nn.Module, batches: torch.Tensor, names: set[str], fold: Fold,
+                   batch_size: int = 4) -> dict[str, Any]:
+    """∂(mean LM loss over `batches`)/∂w of the named parameters, each handed to `fold(name, w, grad)` as soon as
+    it is complete (during the last batch's backward pass) and freed right after: name -> what `fold` returned.
+    Nothing gradient-sized is kept beyond the `.grad` that autograd accumulates; requires_grad flags are restored."""
     params = dict(model.named_parameters())
     targets = parameters_named(model, names)
     flags = {n: p.requires_grad for n, p in params.items()}
     was_training = model.training
     model.eval()  # no dropout: the estimate is of the model as it will run
     device = model_device(model)
+    folded: dict[str, Any] = {}
+    last = {"batch": False}
+
+    def hook_for(name: str) -> Callable[[torch.Tensor], None]:
+        def on_grad(param: torch.Tensor) -> None:
+            if last["batch"]:
+                folded[name] = fold(name, param.detach(), param.grad.detach())
+                param.grad = None
+        return on_grad
+
+    handles = []
     try:
         for n, p in params.items():
             p.requires_grad_(n in targets)
             p.grad = None
-        for batch in iterate_batches(batches, batch_size, "taylor gradients"):
+        handles = [p.register_post_accumulate_grad_hook(hook_for(n)) for n, p in targets.items()]
+        count = math.ceil(len(batches) / batch_size)
+        for i, batch in enumerate(iterate_batches(batches, batch_size, "taylor gradients")):
+            last["batch"] = i == count - 1
             batch = batch.to(device)
             loss = model(input_ids=batch, labels=batch, use_cache=False).loss
             (loss * len(batch) / len(batches)).backward()
-        # float() of a float32 gradient is the same tensor: no second copy of every gradient.
-        grads = {n: p.grad.detach().float() for n, p in targets.items() if p.grad is not None}
     finally:
+        for handle in handles:
+            handle.remove()
         for n, p in params.items():
             p.grad = None
             p.requires_grad_(flags[n])
         model.train(was_training)
-    if not grads:
+    if not folded:
         raise LorashearError("no gradient reached the scored weights; is the model's forward differentiable?")
-    return grads
+    return folded
+
+
+def accumulate_gradients(
+    model: nn.Module, batches: torch.Tensor, names: set[str], batch_size: int = 4
+) -> dict[str, torch.Tensor]:
+    """∂(mean LM loss over `batches`)/∂w for the named parameters, whole (small ones: LoRA factors for lora-grad);
+    requires_grad flags are restored after. float() of a float32 gradient is the same tensor: no second copy."""
+    return fold_gradients(model, batches, names, lambda name, weight, grad: grad.float(), batch_size)

@@ -1,6 +1,8 @@
 """A pipeline recipe: one YAML file mapped onto the stages' own config dataclasses.
 
     model: smollm2-135m
+    dtype: auto                                    # every stage's weights: auto (bf16 on a CUDA GPU that
+                                                   # supports it, else fp32), float32, bfloat16, float16
     calibration: {samples: 16}                     # CalibrationConfig (knowledge analysis and prune)
     analyze: {kinds: all}                          # the graph summary; null switches a stage off
     knowledge: {rule: auto}                        # KnowledgeConfig (criterion: the method's); or
@@ -31,16 +33,18 @@ from lorashear.prune.api import PruneConfig
 from lorashear.recover.config import RecoverConfig
 from lorashear.train.config import load_yaml
 
-# Sections in pipeline order; None switches a stage off. `model` is the only required key.
-SECTIONS = ("model", "calibration", "analyze", "knowledge", "prune", "recover", "evaluate")
+# Sections in pipeline order; None switches a stage off. `model` is the only required key; `model` and
+# `dtype` are plain values, the others mappings of a stage's options.
+SECTIONS = ("model", "dtype", "calibration", "analyze", "knowledge", "prune", "recover", "evaluate")
+VALUES = ("model", "dtype")
 OPTIONAL_STAGES = ("analyze", "knowledge", "recover", "evaluate")
 ANALYZE_KEYS = {"kinds": "all", "lora": False}
 EVAL_EXTRA = {"speed_rounds": 5}  # rounds of the side-by-side timing (evaluate.compare)
 KNOWLEDGE_FROM = "from"  # knowledge.from: an earlier analysis's knowledge.json, used instead of probing
 # Set by the runner, never by a recipe: where a stage reads and writes.
 RUNNER_KEYS = {"prune": ("model", "output", "overwrite", "calibration", "knowledge", "knowledge_from",
-                         "method_options"),
-               "recover": ("pruned", "out", "resume")}
+                         "method_options", "dtype"),
+               "recover": ("pruned", "out", "resume", "dtype")}
 
 
 def field_names(cls) -> list[str]:
@@ -62,6 +66,11 @@ class Recipe:
     @property
     def model(self) -> str:
         return self.sections["model"]
+
+    @property
+    def dtype(self) -> str:
+        """Every stage's weights (`lorashear.models.DTYPES`); the stages resolve it on their device."""
+        return self.sections.get("dtype") or "auto"
 
     def enabled(self, section: str) -> bool:
         return self.sections.get(section) is not None
@@ -106,13 +115,14 @@ class Recipe:
         if method_options and method is not None and not method.trained:
             raise LorashearError(f"unknown key(s) in 'prune': {', '.join(sorted(method_options))}; known: "
                                  f"{', '.join(sorted(own))} (method '{method.name}' takes no options of its own)")
-        return PruneConfig(model=self.model, output=str(output), calibration=self.calibration(),
+        return PruneConfig(model=self.model, output=str(output), dtype=self.dtype, calibration=self.calibration(),
                            knowledge=self.knowledge(), knowledge_from=None if knowledge_from is None else str(knowledge_from),
                            method_options=method_options, **_with_lists(values))
 
     def recover(self, pruned: str | Path, out: str | Path, resume: bool) -> RecoverConfig:
         values = {"dense": self.model, **self.sections["recover"]}
-        config = RecoverConfig.from_dict({**values, "pruned": str(pruned), "out": str(out), "resume": resume})
+        config = RecoverConfig.from_dict({**values, "pruned": str(pruned), "out": str(out), "resume": resume,
+                                          "dtype": self.dtype})
         config.validate()
         return config
 
@@ -132,6 +142,9 @@ class Recipe:
 
     def check(self) -> None:
         """Build every enabled stage's config once, so a bad recipe fails before any model work."""
+        from lorashear.models import resolve_dtype
+
+        resolve_dtype(self.dtype)
         if self.enabled("analyze"):
             check_keys("analyze", self.sections["analyze"], list(ANALYZE_KEYS))
         check_keys("calibration", self.sections.get("calibration") or {}, field_names(CalibrationConfig))
@@ -209,7 +222,7 @@ def recipe_from_dict(raw: dict, overrides: list[str] = ()) -> Recipe:
         raise LorashearError("a recipe names its model: `model: smollm2-135m` (a name, folder or .gguf)")
     if not isinstance(sections.get("prune"), dict):
         raise LorashearError("a recipe needs a `prune:` section (method, ratio, ...); it is the pipeline's core")
-    for section in SECTIONS[1:]:
+    for section in (s for s in SECTIONS if s not in VALUES):
         if section in sections and sections[section] is not None and not isinstance(sections[section], dict):
             raise LorashearError(f"section '{section}' must be a mapping of options (or null to switch it off)")
     sections.setdefault("analyze", {})

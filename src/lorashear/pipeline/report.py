@@ -91,9 +91,10 @@ def html_page(markdown: str, title: str) -> str:
 def _header(run: RunOutputs) -> str:
     prune = run.recipe["prune"]
     done = [name for name, folder in run.folders.items() if folder is not None]
+    dtype = run.run.get("dtype", "float32")  # run folders from before `dtype` existed ran in float32
     return (f"# lorashear run: {run.recipe['model']}, {prune.get('method', 'random')} "
             f"{prune.get('ratio', 0.2):.0%}\n\nStages finished: {', '.join(done) or 'none'} "
-            f"(run folder `{run.out}`; recipe `{RECIPE_FILE}`).\n")
+            f"(run folder `{run.out}`; recipe `{RECIPE_FILE}`; weights in {dtype}).\n")
 
 
 def _results(run: RunOutputs, figures: Path) -> str:

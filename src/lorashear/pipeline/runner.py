@@ -26,6 +26,7 @@ from pathlib import Path
 
 from lorashear.errors import LorashearError
 from lorashear.evaluate.files import write_atomic
+from lorashear.models import dtype_name, resolve_dtype
 from lorashear.pipeline import stages
 from lorashear.pipeline.recipe import Recipe
 from lorashear.train.config import load_yaml
@@ -83,7 +84,7 @@ def run_recipe(recipe: Recipe, out: str | Path, resume: bool = False, log: Calla
     _check_out(recipe, out, resume)
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / RECIPE_FILE, recipe.to_yaml())
-    run_log = _start_log(out, command)
+    run_log = _start_log(out, command, dtype_name(resolve_dtype(recipe.dtype)))
     ran, skipped = [], []
     for stage in STAGES:
         folder = stage_folder(out, stage.name)
@@ -148,10 +149,12 @@ def _check_out(recipe: Recipe, out: Path, resume: bool) -> None:
                              "use the same recipe and overrides, or a new output folder")
 
 
-def _start_log(out: Path, command: list[str] | None) -> dict:
-    """run.json: every invocation (command, time, versions, hardware) and the seconds of each stage run."""
+def _start_log(out: Path, command: list[str] | None, dtype: str) -> dict:
+    """run.json: every invocation (command, time, versions, hardware), the weights' dtype of every stage and the
+    seconds of each stage run."""
     path = out / RUN_FILE
     run_log = json.loads(path.read_text()) if path.is_file() else {"invocations": [], "seconds": {}}
+    run_log["dtype"] = dtype
     run_log["invocations"].append({"command": command or [sys.executable, *sys.argv], "started": _now(),
                                    "versions": versions(), "hardware": hardware()})
     write_atomic(path, json.dumps(run_log, indent=2) + "\n")

@@ -12,6 +12,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import yaml
@@ -54,18 +55,14 @@ def write_json(path: Path, data: dict) -> None:
 
 def analyze(ctx: StageContext) -> bool:
     """The removable structures: per kind and per layer counts (analyze.json), the summary (summary.txt)."""
-    from lorashear.cli.analyze_cmd import kind_stats, parse_kinds, summarize
+    from lorashear.cli.analyze_cmd import kind_stats, load, parse_kinds, summarize
     from lorashear.graph import build_graph
-    from lorashear.models import count_parameters, load_model
+    from lorashear.models import count_parameters
 
     options = ctx.recipe.analyze()
     kinds_text = options["kinds"] if isinstance(options["kinds"], str) else ",".join(options["kinds"])
     kinds = parse_kinds(kinds_text)
-    model = load_model(ctx.recipe.model, device="cpu")
-    if options["lora"]:
-        from peft import LoraConfig, get_peft_model
-
-        model = get_peft_model(model, LoraConfig(r=8, target_modules="all-linear")).eval()
+    model = load(ctx.recipe.model, options["lora"], ctx.recipe.dtype)  # on the meta device: no weights read
     start = time.perf_counter()
     graph = build_graph(model, kinds=kinds)
     seconds = time.perf_counter() - start
@@ -186,14 +183,14 @@ def evaluate(ctx: StageContext) -> bool:
     """Each model's PPL and tasks (<name>.json, kept across a resume), then all timed side by side (speed.json)."""
     from lorashear.evaluate import evaluate_config
     from lorashear.evaluate import write_json as write_result
-    from lorashear.evaluate.speed import compare
-    from lorashear.models import count_parameters, load_model, load_tokenizer
+    from lorashear.evaluate.speed import compare_models
+    from lorashear.models import count_parameters, default_device, load_model, load_tokenizer
 
     config, rounds = ctx.recipe.evaluate()
     models = evaluated_models(ctx)
     sizes = {}
     for name, spec in models.items():
-        model = load_model(spec)
+        model = load_model(spec, dtype=ctx.recipe.dtype)
         sizes[name] = {"path": spec, "params": count_parameters(model, include_lora=False),
                        "weights_bytes": sum(p.numel() * p.element_size() for p in model.parameters())}
         target = ctx.work / f"{name}.json"
@@ -208,7 +205,9 @@ def evaluate(ctx: StageContext) -> bool:
     write_json(ctx.work / "models.json", sizes)
     if config.speed and not (ctx.work / "speed.json").is_file():
         ctx.log(f"evaluate: timing {', '.join(models)} side by side ({rounds} rounds)")
-        loaded = {name: load_model(spec) for name, spec in models.items()}
-        write_json(ctx.work / "speed.json", compare(loaded, rounds=rounds, log=ctx.log).to_dict())
+        loaders = {name: partial(load_model, spec, dtype=ctx.recipe.dtype) for name, spec in models.items()}
+        weights = {name: size["weights_bytes"] for name, size in sizes.items()}
+        comparison = compare_models(loaders, weights, default_device(), rounds=rounds, log=ctx.log)
+        write_json(ctx.work / "speed.json", comparison.to_dict())
     write_config(ctx.work, {**dataclasses.asdict(config), "speed_rounds": rounds, "models": models})
     return True

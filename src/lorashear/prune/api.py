@@ -41,6 +41,7 @@ class PruneConfig:
     knowledge: KnowledgeConfig | None = None  # None: the method's default rule
     knowledge_from: str | None = None  # an earlier analysis's knowledge.json: its verdict is used, nothing probed
     batch_size: int = 4
+    dtype: str = "auto"  # the model's weights while pruning and in the exported folder (lorashear.models.DTYPES)
     # Trained methods only: the training run (a prune.trained.TrainedConfig) and the method's own
     # settings (its Method.options dataclass, e.g. LhspgConfig); None: their defaults. A recipe may
     # give both as one flat mapping in `method_options` (training keys and method keys, split here).
@@ -85,6 +86,9 @@ class PruneConfig:
                 raise LorashearError("the knowledge analysis needs held-out text: --knowledge-samples must be ≥ 1")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise LorashearError(f"--batch-size must be a positive integer, got {self.batch_size!r}")
+        from lorashear.models import resolve_dtype
+
+        resolve_dtype(self.dtype)  # an unknown name, or a dtype this device cannot run, fails before the load
 
     def _trained_defaults(self, method) -> None:
         """Fill and check a trained method's training run and options."""
@@ -104,6 +108,17 @@ class PruneConfig:
         self.training.validate()
         if self.method_options is None:
             self.method_options = method.options()
+        self._share_multiple_of()
+
+    def _share_multiple_of(self) -> None:
+        """`multiple_of` and a trained method's `group_divisible` are one setting: either name sets both."""
+        divisible = getattr(self.method_options, "group_divisible", None)
+        if divisible is None or divisible == self.multiple_of:
+            return
+        if divisible != 1 and self.multiple_of != 1:
+            raise LorashearError(f"multiple_of {self.multiple_of} and group_divisible {divisible} disagree; "
+                                 "they are one setting: give one of them")
+        self.multiple_of = self.method_options.group_divisible = max(divisible, self.multiple_of)
 
 
 @dataclass
@@ -180,7 +195,7 @@ def prepare(config: PruneConfig, log: Callable[[str], None] = print):
     from lorashear.models import load_model, load_tokenizer
     from lorashear.prune.context import PruneContext
 
-    model = load_model(config.model)
+    model = load_model(config.model, dtype=config.dtype)
     if not config.merge_lora and not hasattr(model, "peft_config"):
         raise LorashearError(
             f"--lora keeps the model's LoRA adapter unmerged, but {config.model} has none; "

@@ -58,6 +58,7 @@ class TrainedConfig(LoopConfig):
     lr: float = 1e-3
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.data = [self.data] if isinstance(self.data, str) else list(self.data)
 
     def validate(self) -> None:
@@ -191,8 +192,11 @@ def _check_same_settings(path: Path, settings: dict) -> None:
 def merge_trained(trained: TrainedRun) -> nn.Module:
     """Check that every process holds the same weights, then merge LoRA into them (in place: the
     model the method was given comes back, in eval mode with its KV cache on)."""
+    from lorashear.train.lora import merge_lora, stop_gradient_checkpointing
+
     assert_same_weights(trained.run.accelerator, trained.model)
-    model = trained.model.merge_and_unload()
+    model = merge_lora(trained.model)
+    stop_gradient_checkpointing(model)
     model.config.use_cache = True
     return model.eval()
 

@@ -59,7 +59,7 @@ class Piece:
 
     def keep(self) -> torch.Tensor | None:
         """For a columns piece, which rows of each column are its own (None: all; the rest are its group's rows)."""
-        if self.dim == 0 or self.index[0].numel() == self.param.shape[0]:
+        if self.dim == 0 or isinstance(self.index[0], slice) or self.index[0].numel() == self.param.shape[0]:
             return None
         mask = torch.zeros(self.param.shape[0], dtype=torch.bool, device=self.param.device)
         mask[self.index[0].flatten()] = True
@@ -67,6 +67,13 @@ class Piece:
 
     def values(self) -> torch.Tensor:
         return self.param.data[self.index]
+
+    def numel(self) -> int:
+        """Elements of the piece (without reading them)."""
+        if self.dim == 0:
+            return len(self.index[0]) * (self.param.shape[1] if self.param.dim() > 1 else 1)
+        rows = self.param.shape[0] if isinstance(self.index[0], slice) else self.index[0].numel()
+        return rows * self.index[1].numel()
 
     def write(self, values: torch.Tensor) -> None:
         self.param.data[self.index] = values.to(self.param.dtype)
@@ -203,10 +210,14 @@ class GroupVariables:
                                     own_factor="a" if fan_in_fan_out else "b", own=ri))
             if c:
                 ci = torch.tensor(c, device=dev)
-                other = torch.ones(p.shape[0], dtype=torch.bool, device=dev)
-                other[r] = False  # W[R, C] already belongs to the rows piece
-                ro = other.nonzero().squeeze(1)
-                pieces.append(Piece(p, (ro[:, None], ci[None, :]), lora, out=ci if fan_in_fan_out else ro,
+                if r:
+                    other = torch.ones(p.shape[0], dtype=torch.bool, device=dev)
+                    other[r] = False  # W[R, C] already belongs to the rows piece
+                    ro = other.nonzero().squeeze(1)
+                    index = (ro[:, None], ci[None, :])
+                else:  # every row: a slice, not a full-row index tensor per group (down_proj: 32 KB each at 4096)
+                    ro, index = None, (slice(None), ci)
+                pieces.append(Piece(p, index, lora, out=ci if fan_in_fan_out else ro,
                                     inp=ro if fan_in_fan_out else ci, transpose=fan_in_fan_out,
                                     own_factor="b" if fan_in_fan_out else "a", own=ci))
         return pieces
@@ -287,6 +298,24 @@ class GroupVariables:
             for piece in self.pieces[i]:
                 parts.setdefault((-piece.dim, id(piece.param)), []).append((k, piece))
         return [Lines.of(parts[key]) for key in sorted(parts, key=lambda key: key[0])]
+
+    def numel(self, i: int) -> int:
+        """Elements of group i's variable x_g."""
+        return sum(piece.numel() for piece in self.pieces[i])
+
+    def chunks(self, indices, max_elements: int) -> list[list[int]]:
+        """`indices` cut, in order, into runs of at most `max_elements` elements of x (a larger group alone): the
+        many-group operations hold float32 temporaries per element of what they process at once."""
+        out: list[list[int]] = [[]]
+        size = 0
+        for i in indices:
+            n = self.numel(i)
+            if out[-1] and size + n > max_elements:
+                out.append([])
+                size = 0
+            out[-1].append(i)
+            size += n
+        return [chunk for chunk in out if chunk]
 
     def lora_slices(self, i: int) -> list[tuple[nn.Parameter, tuple]]:
         return [s for piece in self.pieces[i] for s in piece.own_lora_slices()]

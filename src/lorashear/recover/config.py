@@ -21,6 +21,7 @@ class RecoverConfig(LoopConfig):
     pruned: str = ""  # the pruned model (any `load_model` argument)
     out: str = ""  # the output folder (written to a temporary folder, renamed at the end)
     dense: str | None = None  # the dense model: reference losses for the dynamic mix, teacher for KD
+    dtype: str = "auto"  # both models' weights (lorashear.models.DTYPES); LoRA factors train in float32
     data: list[str] = field(default_factory=lambda: list(PRETRAIN_CORPORA))  # stage 1, one category each
     instruct: list[str] = field(default_factory=lambda: ["alpaca-demo"])  # stage 2, one category each
     tokens: int = 0  # training tokens in all (both stages, all processes)
@@ -52,6 +53,9 @@ class RecoverConfig(LoopConfig):
         if self.stage_split < 1 and not self.instruct:
             raise LorashearError("stage 2 needs instruction data (--instruct), or set --stage-split 1")
         super().validate()
+        from lorashear.models import resolve_dtype
+
+        resolve_dtype(self.dtype)  # an unknown name, or a dtype this device cannot run, fails before any work
         for name in ("mix_interval", "eval_sequences"):
             if getattr(self, name) <= 0:
                 raise LorashearError(f"{name} must be positive, got {getattr(self, name)}")

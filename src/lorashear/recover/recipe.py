@@ -18,7 +18,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from lorashear.errors import LorashearError
-from lorashear.models import load_model, load_tokenizer, resolve_model
+from lorashear.models import dtype_name, load_model, load_tokenizer, resolve_dtype, resolve_model
 from lorashear.recover.config import RecoverConfig
 from lorashear.recover.logs import plot_run
 from lorashear.recover.losses import recovery_loss
@@ -75,18 +75,21 @@ def recover(config: RecoverConfig) -> RecoveryResult:
         config.save(work / CONFIG_FILE)
     accelerator.wait_for_everyone()
 
+    dtype = resolve_dtype(config.dtype, accelerator.device)
     dense = None
     if config.dense is not None and (config.kd_weight > 0 or not (work / "reference_losses.json").is_file()):
-        dense = load_model(config.dense, device=accelerator.device)
+        dense = load_model(config.dense, device=accelerator.device, dtype=dtype)
     reference_losses(stages, dense, work, config, accelerator)
     teacher = dense if config.kd_weight > 0 else None
     if teacher is None:
-        del dense  # the reference losses are cached; free the memory
+        del dense  # the reference losses are cached: freed before the pruned model loads
+        _release_device_memory(accelerator.device)
 
     # ------------------------------------------------------------------ train
     data = StagedMixture(stages, config, work)
     run = train(
-        lora_run(load_pruned_base(config.pruned, accelerator.device), config, accelerator, work, total_steps),
+        lora_run(load_pruned_base(config.pruned, accelerator.device, dtype), config, accelerator, work, total_steps,
+                 frozen_base=True),  # recovery edits no base weight: checkpoints hold LoRA, optimizer, RNG only
         data.next_batch, _loss_fn(teacher, config, accelerator), [data],
         desc="recover", postfix=lambda record: {"stage": record["stage"]},
     )
@@ -95,7 +98,7 @@ def recover(config: RecoverConfig) -> RecoveryResult:
 
     # ------------------------------------------------------------------ save
     final = {s.name: category_losses(run.model, s.stream.categories, config, accelerator) for s in stages}
-    parameters = save_merged(accelerator, run.model, tokenizer, config.pruned, config, work)
+    parameters = save_merged(accelerator, run.model, tokenizer, config.pruned, config, work, dtype)
     out = Path(config.out).expanduser().absolute()
     if accelerator.is_main_process:
         data.write_log()
@@ -105,6 +108,7 @@ def recover(config: RecoverConfig) -> RecoveryResult:
             "num_processes": accelerator.num_processes,
             "tokens_per_step": tokens_per_step,
             "mixed_precision": accelerator.mixed_precision,
+            "dtype": dtype_name(dtype),
             "parameters": parameters,
             "final_losses": final,
             "reference_losses": {s.name: s.reference for s in stages},
@@ -117,6 +121,15 @@ def recover(config: RecoverConfig) -> RecoveryResult:
 
 
 # ---------------------------------------------------------------------- pieces of the recipe
+
+
+def _release_device_memory(device: torch.device) -> None:
+    """Hand freed blocks back (CUDA's caching allocator keeps them for this process otherwise)."""
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _tokenizer(config: RecoverConfig):

@@ -16,8 +16,11 @@ import yaml
 from lorashear.errors import LorashearError
 
 PRECISIONS = ("auto", "no", "bf16", "fp16")
-# Options that may change between a run and its resumption; any other change would train a different run.
-RESUMABLE_CHANGES = frozenset({"resume", "stop_after_steps", "checkpoint_every", "keep_checkpoints"})
+CHECKPOINTING = ("auto", "true", "false")  # gradient checkpointing; auto = on for models of >= 1B parameters
+# Options that may change between a run and its resumption; any other change would train a different run
+# (gradient checkpointing recomputes the same activations: memory, not results).
+RESUMABLE_CHANGES = frozenset({"resume", "stop_after_steps", "checkpoint_every", "keep_checkpoints",
+                               "gradient_checkpointing"})
 
 
 @dataclass
@@ -43,6 +46,12 @@ class LoopConfig:
     stop_after_steps: int | None = None  # stop after this step, keeping the checkpoint (walltime-limited jobs)
     seed: int = 0
     mixed_precision: str = "auto"  # auto = bf16 on a GPU that supports it, else full precision
+    # recompute each decoder layer's activations in the backward pass instead of keeping them (HF's)
+    gradient_checkpointing: str = "auto"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.gradient_checkpointing, bool):  # YAML's true/false
+            self.gradient_checkpointing = str(self.gradient_checkpointing).lower()
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any):
@@ -75,6 +84,9 @@ class LoopConfig:
             raise LorashearError(f"--checkpoint-every must be >= 0, got {self.checkpoint_every}")
         if self.mixed_precision not in PRECISIONS:
             raise LorashearError(f"mixed_precision must be one of {', '.join(PRECISIONS)}")
+        if self.gradient_checkpointing not in CHECKPOINTING:
+            raise LorashearError(f"--gradient-checkpointing must be one of {', '.join(CHECKPOINTING)}, "
+                                 f"got {self.gradient_checkpointing!r}")
 
     def check_same_run(self, saved: Path) -> None:
         """On --resume: refuse options that differ from the interrupted run's (saved at `saved`)."""

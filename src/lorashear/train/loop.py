@@ -46,6 +46,9 @@ class TrainRun:
     step: int = 0  # optimiser steps done
     tokens_seen: int = 0  # global, all processes
     finished: bool = False
+    # True when nothing but the trainable parameters (LoRA) ever changes (recovery): checkpoints then hold those
+    # only, not a copy of the frozen base per checkpoint. Pruning methods edit the base weights: they keep all.
+    frozen_base: bool = False
 
     @property
     def unwrapped(self) -> torch.nn.Module:
@@ -82,9 +85,12 @@ def train(
     """Train until `run.total_steps` (or `stop_after_steps`); `postfix(record)` adds items to the progress bar."""
     accelerator, config = run.accelerator, run.config
     accelerator.register_for_checkpointing(run, *hooks)
+    if run.frozen_base:
+        accelerator.register_save_state_pre_hook(_trainable_only)
     resume_from = ckpt.latest_checkpoint(run.work) if config.resume else None
     if resume_from is not None:
-        accelerator.load_state(str(resume_from))
+        # a frozen base comes from the model folder, as it did in the interrupted run: only LoRA is in the checkpoint
+        accelerator.load_state(str(resume_from), **({"strict": False} if run.frozen_base else {}))
         accelerator.print(f"resumed from {resume_from} (step {run.step}, {run.tokens_seen:,} tokens)")
     main = accelerator.is_main_process
     step_log = StepLog(run.work / "logs" / "steps.jsonl", run.step if resume_from else None) if main else None
@@ -156,6 +162,14 @@ def _optimizer_step(run: TrainRun, batch_source: BatchSource, loss_fn: LossFn, h
     record = dict(zip(keys, means.tolist(), strict=True))
     record["tokens"] = int(accelerator.reduce(tokens, reduction="sum"))
     return record
+
+
+def _trainable_only(models: list, weights: list[dict], output_dir: str) -> None:
+    """Accelerate's save-state hook: each model's state dict cut to its trainable parameters, in place."""
+    for model, state in zip(models, weights, strict=False):  # FSDP/DeepSpeed save their models themselves
+        trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+        for name in [name for name in state if name not in trainable]:
+            del state[name]
 
 
 def save_checkpoint(run: TrainRun) -> Path:

@@ -7,18 +7,63 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
+from lorashear.compress.export import MAX_SHARD_SIZE
 from lorashear.models import count_parameters, load_model, resolve_model
 from lorashear.train import checkpoint as ckpt
 from lorashear.train.config import LoopConfig
 from lorashear.train.loop import TrainRun
 
+CHECKPOINTING_FROM = 1_000_000_000  # gradient_checkpointing "auto": on for models of at least this many parameters
 
-def load_pruned_base(spec: str, device) -> torch.nn.Module:
+
+def load_pruned_base(spec: str, device, dtype: str | torch.dtype = "auto") -> torch.nn.Module:
     """The pruned model without adapters: a LoRA adapter kept by `lorashear prune --lora` is merged first."""
-    model = load_model(spec, device=device)
+    model = load_model(spec, device=device, dtype=dtype)
     if hasattr(model, "peft_config"):
-        model = model.merge_and_unload()
+        model = merge_lora(model)
     return model
+
+
+def merge_lora(model: torch.nn.Module) -> torch.nn.Module:
+    """Merge every active LoRA adapter into its base weight and drop the adapters; returns the base model (in
+    place, no copy). Each W ← W + s·BA is summed in float32, one layer at a time, and rounded once to W's dtype:
+    a bfloat16 merge is the float32 merge rounded once (peft's merge adds a rounded s·BA to W in W's dtype)."""
+    from peft.tuners.lora import LoraLayer
+
+    with torch.no_grad():
+        for module in model.modules():
+            if not isinstance(module, LoraLayer):
+                continue
+            merged = set(module.merged_adapters)
+            deltas = [module.get_delta_weight(a).float() for a in module.active_adapters
+                      if a in module.lora_A and a not in merged]
+            if deltas:
+                weight = module.get_base_layer().weight
+                weight.copy_((weight.float() + sum(deltas)).to(weight.dtype))
+    return model.unload()
+
+
+def use_gradient_checkpointing(model: torch.nn.Module, setting: str) -> bool:
+    """Switch on HF gradient checkpointing (non-reentrant) when `setting` is "true", or "auto" and the model has at
+    least `CHECKPOINTING_FROM` parameters; returns whether it is on. Only training-mode forwards recompute."""
+    on = setting == "true" or (setting == "auto" and count_parameters(model, include_lora=False) >= CHECKPOINTING_FROM)
+    if on:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.2x's name
+            base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return on
+
+
+def stop_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Switch gradient checkpointing off again (a merged model is saved and evaluated without it)."""
+    if not any(getattr(m, "gradient_checkpointing", False) for m in model.modules()):
+        return
+    if hasattr(model, "activation_checkpointing_disable"):
+        model.activation_checkpointing_disable()
+    else:
+        model.gradient_checkpointing_disable()
 
 
 def lora_model(model: torch.nn.Module, r: int, alpha: int, dropout: float, targets: str | list[str]):
@@ -49,29 +94,42 @@ def make_optimizer(model: torch.nn.Module, config: LoopConfig, total_steps: int)
 
 
 def lora_run(model: torch.nn.Module, config: LoopConfig, accelerator: Accelerator, work: Path,
-             total_steps: int) -> TrainRun:
+             total_steps: int, frozen_base: bool = False) -> TrainRun:
     """A run ready for `train`: LoRA on `model` → AdamW + cosine → `accelerator.prepare`; `run.unwrapped` is
-    the PeftModel. A model that has LoRA already (`add_lora`: a method built its graph on it) trains as it is."""
+    the PeftModel. A model that has LoRA already (`add_lora`: a method built its graph on it) trains as it is.
+    `frozen_base`: nothing edits the base weights during the run, so checkpoints keep the LoRA state only."""
     peft_model = model if hasattr(model, "peft_config") else add_lora(model, config)
+    if use_gradient_checkpointing(peft_model, config.gradient_checkpointing):
+        accelerator.print("gradient checkpointing: on (activations recomputed in the backward pass)")
     optimizer, scheduler = make_optimizer(peft_model, config, total_steps)
     prepared, optimizer, scheduler = accelerator.prepare(peft_model, optimizer, scheduler)
-    return TrainRun(prepared, optimizer, scheduler, accelerator, config, total_steps, Path(work))
+    return TrainRun(prepared, optimizer, scheduler, accelerator, config, total_steps, Path(work),
+                    frozen_base=frozen_base)
 
 
-def save_merged(accelerator: Accelerator, model, tokenizer, base: str, config: LoopConfig, folder: Path) -> int:
-    """Merge LoRA into the weights of `base` and save a folder that loads the way `base` did.
+def save_merged(accelerator: Accelerator, model, tokenizer, base: str, config: LoopConfig, folder: Path,
+                dtype: str | torch.dtype = "auto") -> int:
+    """Merge LoRA into the weights of `base` and save a folder that loads the way `base` did, in the weights'
+    dtype, in safetensors shards of at most `MAX_SHARD_SIZE`. One process merges the trained model in place, on
+    its device (no copy; the run is over); several gather the state on the main process and merge it into a
+    fresh copy of `base` loaded in `dtype` there.
 
     Returns the merged model's parameter count (0 on processes other than the main one).
     """
-    # get_state_dict gathers sharded (FSDP) weights; every process must take part.
-    state_dict = accelerator.get_state_dict(model)
+    if accelerator.num_processes == 1:
+        merged = merge_lora(accelerator.unwrap_model(model))
+    else:
+        # get_state_dict gathers sharded (FSDP) weights; every process must take part.
+        state_dict = accelerator.get_state_dict(model)
+        if accelerator.is_main_process:
+            # Rebuild through the same loader as the input (plain HF or lorashear's pruned layout) and merge there.
+            fresh = add_lora(load_pruned_base(base, "cpu", dtype), config)
+            fresh.load_state_dict({k: v.to("cpu") for k, v in state_dict.items()})
+            merged = merge_lora(fresh)
     if accelerator.is_main_process:
-        # Rebuild through the same loader as the input (plain HF or lorashear's pruned layout) and merge there.
-        fresh = add_lora(load_pruned_base(base, "cpu"), config)
-        fresh.load_state_dict({k: v.to("cpu") for k, v in state_dict.items()})
-        merged = fresh.merge_and_unload()
         merged.config.use_cache = True
-        merged.save_pretrained(folder)
+        stop_gradient_checkpointing(merged)
+        merged.save_pretrained(folder, max_shard_size=MAX_SHARD_SIZE)
         tokenizer.save_pretrained(folder)
         ckpt.copy_model_extras(Path(resolve_model(base).location), folder)
     accelerator.wait_for_everyone()

@@ -11,6 +11,8 @@ from lorashear.importance.base import lora_delta, lora_layers
 from lorashear.prune.variables import GroupVariables, Lines
 
 Number = float | torch.Tensor
+# Elements of x one many-group call processes at once: ~6 float32/float64 temporaries each (≈ 0.8 GB at 2^25)
+CHUNK_ELEMENTS = 1 << 25
 StepSizes = Callable[[list[int], torch.Tensor], torch.Tensor]
 
 
@@ -32,9 +34,12 @@ def project(variables: GroupVariables, i: int, lam: float, epsilon: float, optim
 def project_many(variables: GroupVariables, indices: list[int], step_sizes: StepSizes, epsilon: float,
                  optimizer=None) -> list[int]:
     """`project` of many groups, a wave of disjoint groups at a time, each tensor read and written once per
-    wave; `step_sizes(wave, norms)` gives λ of the wave's groups from their ‖x_g‖ (float64). The groups now 0."""
+    wave; `step_sizes(wave, norms)` gives λ of the wave's groups from their ‖x_g‖ (float64). The groups now 0.
+    At most `CHUNK_ELEMENTS` elements of x are processed at once (their float32/float64 temporaries): chunks
+    in group order, as the waves are, so the result is the group-by-group one."""
     zeroed: list[int] = []
-    for wave, lines in variables.waves(indices):
+    waves = [wave for chunk in variables.chunks(indices, CHUNK_ELEMENTS) for wave in variables.waves(chunk)]
+    for wave, lines in waves:
         xs = [part.read() for part in lines]
         norms = _per_group(lines, [x.double().square() for x in xs], len(wave)).sqrt()
         lam = step_sizes(wave, norms)
@@ -68,7 +73,7 @@ def fade_many(variables: GroupVariables, indices: list[int], t: int, period_step
 
 
 def merge_lora(model: nn.Module, optimizer=None) -> int:
-    """W ← W + s·BA for every LoRA layer, then B = 0 and A, B restart their optimizer state; the function
+    """W ← W + s·BA (summed in float32, rounded once to W's dtype) for every LoRA layer, then B = 0 and A, B restart their optimizer state; the function
     is unchanged. Redundant groups' LoRA slices are already zero, so this merges the important groups only."""
     inner = getattr(optimizer, "optimizer", optimizer)
     merged = 0
@@ -78,7 +83,7 @@ def merge_lora(model: nn.Module, optimizer=None) -> int:
             if delta is None:
                 continue
             weight = layer.base_layer.weight
-            weight.data += delta.to(weight.dtype)
+            weight.data.copy_((weight.data.float() + delta.float()).to(weight.dtype))  # rounded once (bf16 bases)
             done = set(getattr(layer, "merged_adapters", []))
             for adapter in layer.active_adapters:
                 if adapter in layer.lora_B and adapter not in done:
