@@ -610,3 +610,38 @@ def test_methods_runs_seed_by_seed_and_skips_rows_already_measured(tmp_path, mon
     monkeypatch.setattr(sys, "argv", ["methods.py", "--workdir", str(work), "--rows", "torch-pruning", "--seeds", "0,1"])
     with pytest.raises(SystemExit):
         methods.main()
+
+
+def test_dtype_quality_reports_each_dtype_against_float32():
+    """benchmarks/dtype_quality.py: each dtype's wiki PPL relative to float32's, float32 the reference row."""
+    dtype_quality = _script("dtype_quality")
+    results = {"model": "m", "ppl_windows": 4, "machine": "cpu", "command": "c",
+               "rows": {"float32": {"ppl": 20.0, "seconds": 10.0}, "bfloat16": {"ppl": 20.1, "seconds": 70.0}}}
+    assert dtype_quality.relative_difference(results) == pytest.approx({"bfloat16": 0.005})
+    text = dtype_quality.markdown(results)
+    assert "| float32 | 20.000 | reference | 10 |" in text and "| bfloat16 | 20.100 | +0.500% | 70 |" in text
+    path = BENCHMARKS / "results" / "dtype_quality.json"
+    if path.is_file():  # the committed report is what the script renders from its JSON
+        assert dtype_quality.markdown(json.loads(path.read_text())) == path.with_suffix(".md").read_text()
+
+
+def test_gpu_smoke_stages_are_valid_commands_and_its_table_reads_its_rows(tmp_path):
+    """benchmarks/gpu_smoke.py (run for real on a lent GPU, and on a CPU with --sizes small): every stage's
+    command parses as the CLI's, its data is the repository's own text, and the table divides peak by params."""
+    from lorashear.cli import build_parser
+
+    smoke = _script("gpu_smoke")
+    parser = build_parser()
+    for stage, argv in smoke.STAGES.items():
+        args = parser.parse_args(argv(str(tmp_path), str(tmp_path / "small"), str(tmp_path / "model")))
+        assert args.command == ("prune" if stage in ("taylor", "lhspg") else stage)
+    smoke.write_data(tmp_path)
+    records = json.loads((tmp_path / "instruct.json").read_text())
+    assert len(records) > 10 and all(r["output"] for r in records)
+    results = {"device": "cuda", "device_name": "GPU", "torch": "2", "command": "c", "params": {"8b": 8_000_000_000},
+               "rows": {"8b taylor": {"exit": 0, "peak_bytes": 20_000_000_000, "seconds": 60.0},
+                        "8b eval": {"exit": 1, "error": "x"}},
+               "agreement": {"device": "cuda", "max_logit_difference": 1e-5, "max_taylor_relative_difference": 2e-6}}
+    text = smoke.markdown(results)
+    assert "| 8b | 8,000,000,000 | taylor | 20.00 | 2.50 | 60.0 | 0 |" in text and "| 8b | 8,000,000,000 | eval |" in text
+    assert "logits differ by at most 1.00e-05" in text

@@ -230,7 +230,12 @@ def test_cli_dtype_flag_is_the_dtype_override_and_a_bad_one_is_refused(tmp_path,
     monkeypatch.setattr(lorashear.pipeline, "run_recipe", lambda recipe, *a, **k: seen.append(recipe.dtype) or
                         runner.RunResult(tmp_path, True, [], []))
     assert main(["run", str(DEMO), "-o", str(tmp_path / "out"), "--dtype", "bfloat16"]) == 0
-    assert seen == ["bfloat16"]
+    # overrides after the options, as the usage line writes them (argparse alone refused them: a run never started)
+    assert main(["run", str(DEMO), "-o", str(tmp_path / "out"), "--resume", "dtype=bfloat16"]) == 0
+    assert seen == ["bfloat16", "bfloat16"]
+    with pytest.raises(SystemExit):
+        main(["run", str(DEMO), "-o", str(tmp_path / "out"), "--resume", "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         main(["run", str(DEMO), "-o", str(tmp_path / "out"), "--dtype", "bf16"])
     assert exit_info.value.code == 2 and "invalid choice: 'bf16'" in capsys.readouterr().err
