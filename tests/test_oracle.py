@@ -135,6 +135,28 @@ def test_unmerged_adapter_reloads_onto_pruned_base(arch, tmp_path):
     assert (logits(load_pruned(folder)) - want).abs().max().item() <= 1e-4
 
 
+def test_export_of_a_lora_model_merges_in_place(tmp_path, monkeypatch):
+    """A peft model's LoRA is merged into it in place: no deep copy of the model (an 8B copy would not fit);
+    the folder still computes what the model did."""
+    import copy
+
+    from torch import nn
+
+    _, graph = model_and_graph("llama", True)
+    removed = pick(graph.groups, random.Random(2), attention_layer=1)
+    model, pruned, want = reference_and_pruned("llama", removed)
+    real_deepcopy = copy.deepcopy
+
+    def no_model_copies(value, *args):
+        assert not isinstance(value, nn.Module), "export copied the model"
+        return real_deepcopy(value, *args)
+
+    monkeypatch.setattr(copy, "deepcopy", no_model_copies)
+    folder = export(pruned, None, tmp_path / "pruned", removed, count_params(model))
+    monkeypatch.undo()
+    assert (logits(load_pruned(folder)) - want).abs().max().item() <= 1e-4
+
+
 # Where a stock config cannot describe fewer heads, uniform head removal needs the remote code too.
 HEADS_NOT_PLAIN = {
     "gpt2": "head_dim is derived as hidden_size / num_heads",

@@ -238,6 +238,25 @@ def load_tokenizer(spec: str):
     return tokenizer
 
 
+def merge_lora(model: torch.nn.Module) -> torch.nn.Module:
+    """Merge every active LoRA adapter into its base weight and drop the adapters; returns the base model (in
+    place, no copy). Each W ← W + s·BA is summed in float32, one layer at a time, and rounded once to W's dtype:
+    a bfloat16 merge is the float32 merge rounded once (peft's merge adds a rounded s·BA to W in W's dtype)."""
+    from peft.tuners.lora import LoraLayer
+
+    with torch.no_grad():
+        for module in model.modules():
+            if not isinstance(module, LoraLayer):
+                continue
+            merged = set(module.merged_adapters)
+            deltas = [module.get_delta_weight(a).float() for a in module.active_adapters
+                      if a in module.lora_A and a not in merged]
+            if deltas:
+                weight = module.get_base_layer().weight
+                weight.copy_((weight.float() + sum(deltas)).to(weight.dtype))
+    return model.unload()
+
+
 def count_parameters(model: torch.nn.Module, include_lora: bool = True) -> int:
     """Parameters of a model, shared (tied) tensors counted once; `include_lora=False` counts the base
     model only (LoRA factors merge into it)."""

@@ -90,8 +90,8 @@ def test_llama_biases_set_config_flags_and_stay_plain(leaves, tmp_path):
     # The siblings the flag creates are zero; the added biases are the model's.
     assert stock.model.layers[0].self_attn.q_proj.bias.abs().max() == 0
     assert stock.model.layers[0].self_attn.o_proj.bias.abs().max() > 0
-    # The in-memory model is left as it was: no flag, no sibling biases.
-    assert pruned.get_base_model().model.layers[0].self_attn.q_proj.base_layer.bias is None
+    # The in-memory model (its LoRA merged in place by the export) gets no flag and no sibling biases.
+    assert pruned.get_base_model().model.layers[0].self_attn.q_proj.bias is None
     assert not pruned.get_base_model().config.attention_bias
 
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 from tiny_models import single_thread, tiny_model, with_random_lora  # noqa: F401
 
-from lorashear.train.lora import merge_lora, use_gradient_checkpointing
+from lorashear.models import merge_lora
+from lorashear.train.lora import use_gradient_checkpointing
 
 IDS = torch.randint(3, 120, (2, 12), generator=torch.Generator().manual_seed(0))
 

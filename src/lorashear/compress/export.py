@@ -32,6 +32,7 @@ from lorashear.compress.core import base_model_of, count_params
 from lorashear.compress.remote import modeling_lorashear as remote
 from lorashear.errors import LorashearError
 from lorashear.graph.structures import Group, groups_to_json
+from lorashear.models import merge_lora as merge_lora_into
 
 REMOTE_FILE = Path(remote.__file__)
 ADAPTER_DIR = "adapter"
@@ -167,7 +168,8 @@ def export(
     record: dict | None = None,
     norm_eps: str = "exact",
 ) -> Path:
-    """Write the compressed `model` (LoRA merged, or kept as `adapter/`), its tokenizer and `extra_files`
+    """Write the compressed `model` (LoRA merged into it in place, no copy of the model; or kept as `adapter/`,
+    which copies the model to unload it), its tokenizer and `extra_files`
     (relative path -> text or bytes) to `out_dir`, through a temporary folder renamed at the end; `record` (how the groups
     were chosen) goes into pruning.json. `norm_eps="stock"` trades the exact norm eps for a plain folder
     where that is all that prevents one (see the module's docstring)."""
@@ -180,11 +182,11 @@ def export(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         peft = hasattr(model, "get_base_model")
-        if peft:
-            copied = copy.deepcopy(model)
-            base = copied.merge_and_unload() if merge_lora else copied.unload()
-            if not merge_lora:
-                model.save_pretrained(tmp / ADAPTER_DIR)
+        if peft and merge_lora:  # in place, no copy of the model: LoRA summed into W in float32, adapters dropped
+            base = merge_lora_into(model)
+        elif peft:  # the adapter kept beside the base: a copy to unload, so the caller's model keeps its adapter
+            model.save_pretrained(tmp / ADAPTER_DIR)
+            base = copy.deepcopy(model).unload()
         else:
             base = model
         info = dict(getattr(base.config, "lorashear", None) or {})

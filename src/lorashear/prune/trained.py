@@ -192,7 +192,8 @@ def _check_same_settings(path: Path, settings: dict) -> None:
 def merge_trained(trained: TrainedRun) -> nn.Module:
     """Check that every process holds the same weights, then merge LoRA into them (in place: the
     model the method was given comes back, in eval mode with its KV cache on)."""
-    from lorashear.train.lora import merge_lora, stop_gradient_checkpointing
+    from lorashear.models import merge_lora
+    from lorashear.train.lora import stop_gradient_checkpointing
 
     assert_same_weights(trained.run.accelerator, trained.model)
     model = merge_lora(trained.model)

@@ -8,7 +8,7 @@ import torch
 from accelerate import Accelerator
 
 from lorashear.compress.export import MAX_SHARD_SIZE
-from lorashear.models import count_parameters, load_model, resolve_model
+from lorashear.models import count_parameters, load_model, merge_lora, resolve_model
 from lorashear.train import checkpoint as ckpt
 from lorashear.train.config import LoopConfig
 from lorashear.train.loop import TrainRun
@@ -22,25 +22,6 @@ def load_pruned_base(spec: str, device, dtype: str | torch.dtype = "auto") -> to
     if hasattr(model, "peft_config"):
         model = merge_lora(model)
     return model
-
-
-def merge_lora(model: torch.nn.Module) -> torch.nn.Module:
-    """Merge every active LoRA adapter into its base weight and drop the adapters; returns the base model (in
-    place, no copy). Each W ← W + s·BA is summed in float32, one layer at a time, and rounded once to W's dtype:
-    a bfloat16 merge is the float32 merge rounded once (peft's merge adds a rounded s·BA to W in W's dtype)."""
-    from peft.tuners.lora import LoraLayer
-
-    with torch.no_grad():
-        for module in model.modules():
-            if not isinstance(module, LoraLayer):
-                continue
-            merged = set(module.merged_adapters)
-            deltas = [module.get_delta_weight(a).float() for a in module.active_adapters
-                      if a in module.lora_A and a not in merged]
-            if deltas:
-                weight = module.get_base_layer().weight
-                weight.copy_((weight.float() + sum(deltas)).to(weight.dtype))
-    return model.unload()
 
 
 def use_gradient_checkpointing(model: torch.nn.Module, setting: str) -> bool:
