@@ -164,3 +164,17 @@ def test_a_skeleton_has_every_shape_and_no_weights(tiny_llama_dir, monkeypatch):
     assert {p.device.type for p in skeleton.parameters()} == {"meta"}
     assert {p.dtype for p in skeleton.parameters()} == {torch.bfloat16}
     assert {n: p.shape for n, p in skeleton.named_parameters()} == {n: p.shape for n, p in loaded.named_parameters()}
+
+
+def test_a_cpu_load_leaves_no_weight_mapped_from_the_file(tiny_llama_dir):
+    """Weights are read into memory of their own (pread), not left as views of the mapped safetensors file: a
+    touched mapped page counts for as long as any tensor of the file lives, so replacing weights (compress,
+    merges) would hold the old file pages beside the new weights."""
+    from pathlib import Path
+
+    model = load_model(str(tiny_llama_dir), device="cpu")
+    mapped = [line.split()[0] for line in Path("/proc/self/maps").read_text().splitlines()
+              if line.endswith(".safetensors") and str(tiny_llama_dir) in line]
+    ranges = [tuple(int(x, 16) for x in span.split("-")) for span in mapped]
+    assert not any(start <= p.data_ptr() < end for p in model.parameters() for start, end in ranges)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
