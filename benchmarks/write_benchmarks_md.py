@@ -25,6 +25,8 @@ SECTIONS = (
     ("methods_smollm2", "methods", "Every method side by side at 20% and 50%, before and after the same recovery"),
     ("importance_smollm2", "importance", "One-shot criteria and knowledge rules, no recovery"),
     ("prune_cost_smollm2", "prune_cost", "Peak memory and time of the gradient-based pruners (Taylor, LoRAPrune, LHSPG)"),
+    ("memory_scale", "memory_scale", "Bytes per parameter of every stage on random LLaMA shapes (0.1-0.9B, fp32 and "
+     "bf16), fitted and projected to 8B and 70B: does an 8B model fit a 24 GB card?"),
     ("recovery_smollm2_lhspg", "recovery", "Recovery variants (dynamic vs uniform mix, distillation) on an LHSPG-pruned "
      "model: where the mix can show (random plans drowned the comparison in noise)"),
     ("recovery_smollm2_300k", "recovery", "Three times the recovery tokens (300K, dynamic mix, the recipe's settings) on "
