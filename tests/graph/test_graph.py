@@ -352,3 +352,16 @@ def test_head_groups_remove_as_they_zero(arch, heads, kv_heads, attention):
     zero_groups(reference, removed)
     pruned = compress(copy.deepcopy(model), removed)
     assert (_logits(pruned, ids) - _logits(reference, ids)).abs().max().item() <= 1e-4
+
+
+def test_groups_stay_small_slotted_shared_meta_one_index_tuple():
+    """A large model has hundreds of thousands of groups: each is slotted (no __dict__), the groups of one layout
+    share one read-only meta, and a group's slices with the same indices share one tuple."""
+    from tiny_models import model_and_graph
+
+    _, graph = model_and_graph("llama")
+    mlp = [g for g in graph.groups if g.kind == "mlp_channel" and g.layer == 0]
+    assert not hasattr(mlp[0], "__dict__")
+    assert mlp[0].meta is mlp[1].meta and mlp[0].meta["inputs"]
+    indices = {id(s.index) for s in mlp[0].slices}
+    assert len(mlp[0].slices) == 3 and len(indices) == 1

@@ -116,8 +116,10 @@ def _group(kind: str, comp_slices: dict[tuple[str, int], list[int]], prop: Propa
     if layout is None:
         layout = prop.group_layouts[(kind, params)] = _layout(kind, params, prop)
     ordered, layer, meta = layout
-    slices = [Slice(name, dim, tuple(comp_slices[(name, dim)])) for name, dim in ordered]
-    return Group(kind, layer, slices, unprunable, dict(meta))
+    indices: dict[tuple[int, ...], tuple[int, ...]] = {}  # one tuple for slices with the same indices
+    slices = [Slice(name, dim, indices.setdefault(index := tuple(comp_slices[(name, dim)]), index))
+              for name, dim in ordered]
+    return Group(kind, layer, slices, unprunable, meta)  # meta: shared by the groups of one layout (read only)
 
 
 def _layout(kind: str, params: tuple[tuple[str, int], ...], prop: Propagation) -> tuple[list, int | None, dict]:

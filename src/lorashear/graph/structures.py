@@ -43,9 +43,10 @@ class Slice(NamedTuple):
         return cls(param=d["param"], dim=int(d["dim"]), index=tuple(int(i) for i in d["index"]))
 
 
-@dataclass
+@dataclass(slots=True)
 class Group:
-    """A minimally removable structure: all of its slices go together."""
+    """A minimally removable structure: all of its slices go together. Slotted: a large model has hundreds of
+    thousands of groups (Llama-3-8B: 458,752 MLP channels)."""
 
     kind: str
     layer: int | None

@@ -224,9 +224,9 @@ def lora_graph(model: nn.Module, graph: StructureGraph, kinds: tuple[str, ...]) 
     from lorashear.graph import build_graph
 
     lora = build_graph(model, kinds)
-    twins = {_twin_key(g): g for g in graph.groups}
+    twins = _Twins(graph)
     for group in lora.groups:
-        twin = twins.get(_twin_key(group))
+        twin = twins.find(group)
         if twin is None:
             raise RuntimeError(f"the LoRA model's {group.kind} group of layer {group.layer} has no twin in the "
                                "model's graph")
@@ -236,8 +236,22 @@ def lora_graph(model: nn.Module, graph: StructureGraph, kinds: tuple[str, ...]) 
 
 def base_groups(graph: StructureGraph, lora: StructureGraph, indices: Sequence[int]) -> list[Group]:
     """The groups of `graph` (the model without LoRA) that groups `indices` of the LoRA graph are."""
-    twins = {_twin_key(g): g for g in graph.groups}
-    return [twins[_twin_key(lora.groups[i])] for i in indices]
+    twins = _Twins(graph)
+    return [twins.find(lora.groups[i]) for i in indices]
+
+
+class _Twins:
+    """`graph`'s groups by the hash of their `_twin_key` (an int each: a dict of the keys themselves would hold
+    a third copy of the graph's slices), each hit checked against the full key."""
+
+    def __init__(self, graph: StructureGraph) -> None:
+        self.by_hash: dict[int, list[Group]] = {}
+        for group in graph.groups:
+            self.by_hash.setdefault(hash(_twin_key(group)), []).append(group)
+
+    def find(self, group: Group) -> Group | None:
+        key = _twin_key(group)
+        return next((g for g in self.by_hash.get(hash(key), []) if _twin_key(g) == key), None)
 
 
 def method_settings(ctx: PruneContext) -> dict:
