@@ -27,6 +27,8 @@ SECTIONS = (
     ("prune_cost_smollm2", "prune_cost", "Peak memory and time of the gradient-based pruners (Taylor, LoRAPrune, LHSPG)"),
     ("memory_scale", "memory_scale", "Bytes per parameter of every stage on random LLaMA shapes (0.1-0.9B, fp32 and "
      "bf16), fitted and projected to 8B and 70B: does an 8B model fit a 24 GB card?"),
+    ("dtype_quality", "dtype_quality", "The default model in float32 and in bfloat16: does a low-precision run score "
+     "what a float32 run scores?"),
     ("recovery_smollm2_lhspg", "recovery", "Recovery variants (dynamic vs uniform mix, distillation) on an LHSPG-pruned "
      "model: where the mix can show (random plans drowned the comparison in noise)"),
     ("recovery_smollm2_300k", "recovery", "Three times the recovery tokens (300K, dynamic mix, the recipe's settings) on "
