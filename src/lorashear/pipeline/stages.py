@@ -196,12 +196,12 @@ def evaluate(ctx: StageContext) -> bool:
         target = ctx.work / f"{name}.json"
         if target.is_file():
             ctx.log(f"evaluate: {name} already measured ({target})")
-            continue
-        ctx.log(f"evaluate: {name} ({spec})")
-        result = evaluate_config(model, load_tokenizer(spec), dataclasses.replace(config, speed=False),
-                                 model_name=name, log=ctx.log)
-        write_result(result, target)
-        del model
+        else:
+            ctx.log(f"evaluate: {name} ({spec})")
+            result = evaluate_config(model, load_tokenizer(spec), dataclasses.replace(config, speed=False),
+                                     model_name=name, log=ctx.log)
+            write_result(result, target)
+        del model  # one model at a time: freed before the next one loads
     write_json(ctx.work / "models.json", sizes)
     if config.speed and not (ctx.work / "speed.json").is_file():
         ctx.log(f"evaluate: timing {', '.join(models)} side by side ({rounds} rounds)")
