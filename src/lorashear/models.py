@@ -284,6 +284,15 @@ def merge_lora(model: torch.nn.Module) -> torch.nn.Module:
     return model.unload()
 
 
+def release_memory(device: torch.device) -> None:
+    """Collect freed models now and hand CUDA's cached blocks back (its allocator keeps them for this process)."""
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def count_parameters(model: torch.nn.Module, include_lora: bool = True) -> int:
     """Parameters of a model, shared (tied) tensors counted once; `include_lora=False` counts the base
     model only (LoRA factors merge into it)."""

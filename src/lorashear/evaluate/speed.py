@@ -36,7 +36,7 @@ import torch
 from transformers.generation.streamers import BaseStreamer
 
 from lorashear.errors import LorashearError
-from lorashear.models import count_parameters
+from lorashear.models import count_parameters, release_memory
 
 DEFAULT_PREFILL_TOKENS = 512
 DEFAULT_DECODE_TOKENS = 128
@@ -563,14 +563,6 @@ def compare_models(
         timed.append(rounds_of_model)
         loads += model_loads
         del model
-        _release(device)
+        release_memory(device)
     return SpeedComparison(models=tuple(timed), machine=machine_state(device, loads), rounds=rounds, warmup=warmup,
                            max_spread=settings.get("max_spread", DEFAULT_MAX_SPREAD), alternated=False, **timing)
-
-
-def _release(device: torch.device) -> None:
-    import gc
-
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()

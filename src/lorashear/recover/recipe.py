@@ -18,7 +18,14 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from lorashear.errors import LorashearError
-from lorashear.models import dtype_name, load_model, load_tokenizer, resolve_dtype, resolve_model
+from lorashear.models import (
+    dtype_name,
+    load_model,
+    load_tokenizer,
+    release_memory,
+    resolve_dtype,
+    resolve_model,
+)
 from lorashear.recover.config import RecoverConfig
 from lorashear.recover.logs import plot_run
 from lorashear.recover.losses import recovery_loss
@@ -83,7 +90,7 @@ def recover(config: RecoverConfig) -> RecoveryResult:
     teacher = dense if config.kd_weight > 0 else None
     if teacher is None:
         del dense  # the reference losses are cached: freed before the pruned model loads
-        _release_device_memory(accelerator.device)
+        release_memory(accelerator.device)
 
     # ------------------------------------------------------------------ train
     data = StagedMixture(stages, config, work)
@@ -121,15 +128,6 @@ def recover(config: RecoverConfig) -> RecoveryResult:
 
 
 # ---------------------------------------------------------------------- pieces of the recipe
-
-
-def _release_device_memory(device: torch.device) -> None:
-    """Hand freed blocks back (CUDA's caching allocator keeps them for this process otherwise)."""
-    import gc
-
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 def _tokenizer(config: RecoverConfig):
