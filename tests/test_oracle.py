@@ -17,7 +17,16 @@ from tiny_models import ARCHS, LAYERS, MHA_ARCHS, VARIANTS, model_and_graph, sin
 from torch import nn
 from transformers import AutoModelForCausalLM
 
-from lorashear.compress import compress, count_params, export, load_pruned, removed_indices, zero_groups
+from lorashear.compress import (
+    PRUNING_FORMAT,
+    compress,
+    count_params,
+    export,
+    load_pruned,
+    read_pruning_record,
+    removed_indices,
+    zero_groups,
+)
 from lorashear.graph import (
     ATTENTION_BLOCK,
     GROUP_KINDS,
@@ -100,8 +109,10 @@ def test_remove_equals_zero_and_export_reloads(index, arch, tmp_path):
 
     folder = export(pruned, None, tmp_path / "pruned", removed, params_before)
     plan = json.loads((folder / "pruning.json").read_text())
+    assert plan["format"] == PRUNING_FORMAT  # the export says which format its `removed` is in
     assert plan["params_before"] == params_before and plan["params_after"] == count_params(pruned)
     assert groups_from_json(plan["removed"]) == removed  # every group, in order
+    assert read_pruning_record(folder)["removed"] == removed
     assert not plan["plain"]  # layers differ
     reloaded = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
     assert (logits(reloaded) - want).abs().max().item() <= 1e-4

@@ -254,3 +254,33 @@ def test_taylor_frees_each_gradient_once_folded(setup, monkeypatch):
     get_criterion("taylor").score(ctx)
     assert len(folded_names) == len(ctx.scored_parameters()) and all(not alive for alive in alive_after)
     assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("normalize", ["none", "l2"])
+@pytest.mark.parametrize("channel_abs", [False, True])
+def test_channel_sums_by_blocks_of_rows_equal_the_whole_parameter(monkeypatch, normalize, channel_abs):
+    """A parameter's channel sums taken a few rows at a time (no parameter-sized temporary) equal the sums of the
+    whole tensor, for row and column channels, L2-normalised or not, made absolute per channel or not."""
+    import numpy as np
+
+    import lorashear.importance.base as base
+
+    elements = torch.randn(7, 5, generator=torch.Generator().manual_seed(1))
+    whole = elements / elements.double().norm() if normalize == "l2" else elements.double()
+    expected = {0: whole.double().sum(1).numpy(), 1: whole.double().sum(0).numpy()}
+    expected = {d: np.abs(v) if channel_abs else v for d, v in expected.items()}
+    monkeypatch.setattr(base, "ROW_BLOCK_ELEMENTS", 10)  # two rows a block, the last block one row
+    got = base.channel_sums(elements, [0, 1], normalize, channel_abs)
+    for d in (0, 1):
+        np.testing.assert_allclose(got.sums[d], expected[d], rtol=1e-6, atol=1e-9)
+    assert got.per_channel == {0: 5, 1: 7}
+
+
+def test_taylor_folded_a_row_at_a_time_equals_whole_weights(setup, monkeypatch):
+    """The calibration fold reads w·g a block of rows at a time: one row a block gives the same scores."""
+    import lorashear.importance.base as base
+
+    model, graph, ctx = setup
+    whole = get_criterion("taylor").score(ctx).scores
+    monkeypatch.setattr(base, "ROW_BLOCK_ELEMENTS", 1)
+    assert get_criterion("taylor").score(ctx).scores == pytest.approx(whole, rel=1e-6)

@@ -214,10 +214,14 @@ def assert_same_state(one, opt_one, many, opt_many) -> None:
                 torch.testing.assert_close(opt_one.state[p][key], opt_many.state[q][key], msg=name)
 
 
+@pytest.mark.parametrize("chunk", [None, 1])
 @pytest.mark.parametrize("model_type", ["llama", "gpt2"])
-def test_batched_steps_equal_group_by_group_steps(model_type, llama):
+def test_batched_steps_equal_group_by_group_steps(model_type, chunk, llama, monkeypatch):
     """project_many / fade_many / zero_many equal the per-group forms applied in index order, also for groups that
-    share elements (a hidden channel's columns and a KV group's or MLP channel's rows of one matrix)."""
+    share elements (a hidden channel's columns and a KV group's or MLP channel's rows of one matrix), whether the
+    groups are processed all at once or one chunk (here: one group) at a time."""
+    if chunk is not None:
+        monkeypatch.setattr("lorashear.prune.lhspg.step.CHUNK_ELEMENTS", chunk)
     base, graph = llama if model_type == "llama" else (lambda m: (m, graph_of(m)))(lora_model("gpt2"))
     kinds = ["hidden_channel", "mlp_channel", "mlp_channel"] + (["kv_group"] if model_type == "llama" else [])
     chosen = sorted({group(graph, "hidden_channel", None, 3), group(graph, "mlp_channel", 0, 1),

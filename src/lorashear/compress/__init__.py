@@ -8,9 +8,17 @@ from lorashear.compress.core import (
     zero_groups,
     zeroed,
 )
-from lorashear.compress.export import export, is_pruned_folder, load_pruned, pruned_skeleton
+from lorashear.compress.export import (
+    PRUNING_FORMAT,
+    export,
+    is_pruned_folder,
+    load_pruned,
+    pruned_skeleton,
+    read_pruning_record,
+)
 
 __all__ = [
+    "PRUNING_FORMAT",
     "add_output_bias",
     "compress",
     "count_params",
@@ -18,6 +26,7 @@ __all__ = [
     "is_pruned_folder",
     "load_pruned",
     "pruned_skeleton",
+    "read_pruning_record",
     "removed_indices",
     "zero_groups",
     "zeroed",

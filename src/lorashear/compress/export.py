@@ -31,13 +31,18 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from lorashear.compress.core import base_model_of, count_params
 from lorashear.compress.remote import modeling_lorashear as remote
 from lorashear.errors import LorashearError
-from lorashear.graph.structures import Group, groups_to_json
+from lorashear.graph.structures import Group, groups_from_json, groups_to_json
 from lorashear.models import merge_lora as merge_lora_into
 
 REMOTE_FILE = Path(remote.__file__)
 ADAPTER_DIR = "adapter"
 MAX_SHARD_SIZE = "5GB"  # safetensors shards of every saved folder (transformers' own default is one 50 GB file)
 PLAN_FILE = "pruning.json"
+# pruning.json's `format`: 1 = `removed` holds one dict per group (`Group.to_dict`; folders written before the
+# field existed have none and read as 1); 2 = `removed` holds compact records (`graph.groups_to_json`). The other
+# keys are the same in both: params_before/after, plain, norm_eps, lora, then `prune_model`'s record (method,
+# ratio, achieved_ratio, uniform, kinds, settings, knowledge). `read_pruning_record` reads every format.
+PRUNING_FORMAT = 2
 # Config flags that make stock transformers build projection biases (llama family).
 BIAS_FLAGS = ("attention_bias", "mlp_bias")
 NORM_EPS = ("exact", "stock")  # export's choices: remote code where eps differ, or the original eps everywhere
@@ -224,6 +229,7 @@ def export(
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         plan = {
+            "format": PRUNING_FORMAT,
             "params_before": int(params_before),
             "params_after": count_params(base) + sum(t.numel() for t in extras.values()),
             "plain": plain,
@@ -244,6 +250,20 @@ def export(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def read_pruning_record(folder: str | Path) -> dict:
+    """A pruned folder's pruning.json, whatever format wrote it (`PRUNING_FORMAT`), its `removed` groups read back
+    as `Group`s; one clear error for a folder without one or a format newer than this lorashear reads."""
+    path = Path(folder) / PLAN_FILE
+    if not path.is_file():
+        raise LorashearError(f"{folder} has no {PLAN_FILE}; is it a folder written by `lorashear prune`?")
+    record = json.loads(path.read_text())
+    version = record.get("format", 1)
+    if not isinstance(version, int) or not 1 <= version <= PRUNING_FORMAT:
+        raise LorashearError(f"{path} has format {version!r}, newer than this lorashear reads (1-{PRUNING_FORMAT}); "
+                             "upgrade lorashear")
+    return {**record, "format": version, "removed": groups_from_json(record.get("removed", []))}
 
 
 def load_pruned(
@@ -280,4 +300,5 @@ def pruned_skeleton(folder: str | Path, config, dtype: torch.dtype) -> nn.Module
     return remote._pruned_class(stock)._from_config(config, dtype=dtype)
 
 
-__all__ = ["export", "is_pruned_folder", "is_plain", "load_pruned", "pruned_skeleton", "base_model_of"]
+__all__ = ["export", "is_pruned_folder", "is_plain", "load_pruned", "pruned_skeleton", "base_model_of",
+           "read_pruning_record", "PRUNING_FORMAT"]

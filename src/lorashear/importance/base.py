@@ -10,7 +10,7 @@ number. A criterion that needs something else (FLAP's standardised fluctuation) 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -193,14 +193,38 @@ def channel_sums(elements: torch.Tensor, dims: Iterable[int], normalize: str = "
                  channel_abs: bool = False) -> ChannelSums:
     """`elements` of one parameter (divided by their L2 norm first with `normalize="l2"`) summed over every dim but
     each of `dims`: the small record a criterion may keep instead of the parameter-sized tensor."""
-    if normalize == "l2":
-        norm = float(elements.double().norm())
-        elements = elements / norm if norm > 0 else elements
-    sums, per_channel = {}, {}
-    for d in dims:
-        sums[d] = np.abs(_channel_sums(elements, d)) if channel_abs else _channel_sums(elements, d)
-        per_channel[d] = math.prod(elements.shape) // elements.shape[d]
-    return ChannelSums(sums, per_channel)
+    return channel_sums_by_rows(lambda rows: elements[rows], elements.shape, dims, normalize, channel_abs)
+
+
+# Elements of one parameter that `channel_sums_by_rows` turns into float32/float64 temporaries at once (≈ 100 MB):
+# a whole 8B embedding would be 525M elements, 2-8 GB of them.
+ROW_BLOCK_ELEMENTS = 1 << 22
+
+
+def channel_sums_by_rows(rows_of: Callable[[slice], torch.Tensor], shape: torch.Size, dims: Iterable[int],
+                         normalize: str = "none", channel_abs: bool = False) -> ChannelSums:
+    """`channel_sums` of a parameter's elements (of `shape`) made a block of rows at a time by `rows_of(rows)`, at
+    most `ROW_BLOCK_ELEMENTS` elements each: the same sums without a parameter-sized temporary."""
+    dims = list(dims)
+    per_row = math.prod(shape[1:])
+    step = max(1, ROW_BLOCK_ELEMENTS // max(per_row, 1))
+    rows: list[np.ndarray] = []  # dim 0: one block of channels per block of rows
+    across = {d: 0.0 for d in dims if d != 0}  # other dims: every block adds to each channel
+    square = 0.0
+    for start in range(0, shape[0], step):
+        block = rows_of(slice(start, start + step))
+        if normalize == "l2":
+            square += float(block.double().square().sum())
+        if 0 in dims:
+            rows.append(_channel_sums(block, 0))
+        for d in across:
+            across[d] = across[d] + _channel_sums(block, d)
+    sums = {d: np.concatenate(rows) if d == 0 else across[d] for d in dims}
+    norm = math.sqrt(square)
+    if normalize == "l2" and norm > 0:
+        sums = {d: v / norm for d, v in sums.items()}
+    return ChannelSums({d: np.abs(v) if channel_abs else v for d, v in sums.items()},
+                       {d: math.prod(shape) // shape[d] for d in dims})
 
 
 def needed_dims(ctx: ScoreContext) -> dict[str, list[int]]:

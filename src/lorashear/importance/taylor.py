@@ -26,7 +26,7 @@ from lorashear.importance.base import (
     GroupScores,
     ScoreContext,
     aggregate_channels,
-    channel_sums,
+    channel_sums_by_rows,
     effective_weights,
     lora_layers,
     needed_dims,
@@ -68,8 +68,12 @@ class Taylor(Criterion):
 
         def fold(name: str, weight: torch.Tensor, grad: torch.Tensor) -> ChannelSums:
             delta = ctx.lora_delta(name, lora[name]) if name in lora else None
-            wg = (weight.float() if delta is None else weight.float() + delta.float()) * grad.float()
-            return channel_sums(self._form(wg), needed[name], self.normalize, self.per_channel_abs())
+
+            def rows_of(rows: slice) -> torch.Tensor:  # w·g of some rows, in float32
+                w = weight[rows].float() if delta is None else weight[rows].float() + delta[rows].float()
+                return self._form(w * grad[rows].float())
+
+            return channel_sums_by_rows(rows_of, weight.shape, needed[name], self.normalize, self.per_channel_abs())
 
         scored = {name for name in ctx.scored_params() if name in needed}
         reduced = fold_gradients(ctx.model, ctx.require_batches(self.name), scored, fold, ctx.batch_size)

@@ -11,11 +11,12 @@ import html
 import json
 from pathlib import Path
 
+from lorashear.compress.export import PLAN_FILE, read_pruning_record
 from lorashear.evaluate import AVERAGE_METRIC, EvalResult
 from lorashear.evaluate.files import write_atomic
 from lorashear.evaluate.report import cell
 from lorashear.evaluate.speed import SpeedComparison, machine_notes
-from lorashear.graph.structures import groups_from_json
+from lorashear.graph.structures import Group
 from lorashear.pipeline.card import write_model_card
 from lorashear.pipeline.runner import RECIPE_FILE, RUN_FILE, finished_folder
 from lorashear.pipeline.stages import MODEL_DIR, MODELS
@@ -50,7 +51,8 @@ class RunOutputs:
         self.sizes = _json(evaluated / "models.json") if evaluated else None
         speed = _json(evaluated / "speed.json") if evaluated else None
         self.speed = SpeedComparison.from_dict(speed) if speed else None
-        self.pruning = _json(self.model_dir("prune") / "pruning.json") if self.folders["prune"] else None
+        pruned = self.model_dir("prune")
+        self.pruning = read_pruning_record(pruned) if pruned and (pruned / PLAN_FILE).is_file() else None
         self.analysis = _json(self.folders["analyze"] / "analyze.json") if self.folders["analyze"] else None
         self.knowledge = _json(self.folders["knowledge"] / "knowledge.json") if self.folders["knowledge"] else None
 
@@ -169,10 +171,10 @@ def _structure(run: RunOutputs, figures: Path) -> str:
     return "\n".join(lines)
 
 
-def remaining_per_layer(analysis: dict, removed: list[dict]) -> dict[str, dict[int, tuple[int, int]]]:
+def remaining_per_layer(analysis: dict, removed: list[Group]) -> dict[str, dict[int, tuple[int, int]]]:
     """Per kind and layer: (groups left, groups before), from analyze.json counts and the removed groups."""
     gone: dict[tuple[str, int], int] = {}
-    for g in groups_from_json(removed):
+    for g in removed:
         if g.layer is not None:
             gone[(g.kind, g.layer)] = gone.get((g.kind, g.layer), 0) + 1
     return {kind: {int(layer): (total - gone.get((kind, int(layer)), 0), total) for layer, total in per_layer.items()}
