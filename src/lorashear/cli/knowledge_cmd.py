@@ -22,7 +22,18 @@ from lorashear.graph.structures import DEFAULT_KINDS
 def register(sub: argparse._SubParsersAction) -> None:
     from lorashear.importance import CRITERIA
 
-    p = sub.add_parser("knowledge", help="find the clusters (layer attention/MLP) that must not be pruned")
+    p = sub.add_parser("knowledge", help="find the clusters (layer attention/MLP) that must not be pruned",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, description="""\
+LoRAShear's knowledge-distribution analysis alone (docs/knowledge.md): per cluster (each layer's
+attention groups, each layer's MLP groups, the hidden channels) the held-out loss increase when its
+lowest-scored groups are zeroed at each ratio, and which clusters are unprunable. Writes
+OUT/knowledge.json and the heatmap OUT/knowledge.png; `lorashear prune --knowledge-from
+OUT/knowledge.json` then uses the verdict instead of probing again.""", epilog="""\
+examples:
+
+    lorashear knowledge smollm2-135m -o runs/knowledge
+    lorashear knowledge smollm2-135m --criterion taylor --unprunable-ratio 0.1 -o runs/knowledge-taylor
+""")
     p.add_argument("model", help="built-in name, HF folder, peft adapter folder, .gguf file or hub id")
     p.add_argument("--structures", type=split_list, default=DEFAULT_KINDS, metavar="LIST",
                    help=f"kinds whose clusters are probed (default: {','.join(DEFAULT_KINDS)})")
@@ -32,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_calibration_args(p)
     add_knowledge_args(p, default_rule="auto")
     add_dtype_arg(p)
-    p.add_argument("-o", "--output", required=True, type=Path,
+    p.add_argument("-o", "--output", required=True, type=Path, metavar="OUT",
                    help="folder for knowledge.json and knowledge.png")
     p.set_defaults(handler=run)
 

@@ -20,15 +20,44 @@ from lorashear.cli.options import (
 from lorashear.errors import LorashearError
 from lorashear.graph.structures import DEFAULT_KINDS, GROUP_KINDS
 
+DESCRIPTION = """\
+Knowledge analysis, plan, compress and export: the groups the method chooses are removed physically
+and the model is saved as a smaller Hugging Face folder: a plain config that stock from_pretrained
+loads where the architecture's config can describe the result (every layer alike), else the shipped
+remote code. --ratio is the fraction of all parameters removed (tied embeddings counted once). The
+folder also holds pruning.json (method, settings, calibration data, the knowledge verdict, the removed
+groups), plan.json and knowledge.json (docs/design.md). An adapter folder's LoRA is pruned with its
+base and merged, or kept as OUT/adapter/ with --lora. The methods: docs/criteria.md (one shot),
+docs/lhspg.md, docs/loraprune.md."""
+
+EPILOG = """\
+The knowledge analysis runs first (rule auto) for every method but random; --knowledge-from takes an
+earlier analysis's verdict instead of probing again, and pruning.json names the file. The trained
+methods (lhspg, loraprune) train LoRA on the --data corpora while they prune: their flags are this
+command's training and method groups, --config takes a flat recipe of both (flags win), --resume continues
+an interrupted run (.OUT.partial), `accelerate launch -m lorashear prune ...` runs them on several
+processes, and OUT/METHOD/ gets steps.jsonl (loss, sparsity, groups per kind per step), curves.png and
+training.yaml.
+
+examples:
+
+    lorashear prune smollm2-135m --method taylor --ratio 0.2 -o runs/taylor20
+    lorashear prune smollm2-135m --method random --ratio 0.2 --uniform -o runs/rand20
+    lorashear prune smollm2-135m --method taylor --ratio 0.2 --score-option variant=vector -o runs/taylor20v
+    lorashear prune smollm2-135m --method lhspg --ratio 0.2 --config recipes/lhspg.yaml -o runs/lhspg20
+    lorashear prune smollm2-135m --method loraprune --ratio 0.2 --unprunable fixed -o runs/loraprune20
+"""
+
 
 def register(subparsers) -> None:
     from lorashear.prune import METHODS
 
+    methods = "\n".join(f"    {m.name:10s} {m.description}" for m in METHODS.values())
     p = subparsers.add_parser("prune", help="remove structures from a model and save it as a HF folder",
                               formatter_class=argparse.RawDescriptionHelpFormatter,
-                              epilog="methods:\n" + "\n".join(f"  {m.name:10s} {m.description}" for m in METHODS.values()))
+                              description=DESCRIPTION, epilog=f"methods:\n\n{methods}\n\n{EPILOG}")
     p.add_argument("model", help="model name, folder, peft adapter folder or GGUF")
-    p.add_argument("--method", default="random", choices=list(METHODS))
+    p.add_argument("--method", default="random", choices=list(METHODS), help="how groups are chosen (below)")
     p.add_argument(
         "--ratio", type=float, required=True, help="fraction of all parameters to remove, in (0, 1)"
     )
@@ -73,8 +102,8 @@ def register(subparsers) -> None:
                    "run's 02-knowledge/) instead of probing again (not together with --unprunable/--unprunable-ratio)")
     add_training_args(p, ", ".join(m.name for m in METHODS.values() if m.trained))
     add_method_args(p)
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="the pruned model's folder")
     p.set_defaults(handler=run)
 
 

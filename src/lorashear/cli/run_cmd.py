@@ -8,13 +8,40 @@ from pathlib import Path
 
 from lorashear.models import DTYPES
 
+RUN_DESCRIPTION = """\
+The pipeline from one YAML recipe (docs/recipes.md): analyze → knowledge → prune (compress/export) →
+recover → evaluate → report, each stage in OUT/NN-stage/ with its resolved config.yaml; then
+OUT/report.md (and OUT/report.html, the same as one page) with OUT/figures/, and a model card
+(README.md with Hugging Face metadata) in each exported model folder. A stage writes into
+OUT/.NN-stage.partial/ and is renamed and marked DONE when it finishes. --resume skips finished stages
+and resumes an interrupted recovery or trained prune from its checkpoint; it must resolve to the same
+recipe. The run-folder layout: docs/design.md."""
+
+RUN_EPILOG = """\
+Overrides are KEY.SUB=VALUE, the value read as YAML; `SECTION=null` switches a stage off.
+
+examples:
+
+    lorashear run recipes/demo.yaml -o demo-out
+    lorashear run recipes/demo.yaml -o demo-out --resume
+    lorashear run recipes/lorashear-20.yaml -o runs/ls50 prune.ratio=0.5
+    lorashear run recipes/llm-pruner-20.yaml -o runs/llmp20 prune.ratio=0.3 recover.tokens=50000
+    lorashear run recipes/lorashear-20.yaml -o runs/ls20-pruned recover=null evaluate=null
+"""
+
+REPORT_DESCRIPTION = """\
+Regenerate a run's report.md, report.html, figures/ and the model cards of its exported folders from
+the stage outputs alone (no model runs), for a finished run or one still under way.
+
+    lorashear report demo-out"""
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="one command from model to report: run a recipe's stages",
-                       description="Run a recipe (recipes/*.yaml): analyze → knowledge → prune → recover → evaluate "
-                                   "→ report, each stage in its own folder under OUT; finished stages are skipped.")
+                       formatter_class=argparse.RawDescriptionHelpFormatter, description=RUN_DESCRIPTION,
+                       epilog=RUN_EPILOG)
     p.add_argument("recipe", type=Path, help="a YAML recipe, e.g. recipes/demo.yaml")
-    p.add_argument("-o", "--output", required=True, type=Path, help="run folder")
+    p.add_argument("-o", "--output", required=True, type=Path, metavar="OUT", help="run folder")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in OUT: skip finished stages, resume an interrupted training stage")
     p.add_argument("--dtype", default=None, choices=DTYPES,
@@ -24,8 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="recipe overrides, e.g. prune.ratio=0.5 recover.tokens=1000 recover=null")
     p.set_defaults(handler=run)
 
-    r = sub.add_parser("report", help="regenerate a run's report.md, report.html, figures and model cards (no model runs)")
-    r.add_argument("output", type=Path, help="a run folder written by `lorashear run`")
+    r = sub.add_parser("report", help="regenerate a run's report.md, report.html, figures and model cards (no model runs)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, description=REPORT_DESCRIPTION)
+    r.add_argument("output", type=Path, metavar="OUT", help="a run folder written by `lorashear run`")
     r.set_defaults(handler=report)
 
 
