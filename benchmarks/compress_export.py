@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 import torch
-from graph_discovery import machine, write_results
+from _common import machine
+from render import write_results
 from transformers import AutoModelForCausalLM
 
 from lorashear.compress import compress, count_params, export

@@ -13,31 +13,13 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
+
+from _common import DENSE_PARTS, RESULTS, dense_parts
+from render import dense_markdown
 
 from lorashear.evaluate import EvalConfig, EvalResult, evaluate_config, write_json
 from lorashear.evaluate.files import write_atomic
 from lorashear.models import load_model, load_tokenizer
-
-RESULTS = Path(__file__).parent / "results"
-PARTS = ("ppl", "tasks", "speed")
-
-
-def parts_of(settings: dict) -> dict[str, dict]:
-    """Per part, the command that measured it and its wall time (older files: one command for all)."""
-    if "parts" in settings:
-        return settings["parts"]
-    return {part: {"command": settings["command"], "wall_seconds": settings["wall_seconds"]} for part in PARTS}
-
-
-def markdown(results: dict) -> str:
-    """The published report of a results JSON object."""
-    result = EvalResult.from_dict(results)
-    by_command: dict[str, list[str]] = {}
-    for part, run in parts_of(results["settings"]).items():
-        by_command.setdefault(f"`{run['command']}` ({run['wall_seconds']} s)", []).append(part)
-    commands = "; ".join(f"{', '.join(parts)}: {command}" for command, parts in by_command.items())
-    return f"# Dense baseline: {result.model}\n\n{result.to_markdown()}\nCommands: {commands}\n"
 
 
 def main() -> int:
@@ -61,15 +43,15 @@ def main() -> int:
     run = {"command": command, "wall_seconds": round(time.time() - start, 1)}
     if args.only:
         kept = EvalResult.from_dict(json.loads(path.read_text()))
-        parts = {**parts_of(kept.settings), "ppl": run}
+        parts = {**dense_parts(kept.settings), "ppl": run}
         kept.settings = {k: v for k, v in kept.settings.items() if k not in ("command", "wall_seconds")}
         kept.settings.update(ppl_corpora=list(config.ppl_corpora), ppl_windows=config.ppl_windows)
         kept.ppl, result = result.ppl, kept
     else:
-        parts = dict.fromkeys(PARTS, run)
+        parts = dict.fromkeys(DENSE_PARTS, run)
     result.settings["parts"] = parts
     write_json(result, path)
-    report = markdown(json.loads(path.read_text()))
+    report = dense_markdown(json.loads(path.read_text()))
     write_atomic(path.with_suffix(".md"), report)
     print(report)
     return 0

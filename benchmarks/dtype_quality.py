@@ -14,34 +14,13 @@ import json
 import sys
 import time
 
-from graph_discovery import RESULTS, machine_text, write_results
+from _common import RESULTS, machine_text
+from render import dtype_quality_markdown, write_results
 
 from lorashear.evaluate import EvalConfig, evaluate_config
 from lorashear.models import DEFAULT_MODEL, load_model, load_tokenizer
 
 STEM = "dtype_quality"
-
-
-def relative_difference(results: dict) -> dict[str, float]:
-    """Each dtype's wiki PPL relative to float32's: (ppl − ppl_fp32) / ppl_fp32 (float32 itself left out)."""
-    rows = results["rows"]
-    if "float32" not in rows:
-        return {}
-    base = rows["float32"]["ppl"]
-    return {dtype: (row["ppl"] - base) / base for dtype, row in rows.items() if dtype != "float32"}
-
-
-def markdown(results: dict) -> str:
-    lines = [f"# {results['model']} in float32 and in lower precision", "",
-             f"Command: `{results['command']}`. Machine: {results['machine']}. Wiki perplexity on the first "
-             f"{results['ppl_windows']} windows of 512 tokens (BOS + 511 text tokens); seconds are the whole "
-             "evaluation (load included) on this CPU, where bfloat16 has no native matmul and runs far slower.", "",
-             "| dtype | wiki PPL | vs float32 | seconds |", "|---|---:|---:|---:|"]
-    differences = relative_difference(results)
-    for dtype, row in results["rows"].items():
-        versus = "reference" if dtype == "float32" else f"{100 * differences[dtype]:+.3f}%"
-        lines.append(f"| {dtype} | {row['ppl']:.3f} | {versus} | {row['seconds']:,.0f} |")
-    return "\n".join(lines) + "\n"
 
 
 def main() -> int:
@@ -66,7 +45,7 @@ def main() -> int:
         result = evaluate_config(load_model(args.model, device="cpu", dtype=dtype), tokenizer, config,
                                  model_name=args.model)
         results["rows"][dtype] = {"ppl": result.ppl["wiki"].ppl, "seconds": round(time.time() - start, 1)}
-        write_results(STEM, results, markdown(results))
+        write_results(STEM, results, dtype_quality_markdown(results))
     return 0
 
 

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from graph_discovery import write_results
+from _common import GGUF_DECODE, GGUF_PREFILL, RESULTS
+from render import gguf_speed_markdown, write_results
 
 from lorashear.compress.core import count_params
 from lorashear.data import load_documents
@@ -33,9 +34,6 @@ from lorashear.deploy import export_gguf, open_gguf
 from lorashear.evaluate.speed import Spread, machine_state
 from lorashear.models import load_model, load_tokenizer
 from lorashear.prune.api import PruneConfig, prune_model
-
-RESULTS = Path(__file__).resolve().parent / "results"
-PREFILL, DECODE = 512, 128
 
 
 def rounded(multiple_of: int, sep: str) -> str:
@@ -73,7 +71,7 @@ def gguf_for(model: str, folder: str, key: str, fmt: str, workdir: Path) -> Path
 def prompt_ids(model: str) -> list[int]:
     tokenizer = load_tokenizer(model)
     text = "\n\n".join(load_documents("c4")[:50])
-    return tokenizer(text, add_special_tokens=False).input_ids[:PREFILL]
+    return tokenizer(text, add_special_tokens=False).input_ids[:GGUF_PREFILL]
 
 
 def next_token(llm) -> int:
@@ -83,22 +81,22 @@ def next_token(llm) -> int:
 
 
 def time_once(llm, ids: list[int]) -> dict[str, float]:
-    """Prefill tok/s of `ids`, then greedy decode tok/s of DECODE new tokens through the KV cache."""
+    """Prefill tok/s of `ids`, then greedy decode tok/s of GGUF_DECODE new tokens through the KV cache."""
     llm.reset()
     start = time.perf_counter()
     llm.eval(ids)
     prefill = len(ids) / (time.perf_counter() - start)
     start = time.perf_counter()
-    for _ in range(DECODE):
+    for _ in range(GGUF_DECODE):
         llm.eval([next_token(llm)])
-    return {"prefill": prefill, "decode": DECODE / (time.perf_counter() - start)}
+    return {"prefill": prefill, "decode": GGUF_DECODE / (time.perf_counter() - start)}
 
 
 def time_side_by_side(files: dict[str, Path], ids: list[int], rounds: int, threads: int,
                       repack: bool = True) -> tuple[dict, list]:
     """tok/s of every file in every round (after one warm-up round), the files alternated within each round."""
-    models = {name: open_gguf(path, repack=repack, n_ctx=PREFILL + DECODE + 8, n_batch=PREFILL, n_threads=threads,
-                              n_threads_batch=threads, verbose=False) for name, path in files.items()}
+    models = {name: open_gguf(path, repack=repack, n_ctx=GGUF_PREFILL + GGUF_DECODE + 8, n_batch=GGUF_PREFILL,
+                              n_threads=threads, n_threads_batch=threads, verbose=False) for name, path in files.items()}
     per_round: dict[str, list[dict]] = {name: [] for name in files}
     load = [os.getloadavg()[0]]
     for r in range(rounds + 1):
@@ -134,30 +132,8 @@ def arch_of(path: Path) -> str:
     return gguf.GGUFReader(path).fields["general.architecture"].contents()
 
 
-def markdown(results: dict) -> str:
-    lines = [f"# llama.cpp speed of {results['model']} GGUF exports, dense vs pruned", "",
-             f"Command: `{results['command']}`", *(f"Then: `{c}`" for c in results.get("more_commands", [])), "",
-             f"llama-cpp-python {results['llama_cpp']}; prefill {PREFILL} tokens, greedy decode {DECODE} new "
-             "tokens, batch 1. Pruned rows were timed alternating with the dense file of their format; ratios "
-             "are median (min–max) over rounds.", "",
-             "| row | GGUF arch | params | file MB | prefill tok/s | decode tok/s | prefill × dense | decode × dense | machine |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
-
-    def ratio(row: dict, metric: str) -> str:
-        s = row["speed"].get(f"{metric}_vs_dense")
-        return "—" if s is None else f"{s['median']:.2f}× ({s['min']:.2f}–{s['max']:.2f})"
-
-    for key, row in results["rows"].items():
-        speed = row["speed"]
-        repacking = "" if row.get("repack", True) else "; weights not repacked (--no-repack)"  # earlier rows: on
-        lines.append(f"| {key} | {row['arch']} | {row['params']:,} | {row['file_mb']:.0f} | "
-                     f"{speed['prefill']['median']:.0f} | {speed['decode']['median']:.1f} | {ratio(row, 'prefill')} | "
-                     f"{ratio(row, 'decode')} | {row['machine']}{repacking} |")
-    return "\n".join(lines) + "\n"
-
-
 def save(results: dict, stem: str) -> None:
-    write_results(stem, results, markdown(results))
+    write_results(stem, results, gguf_speed_markdown(results))
 
 
 def main() -> int:

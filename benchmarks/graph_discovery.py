@@ -9,80 +9,15 @@ average is recorded next to them (the machine is shared).
 from __future__ import annotations
 
 import argparse
-import collections
-import contextlib
-import fcntl
-import json
 import os
-import platform
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import torch
+from _common import machine
+from render import write_results
 
 from lorashear.cli.analyze_cmd import kind_stats
 from lorashear.graph import DEFAULT_KINDS, GROUP_KINDS, build_graph
 from lorashear.models import DEFAULT_MODEL, load_model
-
-RESULTS = Path(__file__).parent / "results"
-
-
-def machine() -> dict:
-    return {
-        "cpu": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-    }
-
-
-def machine_text() -> str:
-    """One line for a results file: CPU, cores, torch and its device (the load goes with each figure)."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {device}"
-
-
-def run_child(argv: list[str], out: Path, cwd: Path | None = None) -> dict:
-    """`python ARGV` (`-m lorashear …` or a script) in a child process, its log echoed line by line as it runs:
-    the command (`out` written OUT), wall seconds and peak RSS measured from the outside. A failure stops the run."""
-    env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"}
-    start, tail = time.time(), collections.deque(maxlen=40)
-    child = subprocess.Popen([sys.executable, *argv], env=env, cwd=cwd,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in child.stdout:
-        tail.append(line)
-        print(f"    {line.rstrip()}", flush=True)
-    _, status, usage = os.wait4(child.pid, 0)
-    command = " ".join(argv).replace(str(out), "OUT")
-    command = "lorashear " + command.removeprefix("-m lorashear ") if argv[:2] == ["-m", "lorashear"] else "python " + command
-    if status != 0:
-        raise SystemExit(f"{command} failed (exit {status >> 8}):\n{''.join(tail)}")
-    return {"command": command, "seconds": round(time.time() - start, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024)}
-
-
-@contextlib.contextmanager
-def results_lock(name: str) -> Iterator[None]:
-    """Held while a process reads and rewrites results/NAME.json that other runs of its script share."""
-    with open(Path(tempfile.gettempdir()) / f"lorashear-{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
-def write_results(name: str, data: dict, markdown: str) -> None:
-    """benchmarks/results/NAME.json and NAME.md, each written to a temp file and renamed."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    for suffix, text in ((".json", json.dumps(data, indent=2)), (".md", markdown)):
-        with tempfile.NamedTemporaryFile("w", dir=RESULTS, prefix=f".{name}", delete=False) as f:
-            f.write(text)
-        Path(f.name).replace(RESULTS / f"{name}{suffix}")
-    print(f"wrote {RESULTS / name}.json and .md")
-    from write_benchmarks_md import write  # BENCHMARKS.md gathers every table: keep it in step
-
-    write()
 
 
 def with_lora(model):

@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
 from pathlib import Path
 
-from graph_discovery import machine_text, run_child, write_results
+from _common import RESULTS, machine_text, run_child, score
+from render import importance_markdown, write_results
 
-from lorashear.evaluate import AVERAGE_METRIC, evaluate
-from lorashear.models import count_parameters, load_model, load_tokenizer
+from lorashear.models import count_parameters, load_model
 
-RESULTS = Path(__file__).resolve().parent / "results"
 MODEL = "smollm2-135m"
 PARTS = ("ppl", "tasks")
 
@@ -45,63 +42,8 @@ def prune_row(ratio: float, method: str, rule: str, out: Path, args: argparse.Na
             "achieved_ratio": record["achieved_ratio"], "unprunable": knowledge.get("unprunable", [])}
 
 
-def score(folder: str, part: str, args: argparse.Namespace) -> dict:
-    """One part of a row's evaluation: `ppl` (wiki) or `tasks` (the seven, first --limit documents)."""
-    model, tokenizer = load_model(folder, device="cpu"), load_tokenizer(folder)
-    start = time.time()
-    if part == "ppl":
-        result = evaluate(model, tokenizer, ppl_windows=args.ppl_windows, tasks=())
-        ppl = result.ppl["wiki"]
-        out = {"ppl": ppl.ppl, "windows": ppl.windows, "convention": ppl.describe()}
-    else:
-        result = evaluate(model, tokenizer, ppl_corpora=(), tasks=tuple(AVERAGE_METRIC), limit=args.limit)
-        out = {"avg": result.avg, "limit": args.limit,
-               "tasks": {t: getattr(s, AVERAGE_METRIC[t]) for t, s in result.tasks.items()}}
-    out["seconds"] = round(time.time() - start, 1)
-    out["load_avg"] = round(os.getloadavg()[0], 1)
-    return out
-
-
-def average_without(tasks: dict | None, left_out: str = "boolq") -> float | None:
-    """A scored row's task average with one task left out. boolq by default: on its first 200 documents the dense
-    model scores 38.5, below the majority answer's rate, and pruned models drift to that answer (56-64), so the
-    seven-task average rises as models get worse and cannot rank rows; the other six can."""
-    if not tasks or "tasks" not in tasks:
-        return None
-    others = [v for task, v in tasks["tasks"].items() if task != left_out]
-    return sum(others) / len(others) if others else None
-
-
-def markdown(results: dict) -> str:
-    """The results table (dense first), with the command and machine."""
-    lines = [f"# One-shot pruning of {results['model']}, no recovery", "",
-             f"Command: `{results['command']}`", "",
-             f"Machine: {results['machine']}. PPL: wiki, {results.get('ppl_convention', '')}; "
-             f"average of the seven tasks (first {results['limit']} documents each; acc for boolq/winogrande, "
-             "acc_norm for the rest; without boolq: the other six, see `average_without`). Prune time and peak memory are of the whole `lorashear prune` process "
-             "(load, calibration, knowledge analysis, scoring, compress, export).", "",
-             "| ratio | method | unprunable rule | params | wiki PPL | 7-task avg | 6-task avg (no boolq) | prune s "
-             "| peak RSS MB | unprunable clusters |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
-    for key, row in results["rows"].items():
-        ppl = row.get("ppl", {}).get("ppl")
-        avg = row.get("tasks", {}).get("avg")
-        six = average_without(row.get("tasks"))
-        prune = row.get("prune", {})
-        ratio, method, rule = (key.split(" ") + ["", ""])[:3] if key != "dense" else ("0%", "dense", "—")
-        lines.append(
-            f"| {ratio} | {method} | {rule} | {row.get('params', prune.get('params', 0)):,} | "
-            f"{'' if ppl is None else f'{ppl:,.2f}'} | {'' if avg is None else f'{100 * avg:.2f}'} | "
-            f"{'' if six is None else f'{100 * six:.2f}'} | "
-            f"{prune.get('seconds', '')} | {prune.get('peak_rss_mb', '')} | "
-            f"{', '.join(prune.get('unprunable', [])) or ('' if key == 'dense' else 'none')} |")
-    lines.append("")
-    lines.append("Empty cells: not measured yet (the script resumes them).")
-    return "\n".join(lines) + "\n"
-
-
 def save(results: dict, stem: str) -> None:
-    write_results(stem, results, markdown(results))
+    write_results(stem, results, importance_markdown(results))
 
 
 def main() -> int:

@@ -27,6 +27,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from _common import RESULTS
 
 from lorashear.graph import build_graph
 from lorashear.graph.structures import DEFAULT_KINDS
@@ -35,8 +36,6 @@ from lorashear.prune.api import tied_aliases
 from lorashear.prune.lhspg import LhspgConfig, LhspgHook
 from lorashear.prune.trained import TrainedConfig
 from lorashear.train import add_lora
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def plain_step(model, optimizer, config: TrainedConfig) -> float:

@@ -33,10 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from _common import IMPORT_ONLY, MEMORY_STAGES, RESULTS, ROOT, results_lock
+from render import memory_scale_markdown, write_results
 
-RESULTS = Path(__file__).resolve().parent / "results"
 STEM = "memory_scale"
-TARGET = 3.0  # bytes per parameter: 8B in 24 GB
 GB = 1e9
 
 
@@ -70,14 +70,10 @@ SIZES = {
 # (recipes/lorashear-20.yaml, recipes/lhspg.yaml: 4 × 256 for calibration and training; eval: 4 windows of 512).
 PROJECTED = {"Llama-3-8B": (Shape(4096, 14336, 32, 32, 8, tied=False), 128256),
              "Llama-3-70B": (Shape(8192, 28672, 80, 64, 8, tied=False), 128256)}
-STAGES = ("analyze", "taylor", "lhspg", "recover", "eval")
 RECIPE_TOKENS = {"analyze": 0, "taylor": 4 * 256, "lhspg": 4 * 256, "recover": 4 * 256, "eval": 4 * 512}
 EVAL_WINDOW = 512  # tokens per perplexity window (lorashear.evaluate.perplexity)
 DTYPES = ("float32", "bfloat16")
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-# What the stages import before they touch a model: the baseline every row's peak is taken above.
-IMPORT_ONLY = ("import torch, transformers, peft, accelerate, lorashear.cli, lorashear.prune, lorashear.recover, "
-               "lorashear.evaluate; from transformers.models.llama import modeling_llama")
 COLUMNS = ("params", "activations", "logits")  # the fit's terms: params, tokens·layers·hidden, tokens·vocab
 
 
@@ -119,7 +115,7 @@ def child_env() -> dict:
     """Every child's environment: freed tensors go back to the system (mmap above 64 KiB), no progress bars, and
     $MEMORY_SCALE_THREADS compute threads (default 1: on a busy machine spinning threads slow a step 10-100x;
     the figures are memory, which the thread count barely moves)."""
-    src = str(Path(__file__).resolve().parents[1] / "src")
+    src = str(ROOT / "src")
     path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
     return {**os.environ, "PYTHONPATH": path, "MALLOC_MMAP_THRESHOLD_": "65536", "TQDM_DISABLE": "1",
             "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("MEMORY_SCALE_THREADS", "1")}
@@ -253,7 +249,7 @@ def fits(rows: dict) -> dict:
     for row in rows.values():
         groups[(row["stage"], row["dtype"])].append(row)
     out = {}
-    for stage in STAGES:
+    for stage in MEMORY_STAGES:
         for dtype in DTYPES:
             result = fit(groups.get((stage, dtype), []))
             if result is None:
@@ -265,64 +261,6 @@ def fits(rows: dict) -> dict:
                                              "bytes_per_param": round(peak / shape.params(vocab), 2)}
             out[f"{stage} {dtype}"] = result
     return out
-
-
-# ---------------------------------------------------------------------------------------------- report
-
-
-def markdown(results: dict) -> str:
-    """Measured bytes/parameter per stage, dtype and model; the fits and their 8B/70B projections."""
-    rows = results["rows"]
-    lines = ["# Memory per parameter of each stage, random LLaMA shapes (CPU, peak RSS)", "",
-             f"Machine: {results['machine']}. Source: {sources(results)}. Every row is one "
-             "`lorashear` child process at a tiny budget (micro-batch sequences × tokens; no knowledge analysis; one "
-             "compute thread), "
-             "its peak RSS minus that of an import-only child (`python -c \"" + IMPORT_ONLY + "\"`), over the "
-             "dense model's parameters; `MALLOC_MMAP_THRESHOLD_=65536`. Target: ≤ "
-             f"{TARGET} bytes/parameter in bfloat16 (8B in 24 GB); **bold** rows exceed it.", "",
-             "## Measured", "",
-             "| stage | model | params | budget | dtype | loaded as | peak MB | import-only MB | bytes/param | "
-             "wall s | command |", "|---|---|---:|---|---|---|---:|---:|---:|---:|---|"]
-    order = {s: i for i, s in enumerate(STAGES)}
-    for row in sorted(rows.values(), key=lambda r: (order[r["stage"]], r["params"], r["vocab"], r["tokens"],
-                                                   r["dtype"])):
-        value = f"{row['bytes_per_param']:.2f}"
-        value = f"**{value}**" if row["bytes_per_param"] > TARGET else value
-        lines.append(f"| {row['stage']} | {row['size']} v{row['vocab']:,} | {row['params'] / 1e6:,.0f}M | "
-                     f"{row['budget']} | {row['dtype']} | {row['loaded_as']} | {row['peak_mb']:,} | "
-                     f"{row['import_mb']:,} | {value} | {row['seconds']:,} | `{row['command']}` |")
-    failures = results.get("failures", {})
-    if failures:
-        lines += ["", "Failed (not in the fit): " + "; ".join(f"{key}: {error}" for key, error in failures.items())]
-    lines += ["", "## Fitted and projected", "",
-              "Projected, not measured: per stage and dtype, least squares over the rows above of bytes above "
-              "import-only ≈ a·params + b·(tokens·layers·hidden) + c·(tokens·vocab), tokens = one micro-batch. "
-              "A term is fitted only where the rows vary it (activations: two token counts; logits: also two "
-              "vocabularies), so a stage measured at one budget projects its weights' term alone and misses the "
-              "activations of the recipe's larger micro-batch; "
-              "the projections use the recipes' micro-batches (calibration and training 4 × 256 tokens, eval 4 "
-              "× 512; analyze none) on Llama-3-8B (8.0B, vocab 128,256, untied) and Llama-3-70B (70.6B). Host "
-              "RAM on a CPU; on a GPU the weights and activations would sit in GPU memory instead.", "",
-              "| stage | dtype | rows | terms fitted | a bytes/param | b bytes/(token·layer·hidden) | "
-              "c bytes/(token·vocab) | max residual GB | 8B GB | 8B bytes/param | 70B GB | fits 24 / 40 / 80 GB (8B) |",
-              "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for key, result in results.get("fit", {}).items():
-        stage, dtype = key.split()
-        coef, eight, seventy = result["coef"], result["projected"]["Llama-3-8B"], result["projected"]["Llama-3-70B"]
-        a, b, c = (f"{coef[t]:.{d}f}" if t in result["terms"] else "—" for t, d in zip(COLUMNS, (2, 1, 1), strict=True))
-        verdict = " / ".join("yes" if eight["gb"] <= card else "no" for card in (24, 40, 80))
-        lines.append(f"| {stage} | {dtype} | {result['rows']} | {', '.join(result['terms'])} | {a} | {b} | {c} | "
-                     f"{result['max_residual_gb']:.2f} | {eight['gb']} | {eight['bytes_per_param']} | "
-                     f"{seventy['gb']} | {verdict} |")
-    if not results.get("fit"):
-        lines.append("| (no stage has enough rows to fit yet) |||||||||||")
-    return "\n".join(lines) + "\n"
-
-
-def sources(results: dict) -> str:
-    """The commits the rows were measured at (each row records its own; older rows only the last run's)."""
-    found = [row.get("source", results.get("source", "not recorded")) for row in results["rows"].values()]
-    return ", ".join(dict.fromkeys(found)) or results.get("source", "not recorded")
 
 
 # ---------------------------------------------------------------------------------------------- run
@@ -338,9 +276,8 @@ def machine_line() -> str:
 
 def source_line() -> str:
     """The commit measured, and whether src/ had uncommitted changes (the checkout is shared)."""
-    root = Path(__file__).resolve().parents[1]
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout
-    dirty = subprocess.run(["git", "status", "--porcelain", "src"], cwd=root, capture_output=True, text=True).stdout
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    dirty = subprocess.run(["git", "status", "--porcelain", "src"], cwd=ROOT, capture_output=True, text=True).stdout
     return f"commit {head.strip() or '?'}" + (" with uncommitted src/ changes" if dirty.strip() else "")
 
 
@@ -440,8 +377,6 @@ class Runner:
 
     def save(self) -> None:
         """Merge this run's rows into the results file (another run may have added rows since) and rewrite it."""
-        from graph_discovery import results_lock, write_results
-
         with results_lock(STEM):
             path = RESULTS / f"{STEM}.json"
             saved = json.loads(path.read_text()) if path.is_file() else {}
@@ -450,7 +385,7 @@ class Runner:
             failures = {**saved.get("failures", {}), **self.results.get("failures", {})}
             self.results["failures"] = {k: v for k, v in failures.items() if k not in self.results["rows"]}
             self.results["fit"] = fits(self.results["rows"])
-            write_results(STEM, self.results, markdown(self.results))
+            write_results(STEM, self.results, memory_scale_markdown(self.results))
 
 
 def split(text: str) -> list[str]:
@@ -463,13 +398,14 @@ def main() -> int:
     parser.add_argument("--sizes", default="0.1b,0.5b,0.9b", help=f"of: {', '.join(SIZES)}")
     parser.add_argument("--vocabs", default="49152", help="comma-separated vocabulary sizes (>= 49,152)")
     parser.add_argument("--dtypes", default=",".join(DTYPES), help="float32, bfloat16 (float16 also works)")
-    parser.add_argument("--stages", default=",".join(STAGES), help=f"of: {', '.join(STAGES)}")
+    parser.add_argument("--stages", default=",".join(MEMORY_STAGES), help=f"of: {', '.join(MEMORY_STAGES)}")
     parser.add_argument("--batch", type=int, default=2, help="sequences per micro-batch (eval: 512-token windows)")
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--gradient-checkpointing", choices=("auto", "true", "false"),
                         help="passed to lhspg and recover where their --help lists it (default: not passed)")
     args = parser.parse_args()
-    unknown = [s for s in split(args.sizes) if s not in SIZES] + [s for s in split(args.stages) if s not in STAGES]
+    unknown = [s for s in split(args.sizes) if s not in SIZES]
+    unknown += [s for s in split(args.stages) if s not in MEMORY_STAGES]
     if unknown:
         parser.error(f"unknown sizes or stages: {', '.join(unknown)}")
     runner, budget = Runner(args), Budget(args.batch, args.seq_len)

@@ -24,9 +24,9 @@ import statistics
 import sys
 from pathlib import Path
 
-from graph_discovery import machine_text, run_child, write_results
+from _common import RESULTS, machine_text, run_child
+from render import prune_cost_markdown, write_results
 
-RESULTS = Path(__file__).resolve().parent / "results"
 MODEL = "smollm2-135m"
 BATCH = ["--batch-size", "4", "--seq-len", "256"]
 
@@ -76,28 +76,6 @@ def throughput(records: list[dict]) -> dict:
     return out
 
 
-def markdown(results: dict) -> str:
-    taylor = results["rows"].get("taylor", {}).get("peak_rss_mb")
-    lines = [f"# Peak memory and time of the gradient-based pruners on {results['model']}", "",
-             f"Command: `{results['command']}`", "", f"Machine: {results['machine']}. Each row is one `lorashear prune` "
-             "process (load, calibration or training, scoring, compress, export), measured from the outside; "
-             "micro-batch 4 × 256 tokens for all.", "",
-             "| row | peak RSS MB | × taylor | wall s | training tok/s (median) | in / outside saliency windows | "
-             "load avg | command |", "|---|---:|---:|---:|---:|---:|---:|---|"]
-    for name, row in results["rows"].items():
-        ratio = f"{row['peak_rss_mb'] / taylor:.2f}" if taylor else ""
-        lines.append(f"| {name} | {row['peak_rss_mb']:,} | {ratio} | {row['seconds']:,} | "
-                     f"{row.get('train_tokens_per_s', '')} | {windows(row)} | {row['load_avg']} | `{row['command']}` |")
-    return "\n".join(lines) + "\n"
-
-
-def windows(row: dict) -> str:
-    """'window / other tok/s (n window steps)', or empty for a row without saliency windows."""
-    if "window_tokens_per_s" not in row:
-        return ""
-    return f"{row['window_tokens_per_s']} / {row['other_tokens_per_s']} ({row['window_steps']} steps in windows)"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, required=True)
@@ -113,7 +91,7 @@ def main() -> int:
         if name not in results["rows"]:
             print(f"[{name}] lorashear prune", flush=True)
             results["rows"][name] = measure(name, args)
-            write_results(args.stem, results, markdown(results))
+            write_results(args.stem, results, prune_cost_markdown(results))
             print(f"[{name}] {json.dumps(results['rows'][name])}", flush=True)
     return 0
 

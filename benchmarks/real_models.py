@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 import torch
-from graph_discovery import RESULTS, machine, write_results
+from _common import RESULTS, machine
+from render import command_text, write_results
 
 from lorashear.cli.analyze_cmd import kind_stats
 from lorashear.compress import zeroed
@@ -128,7 +129,7 @@ def prune_row(name: str, dense, tokenizer, kinds, uniform: bool, norm_eps: str, 
 
 def markdown(results: dict) -> str:
     lines = ["# The larger built-in models: discovery, 20% prunes, exported == zeroed, PPL", "",
-             f"Command: `{results['command']}`", "",
+             f"Command: `{command_text(results['command'])}`", "",
              f"Machine: {results['machine']}. PPL: wiki (2,349 Wikipedia articles from the exllamav2 wheel, "
              "not WikiText-2), first windows of 512 tokens. Magnitude pruning (L2 norm of each group), no "
              "knowledge analysis, no recovery: the PPLs show the damage one-shot pruning does, not what "

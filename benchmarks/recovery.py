@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 
 import torch
-from graph_discovery import results_lock, write_results
+from _common import RANDOM_PRUNING_NOTE, RESULTS, results_lock
+from render import recovery_markdown, write_results
 
 from lorashear.cli import main as cli_main
 from lorashear.data import ZERO_SHOT_TASKS
@@ -36,7 +37,6 @@ from lorashear.evaluate.files import write_atomic
 from lorashear.models import count_parameters, load_model, load_tokenizer
 from lorashear.recover import RecoverConfig, recover
 
-RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = {  # name -> RecoverConfig overrides
     "dynamic": {"mix": "dynamic", "kd_weight": 0.0},
     "uniform": {"mix": "uniform", "kd_weight": 0.0},
@@ -46,10 +46,6 @@ VARIANTS = {  # name -> RecoverConfig overrides
     "dynamic-stage1": {"mix": "dynamic", "kd_weight": 0.0, "stage_split": 1.0},
 }
 ISSUE_VARIANTS = ("dynamic", "uniform", "dynamic+kd", "uniform+kd")  # the recovery issue's comparison
-PRUNING_NOTE = (
-    "random structured pruning (`lorashear prune --method random --uniform`): a floor, not LoRAShear; "
-    "recovery from random pruning says little about LoRAShear's own numbers (`--pruned` takes an LHSPG folder)"
-)
 RESUME_IGNORES = ("workdir", "variants")  # settings a resumed run may change
 
 
@@ -139,7 +135,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
     else:
         pruned = work / "pruned"
         prune_argv = prune(args.model, args.ratio, args.seed, pruned)
-        pruning = {"command": "lorashear " + " ".join(prune_argv[:-2]), "note": PRUNING_NOTE}
+        pruning = {"command": "lorashear " + " ".join(prune_argv[:-2]), "note": RANDOM_PRUNING_NOTE}
     if results is not None and pruning is not None:
         print(f"resuming {args.stem}: kept {', '.join(results['variants']) or 'no variants'}", flush=True)
         results.update(command=command, load_average_start=results.get("load_average_start"),
@@ -225,140 +221,7 @@ def add_variants(args: argparse.Namespace, command: str) -> dict:
 
 def save(results: dict) -> None:
     """RESULTS/STEM.json and .md, and BENCHMARKS.md kept in step (`write_results`, as every benchmark)."""
-    write_results(results["settings"]["stem"], results, markdown(results))
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}"
-
-
-def window_convention(results: dict) -> str:
-    """What a perplexity window held: the BOS token and 511 text tokens, or (older runs) text only."""
-    bos = results["dense"]["settings"]["ppl"]["wiki"].get("bos")
-    if bos is None:
-        return ("each 512 text tokens without a BOS token (measured before the BOS convention; "
-                "re-measured when this benchmark is re-run)")
-    return f"each the BOS token {bos} and 511 text tokens"
-
-
-def random_pruned(results: dict) -> bool:
-    """Whether the recovered model is this script's own random prune (not a given `--pruned` folder)."""
-    return results["pruning"].get("note") == PRUNING_NOTE
-
-
-def pruned_by(results: dict) -> str:
-    """How the recovered model was pruned: random groups (this script's own prune) or a given folder's method."""
-    return "random structured pruning" if random_pruned(results) else results["pruning"].get("note", "a given folder")
-
-
-def average_without_boolq(ev: dict) -> float:
-    """The task average without boolq (at few documents its majority answer lifts damaged models; the other
-    six tasks rank rows, as in the methods and importance tables)."""
-    others = [ev["tasks"][task][ev["avg_metric"][task]] for task in ev["tasks"] if task != "boolq"]
-    return sum(others) / len(others)
-
-
-def other_splits(results: dict) -> str:
-    """The variants that split the budget otherwise (e.g. dynamic-stage1: all pretraining-like text)."""
-    splits = [f"; {name}: {v['overrides']['stage_split']:.0%} pretraining-like text"
-              for name, v in results["variants"].items() if "stage_split" in v["overrides"]]
-    return "".join(splits)
-
-
-def markdown(results: dict) -> str:
-    s = results["settings"]
-    lines = [
-        f"# Recovery benchmark: {results['model']} pruned {results['ratio']:.0%} ({pruned_by(results)})",
-        "",
-        f"Command: `{results['command']}`  ",
-        f"Pruning: `{results['pruning']['command']}` — {results['pruning']['note']}.  ",
-        f"Parameters: dense {results['parameters']['dense']:,}, pruned {results['parameters']['pruned']:,}  ",
-        f"Budget: {s['tokens']:,} training tokens per recovery run (half pretraining-like text, half "
-        f"instructions{other_splits(results)}), seq-len {s['seq_len']}, batch {s['batch_size']} × grad-accum {s['grad_accum']}, lr {s['lr']}, "
-        f"mixture update every {s['mix_interval']} steps.  ",
-        f"Machine: {results['machine']}; load average at start {results['load_average_start'][0]:.2f}"
-        + (f", at end {results['load_average_end'][0]:.2f}" if "load_average_end" in results else "")
-        + " (shared: wall times are noisy).",
-        "",
-        f"PPL: wiki corpus (exllamav2 `wiki.utf8`, not WikiText-2), {s['ppl_windows']} windows × 512 tokens, "
-        f"{window_convention(results)}. "
-        f"Zero-shot: first {s['limit']} docs of each task; avg = mean of acc_norm (acc for boolq, winogrande), in %.",
-        "",
-    ]
-    pruned = results.get("pruned")
-    tasks = list(pruned["tasks"]) if pruned else []
-    lines += [
-        "| model | train tokens | train s | eval s | wiki PPL | avg | avg without boolq | " + " | ".join(tasks) + " |",
-        "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(tasks),
-    ]
-    def row(label: str, ev: dict, tokens: str = "", seconds: str = "") -> str:
-        cells = [_pct(ev["tasks"][t][ev["avg_metric"][t]]) for t in tasks]
-        return (f"| {label} | {tokens} | {seconds} | {ev['eval_seconds']} | {ev['ppl']['wiki']:.2f} | "
-                f"{_pct(ev['avg'])} | {_pct(average_without_boolq(ev))} | " + " | ".join(cells) + " |")
-
-    lines.append(row("dense (reference)", results["dense"]))
-    if pruned:
-        lines.append(row("pruned, no recovery", pruned, "0"))
-    for name, v in results["variants"].items():
-        lines.append(row(f"recovered: {name}", v["evaluate"], f"{v['tokens_seen']:,}", str(v["train_seconds"])))
-
-    def cell(losses: dict, stage: str) -> str:
-        return f"{losses[stage]['mean']:.4f}" if stage in losses else "-"
-
-    if results["variants"]:
-        lines += ["", "Held-out loss per data category (nats/token, mean over categories; from the recovery logs):",
-                  "", "| model | stage-1 (pretraining-like) | stage-2 (instructions) |", "|---|---:|---:|"]
-        first = next(iter(results["variants"].values()))
-        lines.append(f"| dense | {cell(first['dense_held_out_loss'], 'pretrain')} | "
-                     f"{cell(first['dense_held_out_loss'], 'instruct')} |")
-        lines.append(f"| pruned (stage 2: after stage 1) | {cell(first['held_out_loss_before'], 'pretrain')} | "
-                     f"{cell(first['held_out_loss_before'], 'instruct')} |")
-        for name, v in results["variants"].items():
-            after = v["held_out_loss_after"]
-            lines.append(f"| recovered: {name} | {cell(after, 'pretrain')} | {cell(after, 'instruct')} |")
-        lines += ["", "Final mixture weights (dynamic variants):", ""]
-        for name, v in results["variants"].items():
-            if v["overrides"]["mix"] == "dynamic":
-                for stage, weights in v["final_weights"].items():
-                    shown = ", ".join(f"{k} {w:.3f}" for k, w in weights.items())
-                    lines.append(f"- {name} / {stage} ({v['mixture_updates'][stage]} updates): {shown}")
-    if "seconds" in results:
-        lines += ["", wall_time_line(results)]
-    for name, v in results["variants"].items():
-        if "command" in v:
-            lines += ["", f"{name} was run by `{v['command']}` on the same pruned folder, alongside the first "
-                      "command (so both ran slower)."]
-    lines += ["", *reading(results)]
-    return "\n".join(lines) + "\n"
-
-
-def wall_time_line(results: dict) -> str:
-    """The first command's wall time; a resumed run's is summed over its invocations (a variant stopped
-    midway restarts, so only its finished attempt counts)."""
-    n = results.get("invocations", 1)
-    over = f" (summed over {n} invocations)" if n > 1 else ""
-    return f"Wall time of the first command: {results['seconds']} s{over}."
-
-
-def reading(results: dict) -> list[str]:
-    """What the figures say, computed from them, with the caveats of the setting."""
-    pruned, variants = results.get("pruned"), results["variants"]
-    if not pruned or not variants:
-        return []
-    best = min(variants, key=lambda n: variants[n]["evaluate"]["ppl"]["wiki"])
-    limit = results["settings"]["limit"]
-    noise = 100 * (0.25 / limit) ** 0.5  # binomial std of one task's accuracy at p = 0.5, in points
-    return [
-        f"Reading: wiki PPL goes from {results['dense']['ppl']['wiki']:.2f} (dense) to "
-        f"{pruned['ppl']['wiki']:.2f} (pruned); the best recovered model ({best}, "
-        f"{variants[best]['tokens_seen']:,} training tokens) has {variants[best]['evaluate']['ppl']['wiki']:.2f}. "
-        + ("Random pruning damages the model far more than an importance-based method would, and this budget "
-           if random_pruned(results) else f"The pruned folder: {pruned_by(results)}. This budget ")
-        + f"is thousands of times smaller than the paper's, so the figures show the direction of recovery and "
-        f"the relative cost of the variants at this budget. With {limit} docs per task one task's "
-        f"accuracy has a standard error of about {noise:.0f} points (about {noise / 7 ** 0.5:.1f} on the "
-        f"seven-task average), so task differences below that are noise.",
-    ]
+    write_results(results["settings"]["stem"], results, recovery_markdown(results))
 
 
 def main() -> int:
@@ -386,7 +249,7 @@ def main() -> int:
     args = p.parse_args()
     command = "PYTHONPATH=src python benchmarks/recovery.py " + " ".join(sys.argv[1:])
     results = add_variants(args, command.strip()) if args.add_to else run(args, command.strip())
-    print(markdown(results))
+    print(recovery_markdown(results))
     return 0
 
 

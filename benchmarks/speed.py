@@ -9,7 +9,7 @@ Structure removal is what makes a pruned model faster; this measures it with `ev
 machine's load sampled every round. The plan is `random`: speed depends on the shapes, not on which groups were
 chosen. `--threads` sets torch's thread count (default: torch's own): on cores shared with other jobs, threads
 that outnumber the free cores spin against the other jobs, which slows every model and makes rounds noisy.
-Writes benchmarks/results/speed_<name>.{json,md}; the .md is `markdown()` of the .json.
+Writes benchmarks/results/speed_<name>.{json,md}; the .md is `render.speed_markdown()` of the .json.
 """
 
 from __future__ import annotations
@@ -22,21 +22,14 @@ import tempfile
 from pathlib import Path
 
 import torch
+from _common import RESULTS
+from render import speed_markdown
 
-from lorashear.evaluate import SpeedComparison, compare
+from lorashear.evaluate import compare
 from lorashear.evaluate.files import write_atomic
 from lorashear.evaluate.speed import DEFAULT_ROUNDS, DEFAULT_WARMUP
 from lorashear.models import load_model
 from lorashear.prune.api import PruneConfig, prune_model
-
-RESULTS = Path(__file__).parent / "results"
-
-
-def markdown(results: dict) -> str:
-    """The published report: the command, then the comparison's table, machine and warnings."""
-    comparison = SpeedComparison.from_dict(results["comparison"])
-    return (f"# Speed: {results['model']}, dense vs pruned (uniform random plans)\n\n"
-            f"Command: `{results['command']}`\n\n{comparison.to_markdown()}")
 
 
 def main() -> int:
@@ -63,7 +56,7 @@ def main() -> int:
     results = {"command": " ".join([command, *sys.argv[1:]]), "model": args.model,
                "comparison": comparison.to_dict()}
     write_atomic(RESULTS / f"speed_{args.name}.json", json.dumps(results, indent=2) + "\n")
-    report = markdown(results)
+    report = speed_markdown(results)
     write_atomic(RESULTS / f"speed_{args.name}.md", report)
     print(report)
     return 0

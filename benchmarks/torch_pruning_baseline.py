@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from _common import METHODS_RECIPE
 from torch import nn
 
 from lorashear.errors import LorashearError
@@ -44,8 +45,6 @@ from lorashear.models import count_parameters, load_model, load_tokenizer
 from lorashear.pipeline.runner import stage_folder
 from lorashear.pipeline.stages import MODEL_DIR
 
-ROOT = Path(__file__).resolve().parent.parent
-RECIPE = ROOT / "recipes" / "lorashear-20.yaml"
 ROUND_TO = 4  # the example's; widths are also kept a multiple of the head count (`round_to`)
 TP_VERSION = "1.6.1"
 
@@ -169,7 +168,7 @@ def prune_folder(model_spec: str, ratio: float, calibration: CalibrationConfig, 
     return record
 
 
-def run(ratio: float, out: Path, recipe_path: Path = RECIPE, overrides: Sequence[str] = (), recover: bool = True) -> dict:
+def run(ratio: float, out: Path, recipe_path: Path = METHODS_RECIPE, overrides: Sequence[str] = (), recover: bool = True) -> dict:
     """Prune into OUT/03-prune/model, then the recipe's recovery (with `key.sub=value` overrides, as
     `lorashear run`) into OUT/04-recover/model; finished stages are kept (a rerun continues).
     Writes OUT/run.json after each stage (every invocation; seconds per stage, a resumed recovery's of its last
@@ -209,7 +208,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ratio", type=float, default=0.2, help="fraction of all parameters removed")
     parser.add_argument("-o", "--out", type=Path, required=True)
-    parser.add_argument("--recipe", type=Path, default=RECIPE, help="its model, calibration and recover sections")
+    parser.add_argument("--recipe", type=Path, default=METHODS_RECIPE, help="its model, calibration and recover sections")
     parser.add_argument("--no-recover", action="store_true")
     parser.add_argument("overrides", nargs="*", help="KEY.SUB=VALUE overrides of the recipe (as `lorashear run`)")
     args = parser.parse_args()

@@ -2,25 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
+import memory_scale
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-@pytest.fixture(scope="module")
-def memory_scale():
-    """benchmarks/memory_scale.py imported as its own run would (benchmarks/ on the path)."""
-    if str(BENCHMARKS) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("bench_memory_scale", BENCHMARKS / "memory_scale.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+import render
 
 
 def synthetic_row(stage: str, dtype: str, params: int, tokens: int, layers: int, hidden: int, vocab: int,
@@ -32,7 +16,7 @@ def synthetic_row(stage: str, dtype: str, params: int, tokens: int, layers: int,
             "command": "lorashear …"}
 
 
-def test_fit_recovers_known_coefficients(memory_scale):
+def test_fit_recovers_known_coefficients():
     """Rows made from a = 2.5 B/param, b = 40 B per token·layer·hidden, c = 6 B per token·vocab give them back,
     and the projection is the model evaluated on the projected shape."""
     coef = (2.5, 40.0, 6.0)
@@ -58,12 +42,12 @@ def test_fit_recovers_known_coefficients(memory_scale):
     assert memory_scale.fit([]) is None
 
 
-def test_llama_8b_and_70b_shapes_have_their_parameter_counts(memory_scale):
+def test_llama_8b_and_70b_shapes_have_their_parameter_counts():
     counts = {name: shape.params(vocab) for name, (shape, vocab) in memory_scale.PROJECTED.items()}
     assert counts["Llama-3-8B"] == 8_030_261_248 and counts["Llama-3-70B"] == 70_553_706_496
 
 
-def test_markdown_of_a_hand_made_results_dict(memory_scale):
+def test_markdown_of_a_hand_made_results_dict():
     rows = {f"0.1b v49152 bfloat16 {stage} 2x64": synthetic_row(stage, "bfloat16", 134_515_008, tokens, 30, 576,
                                                                   49152, (a, 0, 0))
             for stage, tokens, a in (("analyze", 0, 0.4), ("taylor", 128, 12.25))}
@@ -71,7 +55,7 @@ def test_markdown_of_a_hand_made_results_dict(memory_scale):
     results = {"machine": "x86_64, 2 cores", "source": "commit abc1234", "rows": rows,
                "failures": {"0.9b v49152 float32 lhspg 2x64": "exit -9 (see log)"}}
     results["fit"] = memory_scale.fits(rows)
-    text = memory_scale.markdown(results)
+    text = render.memory_scale_markdown(results)
     assert text.startswith("# Memory per parameter of each stage")
     assert "| analyze | x v49,152 | 135M | 2x0 | bfloat16 | bfloat16 |" in text
     assert "| **12.25** |" in text and "| 0.40 |" in text  # above the 3.0 target in bold
@@ -82,7 +66,7 @@ def test_markdown_of_a_hand_made_results_dict(memory_scale):
     assert "| taylor | bfloat16 | 1 | params | 12.25 | — | — |" in text
 
 
-def test_random_model_has_the_requested_parameter_count(memory_scale, small_tokenizer, tmp_path):
+def test_random_model_has_the_requested_parameter_count(small_tokenizer, tmp_path):
     """The builder's model has Shape.params parameters (exact) and lorashear loads its folder and tokenizer."""
     from lorashear.models import load_model, load_tokenizer
 
@@ -112,7 +96,7 @@ BOUNDS = {True: {("analyze", "float32"): 3.0, ("analyze", "bfloat16"): 3.0,  # t
                   ("taylor", "float32"): 12.0, ("taylor", "bfloat16"): 12.0}}
 
 
-def test_stage_bytes_per_parameter_stay_pinned(memory_scale, small_tokenizer, tmp_path):
+def test_stage_bytes_per_parameter_stay_pinned(small_tokenizer, tmp_path):
     """Guards the peak memory per parameter of `lorashear analyze` and `lorashear prune --method taylor` (the
     real CLI in child processes, peak RSS minus an import-only child) in float32 and bfloat16 (about a minute)."""
     import_kib, _ = memory_scale.peak_rss_kib(["-c", memory_scale.IMPORT_ONLY], tmp_path / "import.log")
