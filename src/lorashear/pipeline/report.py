@@ -18,7 +18,7 @@ from lorashear.evaluate.report import cell
 from lorashear.evaluate.speed import SpeedComparison, machine_notes
 from lorashear.graph.structures import Group
 from lorashear.pipeline.card import write_model_card
-from lorashear.pipeline.runner import RECIPE_FILE, RUN_FILE, finished_folder
+from lorashear.pipeline.folders import RECIPE_FILE, RUN_FILE, STAGE_NAMES, finished_folder
 from lorashear.pipeline.stages import MODEL_DIR, MODELS
 from lorashear.train.config import load_yaml
 
@@ -40,8 +40,7 @@ class RunOutputs:
         self.out = out
         self.recipe = load_yaml((out / RECIPE_FILE).read_text())
         self.run = _json(out / RUN_FILE) or {"invocations": [], "seconds": {}}
-        self.folders = {name: finished_folder(out, name) for name in ("analyze", "knowledge", "prune", "recover",
-                                                                      "evaluate")}
+        self.folders = {name: finished_folder(out, name) for name in STAGE_NAMES}
         evaluated = self.folders["evaluate"]
         self.results = {}
         for name in MODELS:

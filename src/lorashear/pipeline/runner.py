@@ -28,12 +28,10 @@ from lorashear.errors import LorashearError
 from lorashear.evaluate.files import write_atomic
 from lorashear.models import dtype_name, resolve_dtype
 from lorashear.pipeline import stages
+from lorashear.pipeline.folders import DONE, RECIPE_FILE, RUN_FILE, STAGE_NAMES, finished_folder, stage_folder
 from lorashear.pipeline.recipe import Recipe
+from lorashear.pipeline.report import write_report
 from lorashear.train.config import load_yaml
-
-DONE = "DONE"
-RECIPE_FILE = "recipe.yaml"
-RUN_FILE = "run.json"
 
 
 @dataclass(frozen=True)
@@ -46,25 +44,14 @@ class Stage:
     resumable: bool = False  # keep the partial folder of an interrupted run (the stage resumes from it)
 
 
-# Numbered by position, whether enabled or not, so a folder's name never depends on the recipe.
-STAGES = (
+_STAGES = {stage.name: stage for stage in (
     Stage("analyze", stages.analyze, lambda r: r.enabled("analyze")),
     Stage("knowledge", stages.knowledge, stages.knowledge_enabled),
     Stage("prune", stages.prune, lambda r: True, resumable=True),  # a trained method resumes its run
     Stage("recover", stages.recover, lambda r: r.enabled("recover"), resumable=True),
     Stage("evaluate", stages.evaluate, lambda r: r.enabled("evaluate"), resumable=True),
-)
-
-
-def stage_folder(out: Path, name: str) -> Path:
-    index = [s.name for s in STAGES].index(name) + 1
-    return out / f"{index:02d}-{name}"
-
-
-def finished_folder(out: Path, name: str) -> Path | None:
-    """The stage's folder if it finished (its DONE marker exists), else None."""
-    folder = stage_folder(out, name)
-    return folder if (folder / DONE).is_file() else None
+)}
+STAGES = tuple(_STAGES[name] for name in STAGE_NAMES)  # in the run folder's order (folders.STAGE_NAMES)
 
 
 @dataclass
@@ -78,7 +65,6 @@ class RunResult:
 def run_recipe(recipe: Recipe, out: str | Path, resume: bool = False, log: Callable[[str], None] = print,
                command: list[str] | None = None) -> RunResult:
     """Run every enabled stage not finished yet, then write the report; returns what ran."""
-    from lorashear.pipeline.report import write_report
 
     out = Path(out)
     _check_out(recipe, out, resume)
