@@ -95,36 +95,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_several(names: list[str], config, args: argparse.Namespace) -> int:
-    """Evaluate each model; with --speed, time them all together (`compare`: ratios to the first)."""
-    import dataclasses
+    """Evaluate each model (one loaded at a time); with --speed, time them side by side (ratios to the first)."""
     import json
-    from functools import partial
-
-    import torch
 
     from lorashear.errors import LorashearError
-    from lorashear.evaluate import evaluate_config
     from lorashear.evaluate.files import write_atomic
-    from lorashear.evaluate.speed import compare_models
-    from lorashear.models import default_device, load_model, load_tokenizer
+    from lorashear.evaluate.many import evaluate_many
 
     if len(set(names)) < len(names):
         raise LorashearError(f"a model is named twice in {names}: name each model once")
-    weights, results = {}, []
-    for name in names:
-        model = load_model(name, device=args.device, dtype=args.dtype)
-        weights[name] = sum(p.numel() * p.element_size() for p in model.parameters())
-        results.append(evaluate_config(model, load_tokenizer(name), dataclasses.replace(config, speed=False),
-                                       model_name=name))
-        print(results[-1].to_markdown())
-        del model  # one model at a time; the timing below loads them again, together where they fit
-    loaders = {name: partial(load_model, name, device=args.device, dtype=args.dtype) for name in names}
-    device = torch.device(args.device) if args.device else default_device()
-    speed = compare_models(loaders, weights, device, log=print) if config.speed else None
-    if speed is not None:
-        print(speed.to_markdown())
+    done = evaluate_many({name: name for name in names}, config, device=args.device, dtype=args.dtype,
+                         on_result=lambda name, result: print(result.to_markdown()))
+    if done.speed is not None:
+        print(done.speed.to_markdown())
     if args.json:
-        payload = {"models": [r.to_dict() for r in results], "speed": speed.to_dict() if speed else None}
+        payload = {"models": [r.to_dict() for r in done.results.values()],
+                   "speed": done.speed.to_dict() if done.speed else None}
         written = write_atomic(args.json, json.dumps(payload, indent=2) + "\n")
         print(f"wrote {written}")
     return 0

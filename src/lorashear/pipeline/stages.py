@@ -12,7 +12,6 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import yaml
@@ -181,33 +180,23 @@ def evaluated_models(ctx: StageContext) -> dict[str, str]:
 
 def evaluate(ctx: StageContext) -> bool:
     """Each model's PPL and tasks (<name>.json, kept across a resume), then all timed side by side (speed.json)."""
-    from lorashear.evaluate import evaluate_config
+    from lorashear.evaluate import EvalResult
     from lorashear.evaluate import write_json as write_result
-    from lorashear.evaluate.speed import compare_models
-    from lorashear.models import count_parameters, default_device, load_model, load_tokenizer
+    from lorashear.evaluate.many import evaluate_many
 
     config, rounds = ctx.recipe.evaluate()
     models = evaluated_models(ctx)
-    sizes = {}
-    for name, spec in models.items():
-        model = load_model(spec, dtype=ctx.recipe.dtype)
-        sizes[name] = {"path": spec, "params": count_parameters(model, include_lora=False),
-                       "weights_bytes": sum(p.numel() * p.element_size() for p in model.parameters())}
+
+    def saved(name: str) -> EvalResult | None:
         target = ctx.work / f"{name}.json"
-        if target.is_file():
-            ctx.log(f"evaluate: {name} already measured ({target})")
-        else:
-            ctx.log(f"evaluate: {name} ({spec})")
-            result = evaluate_config(model, load_tokenizer(spec), dataclasses.replace(config, speed=False),
-                                     model_name=name, log=ctx.log)
-            write_result(result, target)
-        del model  # one model at a time: freed before the next one loads
-    write_json(ctx.work / "models.json", sizes)
-    if config.speed and not (ctx.work / "speed.json").is_file():
-        ctx.log(f"evaluate: timing {', '.join(models)} side by side ({rounds} rounds)")
-        loaders = {name: partial(load_model, spec, dtype=ctx.recipe.dtype) for name, spec in models.items()}
-        weights = {name: size["weights_bytes"] for name, size in sizes.items()}
-        comparison = compare_models(loaders, weights, default_device(), rounds=rounds, log=ctx.log)
-        write_json(ctx.work / "speed.json", comparison.to_dict())
+        return EvalResult.from_dict(json.loads(target.read_text())) if target.is_file() else None
+
+    timed = ctx.work / "speed.json"
+    done = evaluate_many(models, config, dtype=ctx.recipe.dtype, speed=config.speed and not timed.is_file(),
+                         saved=saved, on_result=lambda name, result: write_result(result, ctx.work / f"{name}.json"),
+                         log=ctx.log, rounds=rounds)
+    write_json(ctx.work / "models.json", done.sizes)
+    if done.speed is not None:
+        write_json(timed, done.speed.to_dict())
     write_config(ctx.work, {**dataclasses.asdict(config), "speed_rounds": rounds, "models": models})
     return True
