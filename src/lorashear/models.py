@@ -293,6 +293,18 @@ def release_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def tied_aliases(model: torch.nn.Module) -> dict[str, str]:
+    """state_dict names that share a tensor with an earlier name (tied embeddings) -> that name."""
+    first: dict[int, str] = {}
+    aliases = {}
+    for name, t in model.state_dict(keep_vars=True).items():
+        if id(t) in first:
+            aliases[name] = first[id(t)]
+        else:
+            first[id(t)] = name
+    return aliases
+
+
 def count_parameters(model: torch.nn.Module, include_lora: bool = True) -> int:
     """Parameters of a model, shared (tied) tensors counted once; `include_lora=False` counts the base
     model only (LoRA factors merge into it)."""

@@ -15,7 +15,6 @@ from lorashear.cli.options import (
     score_options,
     split_list,
 )
-from lorashear.errors import LorashearError
 from lorashear.graph.structures import DEFAULT_KINDS
 
 
@@ -49,33 +48,11 @@ examples:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lorashear.graph import GROUP_KINDS, build_graph
-    from lorashear.importance import ScoreContext, get_criterion, load_calibration
-    from lorashear.knowledge import analyze_knowledge, heatmap
-    from lorashear.models import load_model, load_tokenizer, resolve_dtype
-    from lorashear.prune.api import tied_aliases
+    from lorashear.knowledge import heatmap, run_knowledge
 
-    unknown = sorted(set(args.structures) - set(GROUP_KINDS))
-    if unknown or not args.structures:
-        raise LorashearError(f"unknown structures {unknown}; choose from {', '.join(GROUP_KINDS)}")
-    config = knowledge_config(args, args.criterion)
-    criterion = get_criterion(args.criterion, **score_options(args.score_option))
-    calibration = calibration_config(args)
-    if config.probes and calibration.held_out < 1:
-        raise LorashearError("--knowledge-samples must be at least 1 for the data-driven rules")
-    if args.batch_size < 1:
-        raise LorashearError(f"--batch-size must be a positive integer, got {args.batch_size}")
-    model = load_model(args.model, dtype=resolve_dtype(args.dtype))
-    tokenizer = load_tokenizer(args.model)
-    graph = build_graph(model, args.structures)
-    data = load_calibration(tokenizer, calibration)
-    scores = None
-    if config.probes:
-        ctx = ScoreContext(model, graph, data.batches if criterion.needs_data else None, args.batch_size,
-                           tied_aliases(model), tuple(args.structures))
-        scores = criterion.score(ctx)
-    result = analyze_knowledge(model, graph, tuple(args.structures), config, scores, data.held_out, args.batch_size)
-    result.settings["model"] = args.model
+    result = run_knowledge(args.model, args.structures, knowledge_config(args, args.criterion), calibration_config(args),
+                           criterion_options=score_options(args.score_option), dtype=args.dtype,
+                           batch_size=args.batch_size)
     picture = heatmap(result, args.output / "knowledge.png")
     table = result.save(args.output / "knowledge.json")  # last: its presence means the analysis finished
     for c in result.clusters:

@@ -52,6 +52,11 @@ class CalibrationData:
     def tokens(self) -> int:
         return self.batches.numel()
 
+    def summary(self) -> str:
+        """One log line: what was drawn, from which corpora."""
+        return (f"calibration: {len(self.batches)} × {self.config.seq_len} tokens from {', '.join(self.config.data)} "
+                f"(+{len(self.held_out)} held out)")
+
 
 def load_calibration(tokenizer, config: CalibrationConfig) -> CalibrationData:
     """Pack every corpus, draw `samples` + `held_out` sequences round-robin, refuse too little text."""

@@ -14,6 +14,7 @@ from lorashear.knowledge.analysis import (
     probe,
 )
 from lorashear.knowledge.plot import heatmap
+from lorashear.knowledge.run import check_knowledge, reuse_knowledge, run_knowledge
 
 __all__ = [
     "KNOWLEDGE_REASON",
@@ -22,10 +23,13 @@ __all__ = [
     "KnowledgeConfig",
     "KnowledgeResult",
     "analyze_knowledge",
+    "check_knowledge",
     "choose_unprunable",
     "clusters_of",
     "heatmap",
     "load_knowledge",
     "mark_unprunable",
     "probe",
+    "reuse_knowledge",
+    "run_knowledge",
 ]

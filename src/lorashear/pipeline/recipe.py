@@ -47,6 +47,9 @@ RUNNER_KEYS = {"prune": ("model", "output", "overwrite", "calibration", "knowled
                "recover": ("pruned", "out", "resume", "dtype")}
 
 
+PRUNE_FIELDS = {f.name: f for f in dataclasses.fields(PruneConfig)}
+
+
 def field_names(cls) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
@@ -78,18 +81,29 @@ class Recipe:
     def calibration(self) -> CalibrationConfig:
         return CalibrationConfig(**_with_lists(self.sections.get("calibration") or {}))
 
-    def knowledge(self) -> KnowledgeConfig | None:
-        """The analysis the recipe asks for; None: the method's default rule (`PruneConfig`)."""
-        if "knowledge" not in self.sections:
-            return None
-        values = self.sections["knowledge"]
-        if values is None:
-            return KnowledgeConfig(rule="none")
-        from lorashear.prune import METHODS
+    def method(self):
+        """The registered pruning method of the `prune` section (`prune.methods.Method`)."""
+        from lorashear.prune.methods import get_method
 
-        criterion = METHODS[self.sections["prune"].get("method", "random")].probe_criterion
-        values = {k: v for k, v in values.items() if k != KNOWLEDGE_FROM}
-        return KnowledgeConfig(**{"criterion": criterion, **_with_lists(values)})
+        return get_method(self.prune_setting("method"))
+
+    def prune_setting(self, name: str) -> Any:
+        """A `PruneConfig` field as the `prune` section sets it, else its default."""
+        default = PRUNE_FIELDS[name]
+        if default.default_factory is not dataclasses.MISSING:
+            return self.sections["prune"].get(name, default.default_factory())
+        return self.sections["prune"].get(name, default.default)
+
+    def knowledge(self) -> KnowledgeConfig:
+        """The analysis the recipe asks for: without a `knowledge` section the method's default rule,
+        `knowledge: null` none; the probe criterion is the method's unless the section names one."""
+        if self.sections.get("knowledge", {}) is None:
+            return KnowledgeConfig(rule="none")
+        method = self.method()
+        if "knowledge" not in self.sections:
+            return KnowledgeConfig(rule=method.knowledge, criterion=method.probe_criterion)
+        values = {k: v for k, v in self.sections["knowledge"].items() if k != KNOWLEDGE_FROM}
+        return KnowledgeConfig(**{"criterion": method.probe_criterion, **_with_lists(values)})
 
     def knowledge_from(self) -> str | None:
         """`knowledge.from`: an earlier analysis's knowledge.json whose verdict the run takes (nothing probed)."""

@@ -82,31 +82,37 @@ def analyze(ctx: StageContext) -> bool:
 
 
 def knowledge_enabled(recipe: Recipe) -> bool:
-    return recipe.prune("-").knowledge.rule != "none"
+    return recipe.knowledge().rule != "none"
 
 
 def knowledge_settings(recipe: Recipe) -> dict:
     """What the knowledge stage's verdict depends on (its config.yaml): two recipes with equal settings
     get the same analysis, so one finished stage can stand for both (benchmarks/methods.py shares it)."""
-    config, source = recipe.prune("-"), recipe.knowledge_from()
+    kinds, source = list(recipe.prune_setting("kinds")), recipe.knowledge_from()
     if source is not None:
-        return {"model": recipe.model, "from": source, "kinds": list(config.kinds)}
-    return {"model": recipe.model, "knowledge": config.knowledge, "calibration": config.calibration,
-            "kinds": list(config.kinds), "batch_size": config.batch_size,
-            "score_options": config.score_options}  # they shape the probe's scores when it is the method's criterion
+        return {"model": recipe.model, "from": source, "kinds": kinds}
+    return {"model": recipe.model, "knowledge": recipe.knowledge(), "calibration": recipe.calibration(),
+            "kinds": kinds, "batch_size": recipe.prune_setting("batch_size"),
+            "score_options": recipe.prune_setting("score_options")}  # they shape the probe's scores when it is the method's criterion
 
 
 def knowledge(ctx: StageContext) -> bool:
     """LoRAShear's knowledge-distribution analysis as the prune stage will use it: knowledge.json + heatmap."""
-    from lorashear.knowledge import heatmap
-    from lorashear.prune.api import analyze_for_pruning
+    from lorashear.knowledge import heatmap, reuse_knowledge, run_knowledge
 
-    config = ctx.recipe.prune("-", ctx.recipe.knowledge_from())  # knowledge.from: that verdict, not probed
-    result = analyze_for_pruning(config, ctx.log)
-    result.settings["model"] = ctx.recipe.model
+    recipe, settings = ctx.recipe, knowledge_settings(ctx.recipe)
+    if "from" in settings:  # knowledge.from: that verdict, not probed
+        result = reuse_knowledge(recipe.model, settings["kinds"], settings["from"], recipe.dtype, ctx.log)
+    else:
+        config = settings["knowledge"]
+        # The prune stage's plan scores with its criterion's options: a probe by the same criterion scores as it will.
+        options = settings["score_options"] if config.criterion == recipe.method().criterion else None
+        result = run_knowledge(recipe.model, settings["kinds"], config, settings["calibration"],
+                               criterion_options=options, dtype=recipe.dtype, batch_size=settings["batch_size"],
+                               log=ctx.log)
     heatmap(result, ctx.work / "knowledge.png")
     result.save(ctx.work / "knowledge.json")
-    write_config(ctx.work, knowledge_settings(ctx.recipe))
+    write_config(ctx.work, settings)
     return True
 
 

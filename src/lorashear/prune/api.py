@@ -18,6 +18,8 @@ from lorashear.errors import LorashearError
 from lorashear.graph.structures import DEFAULT_KINDS, GROUP_KINDS
 from lorashear.importance.calibration import CalibrationConfig
 from lorashear.knowledge.analysis import KnowledgeConfig, KnowledgeResult
+from lorashear.knowledge.run import check_knowledge
+from lorashear.models import tied_aliases
 from lorashear.prune.plan import PruningPlan
 
 
@@ -51,6 +53,7 @@ class PruneConfig:
     def __post_init__(self) -> None:
         from lorashear.importance import get_criterion
         from lorashear.prune import METHODS
+        from lorashear.prune.methods import get_method
 
         self.kinds = tuple(self.kinds)
         unknown = sorted(set(self.kinds) - set(GROUP_KINDS))
@@ -64,9 +67,7 @@ class PruneConfig:
             raise LorashearError(f"--multiple-of must be a positive integer, got {self.multiple_of!r}")
         if self.norm_eps not in NORM_EPS:
             raise LorashearError(f"--norm-eps must be one of {', '.join(NORM_EPS)}, got {self.norm_eps!r}")
-        if self.method not in METHODS:
-            raise LorashearError(f"unknown method '{self.method}'; choose from {', '.join(METHODS)}")
-        method = METHODS[self.method]
+        method = get_method(self.method)
         if self.score_options and method.criterion is None:
             raise LorashearError(f"method '{self.method}' ranks by no criterion; drop --score-option")
         if method.criterion is not None:
@@ -80,10 +81,7 @@ class PruneConfig:
                                  f"not to '{self.method}'")
         if self.knowledge is None:
             self.knowledge = KnowledgeConfig(rule=method.knowledge, criterion=method.probe_criterion)
-        if self.knowledge.probes:
-            get_criterion(self.knowledge.criterion)
-            if self.calibration.held_out < 1:
-                raise LorashearError("the knowledge analysis needs held-out text: --knowledge-samples must be ≥ 1")
+        check_knowledge(self.knowledge, self.calibration)
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise LorashearError(f"--batch-size must be a positive integer, got {self.batch_size!r}")
         from lorashear.models import resolve_dtype
@@ -131,18 +129,6 @@ class PruneResult:
     params_after: int
     seconds: dict[str, float] = field(default_factory=dict)
     finished: bool = True  # False: a trained method stopped early (stop_after_steps); `folder` is its run folder
-
-
-def tied_aliases(model) -> dict[str, str]:
-    """state_dict names that share a tensor with an earlier name (tied embeddings) -> that name."""
-    first: dict[int, str] = {}
-    aliases = {}
-    for name, t in model.state_dict(keep_vars=True).items():
-        if id(t) in first:
-            aliases[name] = first[id(t)]
-        else:
-            first[id(t)] = name
-    return aliases
 
 
 def prune_model(config: PruneConfig, log: Callable[[str], None] = print) -> PruneResult:
@@ -212,14 +198,9 @@ def prepare(config: PruneConfig, log: Callable[[str], None] = print):
     return PruneContext(config, model, tokenizer, graph, tied_aliases(model), log), seconds
 
 
-def analyze_for_pruning(config: PruneConfig, log: Callable[[str], None] = print) -> KnowledgeResult | None:
-    """The knowledge analysis `prune_model(config)` would run, alone (a pipeline stage of its own)."""
-    ctx, _ = prepare(config, log)
-    return knowledge_stage(ctx)
-
-
 def knowledge_stage(ctx) -> KnowledgeResult | None:
-    """Run the knowledge analysis the config asks for and mark its unprunable groups on the graph."""
+    """Run the knowledge analysis the config asks for (on the scores the plan reuses) and mark its unprunable
+    groups on the graph; `knowledge.run_knowledge` is the same analysis as a stage of its own."""
     from lorashear.knowledge import analyze_knowledge, load_knowledge, mark_unprunable
     from lorashear.prune import METHODS
 

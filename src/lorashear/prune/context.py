@@ -56,8 +56,7 @@ class PruneContext:
 
                 raise LorashearError(f"method '{self.config.method}' needs calibration text, but the model has no tokenizer")
             self._calibration = load_calibration(self.tokenizer, self.config.calibration)
-            self.log(f"calibration: {len(self._calibration.batches)} × {self.config.calibration.seq_len} tokens "
-                     f"from {', '.join(self.config.calibration.data)} (+{len(self._calibration.held_out)} held out)")
+            self.log(self._calibration.summary())
         return self._calibration
 
     def calibration_record(self) -> dict | None:

@@ -101,6 +101,13 @@ METHODS: dict[str, Method] = {
 }
 
 
+def get_method(name: str) -> Method:
+    """The registered method `name` (an unknown name is one error naming the known ones)."""
+    if name not in METHODS:
+        raise LorashearError(f"unknown method '{name}'; choose from {', '.join(METHODS)}")
+    return METHODS[name]
+
+
 def register_method(method: Method) -> Method:
     """Add a method (LHSPG, LoRAPrune, FLAP, ... register themselves here)."""
     METHODS[method.name] = method
