@@ -384,6 +384,28 @@ def test_benchmarks_md_is_rendered_from_the_committed_results():
     assert "(BENCHMARKS.md)" in (BENCHMARKS.parent / "README.md").read_text()
 
 
+def test_readme_headline_table_is_rendered_from_the_methods_results():
+    """The README's results table is what render.py makes of methods_smollm2.json (rerun it after new rows)."""
+    readme = (BENCHMARKS.parent / "README.md").read_text()
+    assert render.readme_with_headline(readme, render.headline()) == readme, "rerun benchmarks/render.py"
+    assert "| LoRAShear's LHSPG (Wanda-SP saliency) + recovery |" in readme
+
+
+def test_headline_shows_mean_and_sd_over_seeds_and_pending_rows():
+    def row(ppl_pruned, ppl_recovered, avg):
+        tasks = {"avg": avg, "tasks": {"boolq": 0.0, "piqa": avg}}
+        return {"run": {"seconds": 1.0}, "pruned": {"ppl": {"ppl": ppl_pruned}},
+                "recovered": {"ppl": {"ppl": ppl_recovered}, "tasks": tasks}}
+
+    results = {"model": "m", "command": "c", "machine": "x", "limit": 200, "rows": {
+        "dense": {"ppl": {"ppl": 20.0}, "tasks": {"avg": 0.5, "tasks": {"boolq": 0.5, "piqa": 0.5}}},
+        "20% lhspg-auto": row(40.0, 36.0, 0.40), "20% lhspg-auto seed=1": row(42.0, 38.0, 0.42)}}
+    text = render.headline_markdown(results)
+    line = next(li for li in text.splitlines() if li.startswith("| LoRAShear's LHSPG (Taylor saliency)"))
+    assert "| 41.00 ± 1.41 → 37.00 ± 1.41 | 41.00 ± 1.41 |" in line and line.endswith("| pending | pending |")
+    assert "Dense: wiki PPL 20.00, six-task average 50.00" in text
+
+
 def test_benchmarks_md_marks_unmeasured_methods_rows_pending():
     results = render.methods_results({"model": "m", "command": "c", "machine": "x", "limit": 200,
                                       "rows": {"dense": {"params": 10}, "20% random": {"run": {"seconds": 1.0, "params": 8}}}})
@@ -482,12 +504,12 @@ def test_methods_seed_sets_the_pruning_run_and_leaves_recovery_alone():
     init) through recipe overrides; recovery keeps the recipe's seed. The recipe's seed is the unseeded row."""
     base = methods.row_recipe(0.2, "lhspg-auto")
     prune = base.prune("OUT")
-    assert prune.seed == prune.calibration.seed == prune.training.seed == _common.DEFAULT_SEED
+    assert prune.seed == prune.calibration.seed == prune.options.seed == _common.DEFAULT_SEED
     assert base.recover("p", "o", resume=False).seed == _common.DEFAULT_SEED
     assert methods.row_overrides(0.2, "lhspg-auto", seed=_common.DEFAULT_SEED) == methods.row_overrides(0.2, "lhspg-auto")
     seeded = methods.row_recipe(0.2, "lhspg-auto", seed=2)
     prune = seeded.prune("OUT")
-    assert prune.seed == prune.calibration.seed == prune.training.seed == 2
+    assert prune.seed == prune.calibration.seed == prune.options.seed == 2
     assert seeded.recover("p", "o", resume=False).seed == _common.DEFAULT_SEED
     assert methods.row_recipe(0.2, "wanda-sp-auto-150k", seed=1).prune("OUT").calibration.seed == 1  # one-shot too
     argv = methods.row_argv(0.2, "lhspg-auto", Path("/w/x"), seed=1)
@@ -500,8 +522,8 @@ def test_methods_new_20_percent_leader_rows():
     recipe = methods.row_recipe(0.2, "wanda-sp-auto-150k")
     assert recipe.prune("OUT").method == "wanda-sp" and recipe.recover("p", "o", resume=False).tokens == 149152
     for name, saliency in (("lhspg-auto-m64", "taylor"), ("lhspg-wanda-sp-m64", "wanda-sp")):
-        options = methods.row_recipe(0.2, name).prune("OUT").method_options
-        assert options.group_divisible == 64 and options.saliency == saliency
+        prune = methods.row_recipe(0.2, name).prune("OUT")  # the rows say prune.group_divisible, multiple_of's old name
+        assert prune.multiple_of == 64 and prune.options.saliency == saliency
 
 
 def test_methods_seeded_rows_have_their_own_key_and_folder():

@@ -146,3 +146,12 @@ def test_replaying_earlier_layers_gives_the_full_models_loss(arch):
         with zeroed(model, groups):
             assert replay.loss(layer) == pytest.approx(mean_loss(model, batches, 2), abs=1e-5)
     assert all(type(m).__name__ != "_Cached" for m in model.modules())  # the real layers are back
+
+
+def test_an_unknown_rule_names_every_rule():
+    """The error lists the four rules (it used to leave out `ratio`)."""
+    from lorashear.errors import LorashearError
+    from lorashear.knowledge import KnowledgeConfig
+
+    with pytest.raises(LorashearError, match="auto, none, fixed, ratio"):
+        KnowledgeConfig(rule="sometimes")

@@ -57,7 +57,7 @@ class KnowledgeConfig:
         if self.unprunable_ratio is not None and self.rule == "auto":
             object.__setattr__(self, "rule", "ratio")
         if self.rule not in RULES:
-            raise LorashearError(f"--unprunable must be one of auto, none, fixed, got {self.rule!r}")
+            raise LorashearError(f"--unprunable must be one of {', '.join(RULES)}, got {self.rule!r}")
         if self.rule == "ratio":
             gamma = self.unprunable_ratio
             if gamma is None or not 0.0 <= gamma < 1.0:
