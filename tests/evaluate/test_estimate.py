@@ -11,12 +11,12 @@ from lorashear.evaluate.estimate import (
     TASK_SIZES,
     duration,
     forward_tokens_per_s,
-    plan_stages,
+    plan_steps,
 )
 
 
 def test_stages_in_order_with_their_tokens():
-    stages = plan_stages(("wiki", "c4"), 8, 512, ("boolq", "hellaswag"), 100, speed=True)
+    stages = plan_steps(("wiki", "c4"), 8, 512, ("boolq", "hellaswag"), 100, speed=True)
     assert [(s.kind, s.name) for s in stages] == [(PPL, "ppl wiki"), (PPL, "ppl c4"), (TASK, "boolq"),
                                                  (TASK, "hellaswag"), (SPEED, "speed")]
     assert stages[0].tokens == 8 * 512
@@ -27,12 +27,12 @@ def test_stages_in_order_with_their_tokens():
 
 def test_full_sets_are_the_69k_requests_of_the_issue():
     """No limit: every document (the run that took days on a CPU); a limit larger than a set is the set."""
-    stages = plan_stages((), 1, 2, tuple(TASK_SIZES), None, speed=False)
+    stages = plan_steps((), 1, 2, tuple(TASK_SIZES), None, speed=False)
     requests = sum(round(s.documents * s.requests_per_doc) for s in TASK_SIZES.values())
     assert 68_000 < requests < 70_000
     for stage, size in zip(stages, TASK_SIZES.values(), strict=True):
         assert stage.detail.startswith(f"{size.documents:,} documents, ")
-    assert plan_stages((), 1, 2, ("openbookqa",), 10_000, False)[0].detail.startswith("500 documents")
+    assert plan_steps((), 1, 2, ("openbookqa",), 10_000, False)[0].detail.startswith("500 documents")
 
 
 @pytest.mark.parametrize("seconds,text", [(40, "40 s"), (720, "12 min"), (3.5 * 3600, "3.5 h"),

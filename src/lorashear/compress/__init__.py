@@ -1,4 +1,4 @@
-"""Stage 5: physically remove groups, export Hugging Face folders, load them back."""
+"""Compression: physically remove groups, export Hugging Face folders, load them back."""
 
 from lorashear.compress.core import (
     add_output_bias,

@@ -14,10 +14,10 @@ from lorashear.evaluate.estimate import (
     LONG_RUN_SECONDS,
     PPL,
     TASK,
-    Stage,
+    EvalStep,
     duration,
     forward_tokens_per_s,
-    plan_stages,
+    plan_steps,
 )
 from lorashear.evaluate.perplexity import (
     DEFAULT_SEQ_LEN,
@@ -126,7 +126,7 @@ def evaluate_config(
     model.eval()
     name = model_name or getattr(model.config, "_name_or_path", "") or type(model).__name__
     result = EvalResult(model=name, params=count_parameters(model), settings=asdict(config))
-    stages = plan_stages(config.ppl_corpora, config.ppl_windows, config.seq_len, config.tasks, config.limit,
+    stages = plan_steps(config.ppl_corpora, config.ppl_windows, config.seq_len, config.tasks, config.limit,
                          config.speed)
     pending = result.settings["pending"] = [stage.name for stage in stages]
     try:
@@ -155,7 +155,7 @@ def evaluate_config(
     return result
 
 
-def _announce(model, config: EvalConfig, stages: list[Stage], log: Callable[[str], None]) -> list[float | None]:
+def _announce(model, config: EvalConfig, stages: list[EvalStep], log: Callable[[str], None]) -> list[float | None]:
     """Log the plan and its estimated time (with a note on how to shorten a long one); seconds per stage."""
     if not any(stage.kind in (PPL, TASK) for stage in stages):
         return [None] * len(stages)

@@ -43,7 +43,7 @@ PPL, TASK, SPEED = "ppl", "task", "speed"
 
 
 @dataclass(frozen=True)
-class Stage:
+class EvalStep:
     """One step of an evaluation: a perplexity corpus, a task or the speed test, and how much it reads."""
 
     kind: str  # PPL | TASK | SPEED
@@ -56,19 +56,19 @@ class Stage:
         return f"ppl {self.key}" if self.kind == PPL else self.key
 
 
-def plan_stages(
+def plan_steps(
     corpora: tuple[str, ...], windows: int, seq_len: int, tasks: tuple[str, ...], limit: int | None, speed: bool
-) -> list[Stage]:
+) -> list[EvalStep]:
     """The stages of an evaluation, in the order they run."""
-    stages = [Stage(PPL, c, f"{windows} windows × {seq_len} tokens", windows * seq_len) for c in corpora]
+    stages = [EvalStep(PPL, c, f"{windows} windows × {seq_len} tokens", windows * seq_len) for c in corpora]
     for task in tasks:
         size = TASK_SIZES[task]
         docs = size.documents if limit is None else min(limit, size.documents)
         requests = round(docs * size.requests_per_doc)
-        stages.append(Stage(TASK, task, f"{docs:,} documents, {requests:,} requests",
+        stages.append(EvalStep(TASK, task, f"{docs:,} documents, {requests:,} requests",
                             requests * size.tokens_per_request))
     if speed:
-        stages.append(Stage(SPEED, "speed", "prefill and decode timing", SPEED_TOKENS))
+        stages.append(EvalStep(SPEED, "speed", "prefill and decode timing", SPEED_TOKENS))
     return stages
 
 

@@ -1,4 +1,4 @@
-"""Stage 1: the dependency graph of minimally removable structures."""
+"""The dependency graph of minimally removable structures."""
 
 from lorashear.graph.build import build_graph
 from lorashear.graph.structures import (

@@ -1,4 +1,4 @@
-"""Stage 3: importance. A registered criterion gives every group of the graph one score.
+"""Importance: A registered criterion gives every group of the graph one score.
 
     criterion = get_criterion("taylor", variant="vector")
     scores = criterion.score(ScoreContext(model, graph, batches=calibration.batches))

@@ -32,7 +32,7 @@ from lorashear.recover.losses import recovery_loss
 from lorashear.recover.stages import (
     INSTRUCT,
     PRETRAIN,
-    Stage,
+    RecoveryStage,
     StagedMixture,
     category_losses,
     make_stage,
@@ -140,7 +140,7 @@ def _tokenizer(config: RecoverConfig):
         return load_tokenizer(config.dense)
 
 
-def _stages(config: RecoverConfig, tokenizer, tokens_per_step: int) -> list[Stage]:
+def _stages(config: RecoverConfig, tokenizer, tokens_per_step: int) -> list[RecoveryStage]:
     """Stage 1 (pretraining-like text) and stage 2 (instructions), each with its share of the tokens in steps."""
     stage1_tokens = round(config.tokens * config.stage_split)
     steps1 = math.ceil(stage1_tokens / tokens_per_step)

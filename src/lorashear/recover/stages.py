@@ -25,7 +25,7 @@ PRETRAIN, INSTRUCT = "pretrain", "instruct"
 
 
 @dataclass
-class Stage:
+class RecoveryStage:
     """One stage: its categories' stream, their mixture, the dense reference losses, its steps [start, end)."""
 
     name: str
@@ -36,19 +36,19 @@ class Stage:
     end: int
 
 
-def make_stage(name: str, categories: list[Category], start: int, end: int, config: RecoverConfig) -> Stage:
+def make_stage(name: str, categories: list[Category], start: int, end: int, config: RecoverConfig) -> RecoveryStage:
     names = [c.name for c in categories]
     mixture = DynamicMixture(names, eta=config.mix_eta, smoothing=config.mix_smoothing, dynamic=config.mix == "dynamic")
-    return Stage(name, MixedStream(categories, seed=config.seed + start), mixture, {}, start, end)
+    return RecoveryStage(name, MixedStream(categories, seed=config.seed + start), mixture, {}, start, end)
 
 
 class StagedMixture(TrainHook):
     """The stages' batches for the loop (`next_batch`) and their mixture updates (`before_step`)."""
 
-    def __init__(self, stages: list[Stage], config: RecoverConfig, work: Path) -> None:
+    def __init__(self, stages: list[RecoveryStage], config: RecoverConfig, work: Path) -> None:
         self.stages, self.config, self.work = stages, config, work
 
-    def stage_at(self, step: int) -> Stage:
+    def stage_at(self, step: int) -> RecoveryStage:
         return next(s for s in self.stages if s.start <= step < s.end)
 
     def next_batch(self, run: TrainRun, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,7 +109,7 @@ def category_losses(model, categories: list[Category], config: RecoverConfig, ac
     return losses
 
 
-def reference_losses(stages: list[Stage], dense, work: Path, config: RecoverConfig, accelerator: Accelerator) -> None:
+def reference_losses(stages: list[RecoveryStage], dense, work: Path, config: RecoverConfig, accelerator: Accelerator) -> None:
     """The dense model's held-out loss per category, measured once and cached in the run folder."""
     cache = work / "reference_losses.json"
     if cache.is_file():
