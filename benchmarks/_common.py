@@ -121,8 +121,8 @@ METHOD_ROWS = {
                          ["prune.method=taylor", "recover.tokens=149152"]),
     "wanda-sp-auto-150k": ("Wanda-SP + 149K recovery tokens: LHSPG's 49K training + 100K recovery",
                            ["prune.method=wanda-sp", "recover.tokens=149152"]),
-    # LHSPG reads its channel multiple from its own option (`lorashear prune --multiple-of` sets it too);
-    # the recipe's prune.multiple_of reaches the one-shot methods only.
+    # prune.group_divisible is multiple_of's old name (every method's channel multiple); kept here, as rows
+    # already run resume only with the same recipe.
     "lhspg-auto-m64": ("LoRAShear: LHSPG, kept MLP/hidden channels a multiple of 64 (widths llama.cpp runs fast)",
                        ["prune.group_divisible=64"]),
     "lhspg-wanda-sp-m64": ("LHSPG with Wanda-SP saliency, kept MLP/hidden channels a multiple of 64",

@@ -27,8 +27,8 @@ def test_the_8b_recipe_is_bf16_checkpointed_and_keeps_saliency_on_one_micro_batc
     recipe = load_recipe(RECIPES / "lorashear-20-8b.yaml", ["model=some/model-8b"])
     assert recipe.model == "some/model-8b" and recipe.dtype == "auto"
     prune = recipe.prune("out")
-    assert prune.method == "lhspg" and prune.training.gradient_checkpointing == "true"
+    assert prune.method == "lhspg" and prune.options.gradient_checkpointing == "true"
     # one micro-batch of the period-start saliency (ScoreContext's): its gradients are folded and freed
-    assert prune.method_options.saliency_samples <= ScoreContext.__dataclass_fields__["batch_size"].default
-    assert prune.multiple_of == prune.method_options.group_divisible == 64
+    assert prune.options.saliency_samples <= ScoreContext.__dataclass_fields__["batch_size"].default
+    assert prune.multiple_of == 64
     assert recipe.recover("p", "o", False).gradient_checkpointing == "true"

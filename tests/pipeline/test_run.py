@@ -200,13 +200,13 @@ def test_numbers_in_exponent_form_are_numbers_in_overrides_and_recipe_files(tmp_
     assert apply_overrides({}, ["model=1e-3x", "prune.name=e5"]) == {"model": "1e-3x", "prune": {"name": "e5"}}
     recipe = tmp_path / "r.yaml"
     recipe.write_text("model: smollm2-135m\nprune: {method: lhspg, ratio: 0.2, lr: 5e-4}\n")
-    assert load_recipe(recipe).prune("x").training.lr == 5e-4
+    assert load_recipe(recipe).prune("x").options.lr == 5e-4
 
 
 @pytest.mark.parametrize("raw, overrides, match", [
     ({"prune": {"ratio": 0.2}, "evalute": {}}, [], r"unknown key\(s\) in 'recipe': evalute; known: analyze, "),
     ({"prune": {"ratio": 0.2}}, ["prune.method=taylor", "prune.periods=3"],
-     r"unknown key\(s\) in 'prune': periods; known: .*ratio.*method 'taylor' takes no options"),
+     r"unknown key\(s\) in 'prune': periods; known: .*ratio.*; method 'taylor': score_options$"),
     ({"prune": {"ratio": 0.2}}, ["recover.tokenz=5"], r"unknown key\(s\) in 'recover': tokenz; known: .*tokens"),
     ({"prune": {"ratio": 0.2}}, ["evaluate.ppl=wiki"], r"unknown key\(s\) in 'evaluate': ppl; known: .*ppl_corpora"),
     ({"prune": {"ratio": 0.2}, "knowledge": {"rules": "auto"}}, [], r"in 'knowledge': rules; known: .*rule"),

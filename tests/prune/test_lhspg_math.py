@@ -161,7 +161,7 @@ def test_schedule_plan_and_positions():
 @pytest.mark.parametrize("bad", [dict(warmup_share=1.0), dict(periods=0), dict(epsilon=-0.1),
                                  dict(lambda_rule="fast"), dict(variant="x"), dict(merge="never"),
                                  dict(saliency="nope"), dict(saliency_options={"weights": "nope:1"}),
-                                 dict(group_divisible=0), dict(saliency_samples=0), dict(saliency_samples=2.5),
+                                 dict(saliency_samples=0), dict(saliency_samples=2.5),
                                  dict(saliency_steps=0), dict(saliency_steps=2, saliency="lhspg"),
                                  dict(saliency_steps=2, saliency_samples=4)])
 def test_config_refuses_bad_values(bad):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -18,8 +19,9 @@ from trained_material import check_bad_input, check_export, check_resume
 
 from lorashear.cli import main
 from lorashear.errors import LorashearError
+from lorashear.prune import METHODS
 from lorashear.prune.lhspg import LhspgConfig, LhspgHook
-from lorashear.prune.trained import TrainedConfig, load_recipe
+from lorashear.train.config import read_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 # 8 optimiser steps of one 32-token sequence: 2 warm-up steps, 2 periods of 3 steps.
@@ -119,19 +121,24 @@ def test_training_flags_are_refused_for_one_shot_methods(small_vocab_dirs, tmp_p
 
 
 def test_the_shipped_recipe_holds_the_defaults():
-    training, options = load_recipe(ROOT / "recipes" / "lhspg.yaml", {}, LhspgConfig)
-    assert training == TrainedConfig() and options == LhspgConfig()
+    own, options = METHODS["lhspg"].split(read_recipe(ROOT / "recipes" / "lhspg.yaml"), ["multiple_of"], "")
+    assert own == {"multiple_of": 1} and LhspgConfig(**options) == LhspgConfig()
 
 
-def test_recipe_keys_are_checked_and_flags_win(tmp_path):
+def test_recipe_keys_are_checked_and_flags_win(tmp_path, monkeypatch, capsys):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("tokens: 1000\nperiods: 3\nlr: 1.0e-3\n")
-    training, options = load_recipe(recipe, {"lr": 5e-4}, LhspgConfig)
-    assert (training.tokens, training.lr, options.periods) == (1000, 5e-4, 3)
+    argv = ["prune", "m", "--method", "lhspg", "--ratio", "0.2", "-o", str(tmp_path / "out"), "--config", str(recipe)]
+    seen = []
+    monkeypatch.setattr("lorashear.prune.api.prune_model", seen.append)
+    assert main([*argv, "--lr", "5e-4"]) == 0
+    assert (seen[0].options.tokens, seen[0].options.lr, seen[0].options.periods) == (1000, 5e-4, 3)
     recipe.write_text("tokens: 1000\nperiod: 3\n")
-    with pytest.raises(LorashearError, match=r"unknown option\(s\) in .*: period; known: training .*tokens.*"
-                                             r"method .*periods"):
-        load_recipe(recipe, {}, LhspgConfig)
+    assert main(argv) == 2
+    assert re.search(r"unknown key\(s\) in .*r.yaml: period; known: multiple_of; method 'lhspg': .*periods.*tokens",
+                     capsys.readouterr().err)
+    with pytest.raises(LorashearError, match=r"unknown option\(s\) of method 'lhspg': period; known: .*periods"):
+        METHODS["lhspg"].options({"period": 3})  # the Python API: PruneConfig(options={...})
 
 
 def _free_port() -> int:

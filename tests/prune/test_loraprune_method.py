@@ -13,8 +13,9 @@ from tiny_models import single_thread  # noqa: F401
 from trained_material import check_bad_input, check_export, check_resume
 
 from lorashear.cli import main
+from lorashear.prune import METHODS
 from lorashear.prune.loraprune import LorapruneConfig
-from lorashear.prune.trained import TrainedConfig, load_recipe
+from lorashear.train.config import read_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 # 8 optimiser steps of one 32-token sequence: 2 warm-up steps, masks after 0-based steps 2 and 4, the
@@ -76,8 +77,8 @@ def test_bad_input_is_one_clear_error_and_no_folder(small_vocab_dirs, tmp_path, 
 
 
 def test_the_shipped_recipe_holds_the_defaults():
-    training, options = load_recipe(ROOT / "recipes" / "loraprune.yaml", {}, LorapruneConfig)
-    assert training == TrainedConfig() and options == LorapruneConfig()
+    own, options = METHODS["loraprune"].split(read_recipe(ROOT / "recipes" / "loraprune.yaml"), ["multiple_of"], "")
+    assert own == {"multiple_of": 1} and LorapruneConfig(**options) == LorapruneConfig()
 
 
 def test_the_pipeline_recipe_loads():
@@ -89,7 +90,7 @@ def test_the_pipeline_recipe_loads():
     recipe.check()
     config = recipe.prune("out")
     assert config.method == "loraprune" and config.knowledge.rule == "fixed"
-    assert config.training.tokens == 49_152 and config.method_options == LorapruneConfig()
+    assert config.options.tokens == 49_152 and config.options == LorapruneConfig()
 
 
 @pytest.mark.parametrize("method, extra, match", [

@@ -1,13 +1,14 @@
-"""Argument groups shared by several commands (calibration data, knowledge analysis, criterion options)."""
+"""Argument groups shared by several commands (calibration data, knowledge analysis, criterion options), and the
+flags made from config dataclasses (a method's options, the training loop's)."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import dataclasses
+import typing
 
 from lorashear.data import PRETRAIN_CORPORA
 from lorashear.errors import LorashearError
-from lorashear.prune.trained import SHARED_WITH_PRUNE, TrainedConfig
 
 
 def add_dtype_arg(p: argparse.ArgumentParser) -> None:
@@ -45,39 +46,113 @@ def fill_calibration_defaults(args: argparse.Namespace, data=PRETRAIN_CORPORA, s
             setattr(args, name, value)
 
 
-# Flags of every trained method (the LoopConfig/TrainedConfig field each sets); --data, --seq-len,
-# --batch-size and --seed are the command's own and set the training run too.
-# The help shows TrainedConfig's default of each (so it cannot go stale), where it has one.
-TRAINING_FLAGS = {
-    "--tokens": ("tokens", int, "training tokens in all, every process together"),
-    "--lr": ("lr", float, "LoRA learning rate"),
-    "--grad-accum": ("grad_accum", int, "micro-batches per optimiser step"),
-    "--lora-r": ("lora_r", int, "LoRA rank"),
-    "--checkpoint-every": ("checkpoint_every", int, "optimiser steps between checkpoints"),
-    "--stop-after-steps": ("stop_after_steps", int, "stop after this step, keeping a checkpoint for --resume"),
-    "--gradient-checkpointing": ("gradient_checkpointing", str,
-                                 "recompute activations in the backward pass: auto (on from 1B parameters), true, false"),
-}
-SHARED_TRAINING_FIELDS = ("data", "seq_len", *SHARED_WITH_PRUNE)
+# ---------------------------------------------------------------------- flags made from config dataclasses
 
 
-def add_training_args(p: argparse.ArgumentParser, methods: str) -> None:
-    g = p.add_argument_group(f"training ({methods}: LoRA trains while structures are pruned)")
-    defaults = TrainedConfig()
-    for flag, (field, kind, text) in TRAINING_FLAGS.items():
-        default = getattr(defaults, field)
-        shown = "" if default is None else f" (default {default:g})" if kind is not str else f" (default {default})"
-        g.add_argument(flag, dest=field, type=kind, help=text + shown)
-    g.add_argument("--resume", action="store_true", default=None,
-                   help="continue the unfinished run of -o OUT from its last checkpoint (.OUT.partial)")
-    g.add_argument("--config", type=Path, metavar="YAML",
-                   help="a recipe, e.g. recipes/lhspg.yaml: training and method options (flags override it)")
+def option_flag(f: dataclasses.Field) -> str:
+    """A config field's flag: its metadata's `flag`, else --the-field-name."""
+    return f.metadata.get("flag", "--" + f.name.replace("_", "-"))
 
 
-def training_overrides(args: argparse.Namespace) -> dict:
-    """TrainedConfig values the command line gave (None: not given)."""
-    names = [field for field, _, _ in TRAINING_FLAGS.values()] + ["resume", *SHARED_TRAINING_FIELDS]
-    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def _value_type(cls: type, f: dataclasses.Field):
+    """What the command line gives for field `f` of `cls`: bool (a switch), dict (KEY=VALUE items), list, or a
+    parser of one value (the metadata's `type`, else the annotation's int/float/str, None allowed)."""
+    if "type" in f.metadata:
+        return f.metadata["type"]
+    hint = typing.get_type_hints(cls)[f.name]
+    kinds = [k for k in typing.get_args(hint) if k is not type(None)] or [hint]
+    if len(kinds) != 1:
+        raise TypeError(f"{cls.__name__}.{f.name}: give a `type` in its metadata to parse {hint} from text")
+    kind = typing.get_origin(kinds[0]) or kinds[0]
+    return kind if kind in (bool, dict, list, int, float, str) else str
+
+
+def _shown(default) -> str:
+    """` (default X)` for a help text; nothing for None, False or an empty collection."""
+    if default is None or default is False or default in ({}, []):
+        return ""
+    if isinstance(default, list):
+        return f" (default {','.join(map(str, default))})"
+    return f" (default {default:g})" if isinstance(default, int | float) else f" (default {default})"
+
+
+def _default(f: dataclasses.Field):
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def field_argument(cls: type, f: dataclasses.Field) -> dict:
+    """argparse's keywords for field `f` of `cls` (default None: a flag not given leaves the config's value)."""
+    kind = _value_type(cls, f)
+    kwargs = {"help": f.metadata.get("help", "") + _shown(_default(f)), "default": None}
+    if kind is bool:
+        return {**kwargs, "action": "store_true"}
+    if kind is dict:
+        return {**kwargs, "action": "append", "metavar": f.metadata.get("metavar", "KEY=VALUE")}
+    parse = split_list if kind is list else kind
+    return {**kwargs, "type": parse, "metavar": f.metadata.get("metavar"), "choices": f.metadata.get("choices")}
+
+
+def method_flags(methods) -> dict[str, tuple[type, dataclasses.Field, list[str]]]:
+    """Every flag of the methods' options: flag -> (config class, field, the names of the methods that take it)."""
+    from lorashear.prune.options import option_names
+
+    flags: dict[str, tuple[type, dataclasses.Field, list[str]]] = {}
+    for method in methods:
+        for name in option_names(method.config_cls):
+            f = method.config_cls.__dataclass_fields__[name]
+            flags.setdefault(option_flag(f), (method.config_cls, f, []))[2].append(method.name)
+    return flags
+
+
+def add_option_args(p: argparse.ArgumentParser, methods) -> None:
+    """One flag per field of the methods' option dataclasses: type, default, help, choices and placeholder from
+    the field. A flag several methods take comes once, in a group naming them; a field whose flag the command
+    has already (--data, --seq-len, --batch-size, --seed, --score-option) is set by that flag."""
+    taken = set(p._option_string_actions)
+    groups: dict[tuple[str, ...], argparse._ArgumentGroup] = {}
+    for flag, (cls, f, owners) in method_flags(methods).items():
+        if flag in taken:
+            continue
+        taken.add(flag)
+        key = tuple(owners)
+        if key not in groups:
+            groups[key] = p.add_argument_group(f"options of --method {', '.join(key)}")
+        groups[key].add_argument(flag, **field_argument(cls, f))
+
+
+def option_values(args: argparse.Namespace, config_cls: type | None) -> dict:
+    """The fields of `config_cls` that the command line set (flags not given are left out)."""
+    from lorashear.prune.options import option_names
+
+    values = {}
+    for name in option_names(config_cls):
+        f = config_cls.__dataclass_fields__[name]
+        flag = option_flag(f)
+        value = getattr(args, _dest(flag), None)
+        if value is None or value == []:
+            continue
+        kind = _value_type(config_cls, f)
+        values[name] = key_values(value, flag) if kind is dict else list(value) if kind is list else value
+    return values
+
+
+def flag_given(args: argparse.Namespace, flag: str) -> bool:
+    return getattr(args, _dest(flag), None) not in (None, [])
+
+
+def _loop_flags() -> dict[str, tuple[str, type, str]]:
+    """flag -> (LoopConfig field, its type, its help) of the loop options with one value (`lorashear recover`'s)."""
+    from lorashear.train.config import LoopConfig
+
+    return {option_flag(f): (f.name, _value_type(LoopConfig, f), f.metadata["help"])
+            for f in dataclasses.fields(LoopConfig) if _value_type(LoopConfig, f) in (int, float, str)}
+
+
+TRAINING_FLAGS = _loop_flags()
 
 
 def add_knowledge_args(p: argparse.ArgumentParser, default_rule: str | None) -> None:
@@ -122,10 +197,15 @@ def knowledge_config(args: argparse.Namespace, criterion: str | None, default_ru
 
 
 def score_options(items: list[str]) -> dict[str, str]:
+    return key_values(items, "--score-option")
+
+
+def key_values(items: list[str], flag: str) -> dict[str, str]:
+    """A repeatable flag's KEY=VALUE items as a mapping."""
     options = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise LorashearError(f"--score-option takes KEY=VALUE, got {item!r}")
+            raise LorashearError(f"{flag} takes KEY=VALUE, got {item!r}")
         options[key.strip()] = value.strip()
     return options

@@ -7,7 +7,7 @@
     analyze: {kinds: all}                          # the graph summary; null switches a stage off
     knowledge: {rule: auto}                        # KnowledgeConfig (criterion: the method's); or
                                                    # {from: OUT/02-knowledge/knowledge.json}: that verdict
-    prune: {method: taylor, ratio: 0.2}            # PruneConfig; any other key is the method's own option
+    prune: {method: taylor, ratio: 0.2}            # PruneConfig, and the method's options (its config's fields)
     recover: {tokens: 20000}                       # RecoverConfig (pruned, out, dense, resume: set by the runner)
     evaluate: {ppl_windows: 8, tasks: [piqa]}      # EvalConfig, plus speed_rounds (no limit: 200 on a CPU)
 
@@ -42,8 +42,8 @@ ANALYZE_KEYS = {"kinds": "all", "lora": False}
 EVAL_EXTRA = {"speed_rounds": 5}  # rounds of the side-by-side timing (evaluate.compare)
 KNOWLEDGE_FROM = "from"  # knowledge.from: an earlier analysis's knowledge.json, used instead of probing
 # Set by the runner, never by a recipe: where a stage reads and writes.
-RUNNER_KEYS = {"prune": ("model", "output", "overwrite", "calibration", "knowledge", "knowledge_from",
-                         "method_options", "dtype"),
+RUNNER_KEYS = {"prune": ("model", "output", "overwrite", "calibration", "knowledge", "knowledge_from", "dtype",
+                         "options"),
                "recover": ("pruned", "out", "resume", "dtype")}
 
 
@@ -115,23 +115,13 @@ class Recipe:
         return None if path is None else str(path)
 
     def prune(self, output: str | Path, knowledge_from: str | Path | None = None) -> PruneConfig:
-        """PruneConfig of the `prune` section; keys it does not have go to the method (`method_options`)."""
-        from lorashear.prune import METHODS
-
-        values = dict(self.sections["prune"])
-        own = set(field_names(PruneConfig)) - set(RUNNER_KEYS["prune"]) - {"training"}
-        method_options = {k: values.pop(k) for k in list(values) if k not in own}
-        method = METHODS.get(values.get("method", "random"))
-        if method is not None and method.trained:  # as on the command line: the scoring batch and seed are the run's too
-            from lorashear.prune.trained import SHARED_WITH_PRUNE
-
-            method_options.update({k: values[k] for k in SHARED_WITH_PRUNE if k in values})
-        if method_options and method is not None and not method.trained:
-            raise LorashearError(f"unknown key(s) in 'prune': {', '.join(sorted(method_options))}; known: "
-                                 f"{', '.join(sorted(own))} (method '{method.name}' takes no options of its own)")
+        """PruneConfig of the `prune` section: its own keys, and the method's options (`Method.config_cls`'s
+        fields; a trained method's `seed` and `batch_size` are the scoring's and its run's)."""
+        own = [name for name in PRUNE_FIELDS if name not in RUNNER_KEYS["prune"]]
+        values, options = self.method().split(self.sections["prune"], own, "in 'prune'")
         return PruneConfig(model=self.model, output=str(output), dtype=self.dtype, calibration=self.calibration(),
                            knowledge=self.knowledge(), knowledge_from=None if knowledge_from is None else str(knowledge_from),
-                           method_options=method_options, **_with_lists(values))
+                           options=options, **_with_lists(values))
 
     def recover(self, pruned: str | Path, out: str | Path, resume: bool) -> RecoverConfig:
         values = {"dense": self.model, **self.sections["recover"]}

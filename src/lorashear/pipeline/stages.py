@@ -93,7 +93,8 @@ def knowledge_settings(recipe: Recipe) -> dict:
         return {"model": recipe.model, "from": source, "kinds": kinds}
     return {"model": recipe.model, "knowledge": recipe.knowledge(), "calibration": recipe.calibration(),
             "kinds": kinds, "batch_size": recipe.prune_setting("batch_size"),
-            "score_options": recipe.prune_setting("score_options")}  # they shape the probe's scores when it is the method's criterion
+            # a one-shot method's criterion options (CriterionConfig): the probe scores with them when it is that criterion
+            "score_options": recipe.sections["prune"].get("score_options", {})}
 
 
 def knowledge(ctx: StageContext) -> bool:
@@ -122,26 +123,25 @@ def knowledge(ctx: StageContext) -> bool:
 def prune(ctx: StageContext) -> bool:
     """Plan, compress and export (`prune_model`); the knowledge stage's verdict is reused, not re-probed.
 
-    Method-specific keys of the recipe's `prune:` section arrive as `PruneConfig.method_options`
-    (see `Recipe.prune`): a trained method (lhspg, loraprune) reads its schedule and budget there.
+    The method's keys of the recipe's `prune:` section arrive as `PruneConfig.options` (see `Recipe.prune`):
+    a trained method (lhspg, loraprune) reads its schedule and budget there.
     """
-    from lorashear.prune import METHODS
     from lorashear.prune.api import prune_model
     from lorashear.train.checkpoint import latest_checkpoint, partial_dir
 
     analysis = ctx.finished("knowledge")
     out = ctx.work / MODEL_DIR
     config = ctx.recipe.prune(out, analysis / "knowledge.json" if analysis else None)
-    if METHODS[config.method].trained:  # its run folder holds checkpoints: an interrupted run resumes
-        config.training.resume = latest_checkpoint(partial_dir(out)) is not None
-        if config.training.resume:
+    if ctx.recipe.method().trained:  # its run folder holds checkpoints: an interrupted run resumes
+        config.options.resume = latest_checkpoint(partial_dir(out)) is not None
+        if config.options.resume:
             ctx.log(f"prune: resuming from {latest_checkpoint(partial_dir(out))}")
     else:  # a one-shot method redoes an interrupted stage whole
         for leftover in ctx.work.iterdir():
             shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
     result = prune_model(config, ctx.log)
     if not result.finished:
-        ctx.log(f"prune: stopped after step {config.training.stop_after_steps} (stop_after_steps); "
+        ctx.log(f"prune: stopped after step {config.options.stop_after_steps} (stop_after_steps); "
                 "rerun with --resume to continue")
         return False
     write_json(ctx.work / "prune.json", {"params_before": result.params_before, "params_after": result.params_after,

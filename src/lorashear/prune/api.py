@@ -38,21 +38,16 @@ class PruneConfig:
     merge_lora: bool = True  # False keeps the LoRA adapter of an adapter-folder model unmerged (adapter/)
     norm_eps: str = "exact"  # "stock": a plain folder where only the shared norm eps prevents one (bounded error)
     overwrite: bool = False
-    score_options: dict = field(default_factory=dict)  # options of the method's criterion (e.g. variant)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     knowledge: KnowledgeConfig | None = None  # None: the method's default rule
     knowledge_from: str | None = None  # an earlier analysis's knowledge.json: its verdict is used, nothing probed
     batch_size: int = 4
     dtype: str = "auto"  # the model's weights while pruning and in the exported folder (lorashear.models.DTYPES)
-    # Trained methods only: the training run (a prune.trained.TrainedConfig) and the method's own
-    # settings (its Method.options dataclass, e.g. LhspgConfig); None: their defaults. A recipe may
-    # give both as one flat mapping in `method_options` (training keys and method keys, split here).
-    training: Any = None
-    method_options: Any = None
+    # The method's own options: an instance of its `Method.config_cls` (CriterionConfig, LhspgConfig, ...) or a
+    # mapping of its fields; None: its defaults. A trained method's hold its whole training run.
+    options: Any = None
 
     def __post_init__(self) -> None:
-        from lorashear.importance import get_criterion
-        from lorashear.prune import METHODS
         from lorashear.prune.methods import get_method
 
         self.kinds = tuple(self.kinds)
@@ -68,17 +63,9 @@ class PruneConfig:
         if self.norm_eps not in NORM_EPS:
             raise LorashearError(f"--norm-eps must be one of {', '.join(NORM_EPS)}, got {self.norm_eps!r}")
         method = get_method(self.method)
-        if self.score_options and method.criterion is None:
-            raise LorashearError(f"method '{self.method}' ranks by no criterion; drop --score-option")
-        if method.criterion is not None:
-            get_criterion(method.criterion, **self.score_options)  # refuses unknown options now
-        if method.trained:
-            self._trained_defaults(method)
-        elif self.training is not None or self.method_options:
-            method.parse_options(self.method_options if isinstance(self.method_options, dict) else {})
-            trained = [m.name for m in METHODS.values() if m.trained]
-            raise LorashearError(f"training options apply to the trained methods ({', '.join(trained)}), "
-                                 f"not to '{self.method}'")
+        self.options = method.options(self.options)
+        if method.trained and not self.merge_lora:
+            raise LorashearError(f"method '{self.method}' trains LoRA of its own; merge the adapter first, drop --lora")
         if self.knowledge is None:
             self.knowledge = KnowledgeConfig(rule=method.knowledge, criterion=method.probe_criterion)
         check_knowledge(self.knowledge, self.calibration)
@@ -88,35 +75,12 @@ class PruneConfig:
 
         resolve_dtype(self.dtype)  # an unknown name, or a dtype this device cannot run, fails before the load
 
-    def _trained_defaults(self, method) -> None:
-        """Fill and check a trained method's training run and options."""
-        from lorashear.prune.trained import TrainedConfig
+    @property
+    def score_options(self) -> dict:
+        """The options of the method's criterion, as a one-shot method scores with them ({} for the others)."""
+        from lorashear.prune.options import CriterionConfig
 
-        if not self.merge_lora:
-            raise LorashearError(f"method '{self.method}' trains LoRA of its own; merge the adapter first, drop --lora")
-        if self.score_options:
-            raise LorashearError(f"method '{self.method}' takes its criterion's options in its own settings "
-                                 "(the CLI's --score-option goes there)")
-        if isinstance(self.method_options, dict):  # a recipe's flat mapping: training and method keys
-            from lorashear.prune.trained import split_options
-
-            training, self.method_options = split_options(self.method_options, method.options)
-            self.training = self.training or training
-        self.training = TrainedConfig() if self.training is None else self.training
-        self.training.validate()
-        if self.method_options is None:
-            self.method_options = method.options()
-        self._share_multiple_of()
-
-    def _share_multiple_of(self) -> None:
-        """`multiple_of` and a trained method's `group_divisible` are one setting: either name sets both."""
-        divisible = getattr(self.method_options, "group_divisible", None)
-        if divisible is None or divisible == self.multiple_of:
-            return
-        if divisible != 1 and self.multiple_of != 1:
-            raise LorashearError(f"multiple_of {self.multiple_of} and group_divisible {divisible} disagree; "
-                                 "they are one setting: give one of them")
-        self.multiple_of = self.method_options.group_divisible = max(divisible, self.multiple_of)
+        return self.options.score_options if isinstance(self.options, CriterionConfig) else {}
 
 
 @dataclass
@@ -134,7 +98,7 @@ class PruneResult:
 def prune_model(config: PruneConfig, log: Callable[[str], None] = print) -> PruneResult:
     """Load → graph → knowledge analysis → the method's plan → compress → export to `config.output`."""
     from lorashear.compress import compress, count_params, export
-    from lorashear.prune import METHODS
+    from lorashear.prune.methods import get_method
 
     out = Path(config.output)
     if out.exists() and any(out.iterdir()) and not config.overwrite:
@@ -147,29 +111,30 @@ def prune_model(config: PruneConfig, log: Callable[[str], None] = print) -> Prun
     seconds["knowledge"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    plan = METHODS[config.method].plan(ctx)
+    outcome = get_method(config.method).plan(ctx)
+    plan = outcome.plan
     if plan is None:  # a trained method stopped at stop_after_steps: `--resume` continues its run folder
         params = count_params(model)
-        return PruneResult(ctx.work, None, params, params, seconds, finished=False)
+        return PruneResult(outcome.run_dir, None, params, params, seconds, finished=False)
     plan.settings["knowledge"] = ctx.knowledge.to_dict() if ctx.knowledge else None
     seconds["plan"] = time.perf_counter() - start
 
     params_before = count_params(model)
-    if not ctx.main_process:  # DDP: the main process writes the folder
+    if not outcome.main_process:  # DDP: the main process writes the folder
         return PruneResult(out, plan, params_before, params_before - plan.params_removed, seconds)
     start = time.perf_counter()
     compress(model, plan.groups)
     seconds["compress"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    extra = {"plan.json": json.dumps(plan.to_dict()), **ctx.extra_files}
+    extra = {"plan.json": json.dumps(plan.to_dict()), **outcome.files}
     if ctx.knowledge is not None:
         extra["knowledge.json"] = json.dumps(ctx.knowledge.to_dict(), indent=2)
     folder = export(model, tokenizer, out, plan.groups, params_before, merge_lora=config.merge_lora,
                     overwrite=config.overwrite, extra_files=extra, record=plan_record(plan), norm_eps=config.norm_eps)
     seconds["export"] = time.perf_counter() - start
-    if ctx.work is not None:  # a trained method's checkpoints and logs: the folder holds what is kept
-        shutil.rmtree(ctx.work, ignore_errors=True)
+    if outcome.run_dir is not None:  # a trained method's checkpoints and logs: the folder holds what is kept
+        shutil.rmtree(outcome.run_dir, ignore_errors=True)
     log(f"removed {plan.params_removed:,} of {plan.params_total:,} parameters "
         f"({plan.achieved_ratio:.2%}) -> {folder}")
     return PruneResult(folder, plan, params_before, count_params(model), seconds)
@@ -202,7 +167,7 @@ def knowledge_stage(ctx) -> KnowledgeResult | None:
     """Run the knowledge analysis the config asks for (on the scores the plan reuses) and mark its unprunable
     groups on the graph; `knowledge.run_knowledge` is the same analysis as a stage of its own."""
     from lorashear.knowledge import analyze_knowledge, load_knowledge, mark_unprunable
-    from lorashear.prune import METHODS
+    from lorashear.prune.methods import get_method
 
     kc = ctx.config.knowledge
     if ctx.config.knowledge_from is not None:
@@ -212,7 +177,7 @@ def knowledge_stage(ctx) -> KnowledgeResult | None:
         return result
     if kc.rule == "none":
         return None
-    method = METHODS[ctx.config.method]
+    method = get_method(ctx.config.method)
     options = ctx.config.score_options if kc.criterion == method.criterion else None  # the plan's own scores
     scores = ctx.scores(kc.criterion, options) if kc.probes else None
     held_out = ctx.calibration().held_out if kc.probes else None

@@ -1,14 +1,14 @@
 """`PruneContext`: everything a pruning method may use, built once per run and passed as one object.
 
 Expensive pieces (calibration text, group scores) are made on first use and shared, so the
-knowledge analysis and the method score the model once.
+knowledge analysis and the method score the model once. It is the methods' input only: a method
+reports through the `PlanOutcome` its plan returns.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
@@ -39,11 +39,6 @@ class PruneContext:
     aliases: dict[str, str]
     log: Callable[[str], None] = print
     knowledge: KnowledgeResult | None = None
-    # What a trained method adds to the export: files (relative path -> text or bytes), its run folder
-    # (removed once the export is written), and whether this process writes (one of DDP's processes does).
-    extra_files: dict[str, str | bytes] = field(default_factory=dict)
-    work: Path | None = None
-    main_process: bool = True
     _calibration: CalibrationData | None = None
     _scores: dict[tuple, GroupScores] = field(default_factory=dict)
     _scorers: dict[tuple, Criterion] = field(default_factory=dict)  # what scored (FLAP keeps its statistics there)

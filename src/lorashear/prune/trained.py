@@ -1,12 +1,11 @@
-"""What every trained pruning method (LHSPG, LoRAPrune) shares: training options, a plain language-model
-batch source over the pretraining-like corpora, and `run_trained`, the recipe that trains LoRA with the
-method's hooks on the one training loop (`lorashear.train`).
+"""What every trained pruning method (LHSPG, LoRAPrune) shares: a plain language-model batch source over the
+pretraining-like corpora, and `run_trained`, the recipe that trains LoRA with the method's hooks on the one
+training loop (`lorashear.train`). Its options are the method's config, a `TrainedConfig` (`prune/options.py`).
 
-    def my_plan(ctx):
-        done = train_method(ctx, lambda model, graph: MyHook(graph, ...), progress)  # run_trained with one hook
-        if done is None:
-            return None                                       # stopped early: `--resume` continues
-        trained, hook, settings = done
+    def my_plan(ctx):                                         # ctx.config.options: a MyConfig(TrainedConfig)
+        trained, hook, settings = train_method(ctx, lambda model, graph: MyHook(graph, ...), progress)
+        if not trained.run.finished:
+            return trained.stopped()                          # stopped early: `--resume` continues
         return trained_plan(ctx, trained, hook.chosen, settings, "Mine: loss and sparsity")  # LoRA merged, logs kept
 
 Hooks see the LoRA model's graph (peft names: `…base_layer.weight`, `lora_A/B`), rebuilt identically on
@@ -18,23 +17,23 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from lorashear.compress.core import base_name
-from lorashear.data import PRETRAIN_CORPORA, refuse_evaluation_data
 from lorashear.errors import LorashearError
 from lorashear.graph.structures import Group, StructureGraph
+from lorashear.prune.methods import PlanOutcome
+from lorashear.prune.options import TrainedConfig
 from lorashear.prune.plan import ParamCounter, PruningPlan
 from lorashear.recover.losses import lm_loss
 from lorashear.recover.streams import Category, MixedStream, text_categories
 from lorashear.train import TrainHook, TrainRun, add_lora, lora_run, make_accelerator, train
 from lorashear.train import checkpoint as ckpt
-from lorashear.train.config import LoopConfig, read_recipe
 from lorashear.train.logs import read_jsonl
 
 if TYPE_CHECKING:
@@ -42,59 +41,6 @@ if TYPE_CHECKING:
 
 CONFIG_FILE = "training.yaml"  # the resolved training options, next to the run's logs
 RUN_FILE = "run.json"  # the method's settings; --resume refuses different ones
-
-
-@dataclass
-class TrainedConfig(LoopConfig):
-    """A trained pruner's run: the shared loop options plus its data and token budget (`recipes/lhspg.yaml`)."""
-
-    kind: ClassVar[str] = "training"
-
-    data: list[str] = field(default_factory=lambda: list(PRETRAIN_CORPORA))  # one category each, mixed uniformly
-    # Measured on the default model (README, LHSPG): 48 small steps at lr 1e-3 train BA far enough for the
-    # periods to choose by it (20% LHSPG: wiki PPL 43.85), where 49 steps of 4x larger batches at 2e-4 did not (174.8).
-    tokens: int = 49_152  # training tokens in all (every process together): 48 steps of 4 x 256
-    grad_accum: int = 1
-    lr: float = 1e-3
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.data = [self.data] if isinstance(self.data, str) else list(self.data)
-
-    def validate(self) -> None:
-        if not self.data:
-            raise LorashearError("no training data; name at least one corpus or file with --data")
-        for spec in self.data:
-            refuse_evaluation_data(spec)
-        if isinstance(self.tokens, bool) or not isinstance(self.tokens, int) or self.tokens <= 0:
-            raise LorashearError(f"--tokens must be a positive number of training tokens, got {self.tokens!r}")
-        super().validate()
-
-    def tokens_per_step(self, processes: int) -> int:
-        return self.batch_size * self.seq_len * self.grad_accum * processes
-
-
-def load_recipe(path: str | Path | None, overrides: dict[str, Any], options: type) -> tuple[TrainedConfig, Any]:
-    """A trained method's (TrainedConfig, its `options` dataclass) from a flat YAML recipe and `overrides`
-    (the CLI's flags that were given; they win); unknown keys are refused, naming the known ones."""
-    values = {**(read_recipe(path) if path is not None else {}), **overrides}
-    return split_options(values, options, f" in {path}" if path is not None else "")
-
-
-# PruneConfig fields that set a trained method's run too (the CLI's --batch-size/--seed, a recipe's prune keys).
-SHARED_WITH_PRUNE = ("batch_size", "seed")
-
-
-def split_options(values: dict[str, Any], options: type, where: str = "") -> tuple[TrainedConfig, Any]:
-    """One flat mapping of training and method keys -> (TrainedConfig, the method's `options` dataclass)."""
-    training_keys = {f.name for f in fields(TrainedConfig)}
-    option_keys = {f.name for f in fields(options) if f.init}
-    unknown = sorted(set(values) - training_keys - option_keys)
-    if unknown:
-        raise LorashearError(f"unknown option(s){where}: {', '.join(unknown)}; known: training "
-                             f"{', '.join(sorted(training_keys))}; method {', '.join(sorted(option_keys))}")
-    training = TrainedConfig.from_dict({k: v for k, v in values.items() if k in training_keys})
-    return training, options(**{k: v for k, v in values.items() if k in option_keys})
 
 
 class TextStream(TrainHook):
@@ -135,6 +81,10 @@ class TrainedRun:
     run: TrainRun
     work: Path
 
+    def stopped(self) -> PlanOutcome:
+        """The outcome of a run stopped early (`stop_after_steps`): no plan yet, its run folder kept for `--resume`."""
+        return PlanOutcome(None, run_dir=self.work, main_process=self.run.accelerator.is_main_process)
+
 
 # (LoRA model, its graph, total optimiser steps) -> the method's hooks; raises LorashearError on bad input.
 HookFactory = Callable[[nn.Module, StructureGraph, int], list[TrainHook]]
@@ -148,7 +98,7 @@ def run_trained(ctx: PruneContext, make_hooks: HookFactory, settings: dict, *, d
     """
     from accelerate.utils import set_seed
 
-    config: TrainedConfig = ctx.config.training
+    config: TrainedConfig = ctx.config.options.training()  # the loop's options (training.yaml)
     if ctx.tokenizer is None:
         raise LorashearError(f"method '{ctx.config.method}' trains on text, but the model has no tokenizer")
     accelerator = make_accelerator(config)
@@ -174,7 +124,6 @@ def run_trained(ctx: PruneContext, make_hooks: HookFactory, settings: dict, *, d
         config.save(work / CONFIG_FILE)
         (work / RUN_FILE).write_text(json.dumps(settings, indent=2))
     accelerator.wait_for_everyone()
-    ctx.work, ctx.main_process = work, accelerator.is_main_process
     run = train(lora_run(model, config, accelerator, work, total_steps), stream.next_batch, lm_step_loss,
                 [stream, *hooks], desc=desc, postfix=postfix)
     return TrainedRun(run.unwrapped, graph, hooks, run, work)
@@ -255,16 +204,17 @@ class _Twins:
 
 
 def method_settings(ctx: PruneContext) -> dict:
-    """What a trained method's run is (`run.json`; `--resume` refuses others): method, ratio, kinds, its options."""
+    """What a trained method's run is (`run.json`; `--resume` refuses others): method, ratio, kinds, channel
+    multiple, its own options."""
     c = ctx.config
     return {"method": c.method, "ratio": c.ratio, "kinds": list(c.kinds), "uniform": c.uniform,
-            c.method: c.method_options.to_dict()}
+            "multiple_of": c.multiple_of, c.method: c.options.own_options()}
 
 
 def train_method(ctx: PruneContext, make_hook: Callable[[nn.Module, StructureGraph], Any],
-                 progress: Callable[[dict], dict]) -> tuple[TrainedRun, Any, dict] | None:
+                 progress: Callable[[dict], dict]) -> tuple[TrainedRun, Any, dict]:
     """Train with the method's one hook (its `check(total_steps)` refuses bad input before any work):
-    (the run, the hook, the run's settings), or None when the run stopped early (`--resume` continues)."""
+    (the run, the hook, the run's settings); `trained.run.finished` is False when it stopped early."""
     made = []
 
     def hooks(model: nn.Module, graph: StructureGraph, total_steps: int) -> list[TrainHook]:
@@ -275,13 +225,13 @@ def train_method(ctx: PruneContext, make_hook: Callable[[nn.Module, StructureGra
 
     settings = method_settings(ctx)
     trained = run_trained(ctx, hooks, settings, desc=ctx.config.method, postfix=progress)
-    return (trained, made[0], settings) if trained.run.finished else None
+    return trained, made[0], settings
 
 
 def trained_plan(ctx: PruneContext, trained: TrainedRun, chosen: Sequence[int], settings: dict,
-                 title: str) -> PruningPlan:
+                 title: str) -> PlanOutcome:
     """Merge LoRA, turn the LoRA graph's `chosen` groups into the plan, and hand the run's logs to the
-    export (`METHOD/steps.jsonl`, `training.yaml`, `curves.png` titled `title`)."""
+    export (`METHOD/steps.jsonl`, `training.yaml`, `curves.png` titled `title`) and its run folder to remove."""
     c = ctx.config
     merge_trained(trained)
     groups = base_groups(ctx.graph, trained.graph, chosen)
@@ -289,13 +239,13 @@ def trained_plan(ctx: PruneContext, trained: TrainedRun, chosen: Sequence[int], 
     counter.add(groups)
     run = trained.run
     settings = {**settings,
-                "training": {**c.training.to_dict(), "steps": run.step, "tokens_seen": run.tokens_seen,
+                "training": {**c.options.training().to_dict(), "steps": run.step, "tokens_seen": run.tokens_seen,
                              "num_processes": run.accelerator.num_processes},
                 "calibration": ctx.calibration_record()}
-    if ctx.main_process:
-        ctx.extra_files.update(run_files(trained.work, c.method, title))
-    return PruningPlan(c.method, c.ratio, c.uniform, list(c.kinds), groups, counter.total, counter.removed_params,
+    main = run.accelerator.is_main_process
+    plan = PruningPlan(c.method, c.ratio, c.uniform, list(c.kinds), groups, counter.total, counter.removed_params,
                        {k: v for k, v in settings.items() if k not in ("method", "ratio", "kinds", "uniform")})
+    return PlanOutcome(plan, run_files(trained.work, c.method, title) if main else {}, trained.work, main)
 
 
 def run_files(work: Path, folder: str, title: str) -> dict[str, str | bytes]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,31 +23,45 @@ RESUMABLE_CHANGES = frozenset({"resume", "stop_after_steps", "checkpoint_every",
                                "gradient_checkpointing"})
 
 
+def lora_targets(text: str) -> str | list[str]:
+    """A command line's LoRA targets: `all-linear`, else module names, comma-separated."""
+    return text if text == "all-linear" else [name.strip() for name in text.split(",") if name.strip()]
+
+
 @dataclass
 class LoopConfig:
     """Batch, optimiser, LoRA and checkpoint settings of one training run (LLM-Pruner-like LoRA defaults)."""
 
     kind: ClassVar[str] = "training"  # names the options in error messages ("unknown recovery option")
 
-    seq_len: int = 256
-    batch_size: int = 4  # sequences per process per micro-batch
-    grad_accum: int = 4
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.03
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    lora_targets: str | list[str] = "all-linear"
+    # Each field's `help` is its command-line help (lorashear.cli.options makes flags from the fields).
+    seq_len: int = field(default=256, metadata={"help": "tokens per sequence"})
+    batch_size: int = field(default=4, metadata={"help": "sequences per process per micro-batch"})
+    grad_accum: int = field(default=4, metadata={"help": "micro-batches per optimiser step"})
+    lr: float = field(default=2e-4, metadata={"help": "LoRA learning rate"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW's weight decay"})
+    warmup_ratio: float = field(default=0.03, metadata={
+        "help": "share of the optimiser steps of linear learning-rate warm-up (then cosine decay)"})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha: the update BA is scaled by alpha/r"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on LoRA's input"})
+    lora_targets: str | list[str] = field(default="all-linear", metadata={
+        "help": "layers that get LoRA: all-linear, or module names, comma-separated", "type": lora_targets,
+        "metavar": "LIST"})
 
-    checkpoint_every: int = 200  # optimiser steps; 0 = only at the end of the run
-    keep_checkpoints: int = 2
-    resume: bool = False
-    stop_after_steps: int | None = None  # stop after this step, keeping the checkpoint (walltime-limited jobs)
-    seed: int = 0
-    mixed_precision: str = "auto"  # auto = bf16 on a GPU that supports it, else full precision
+    checkpoint_every: int = field(default=200, metadata={  # 0 = only at the end of the run
+        "help": "optimiser steps between checkpoints"})
+    keep_checkpoints: int = field(default=2, metadata={"help": "checkpoints kept (the oldest are deleted)"})
+    resume: bool = field(default=False, metadata={
+        "help": "continue the unfinished run of -o OUT from its last checkpoint (.OUT.partial)"})
+    stop_after_steps: int | None = field(default=None, metadata={  # walltime-limited jobs
+        "help": "stop after this step, keeping a checkpoint for --resume", "metavar": "N"})
+    seed: int = field(default=0, metadata={"help": "seed of the data order, LoRA initialisation and dropout"})
+    mixed_precision: str = field(default="auto", metadata={
+        "help": "auto (bf16 on a GPU that supports it, else full precision), no, bf16 or fp16"})
     # recompute each decoder layer's activations in the backward pass instead of keeping them (HF's)
-    gradient_checkpointing: str = "auto"
+    gradient_checkpointing: str = field(default="auto", metadata={
+        "help": "recompute activations in the backward pass: auto (on from 1B parameters), true, false"})
 
     def __post_init__(self) -> None:
         if isinstance(self.gradient_checkpointing, bool):  # YAML's true/false

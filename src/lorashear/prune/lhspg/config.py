@@ -1,11 +1,13 @@
-"""`LhspgConfig`: LoRAShear's progressive pruning settings (defaults follow the paper and the authors' code)."""
+"""`LhspgConfig`: LoRAShear's progressive pruning settings (defaults follow the paper and the authors' code) and
+its training run."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from lorashear.errors import LorashearError
+from lorashear.prune.options import TrainedConfig, score_options_field
 
 VARIANTS = ("projection", "fade")  # Algorithm 4's half-space projection; the released code's multiplicative fade
 LAMBDA_RULES = ("remaining", "constant")  # λ = ‖x_g‖/(steps left in the period), or ‖x_g at its first step‖/T
@@ -13,28 +15,38 @@ MERGES = ("reset", "keep")  # period end: merge s·BA into W and restart LoRA fr
 
 
 @dataclass
-class LhspgConfig:
-    """Schedule (warm-up share of the steps, P periods), projection (ε, λ rule, variant), saliency, merging."""
+class LhspgConfig(TrainedConfig):
+    """Schedule (warm-up share of the steps, P periods), projection (ε, λ rule, variant), saliency, merging;
+    and the training run it prunes in (`TrainedConfig`)."""
 
-    warmup_share: float = 0.1
-    periods: int = 5
-    epsilon: float = 0.0  # half-space test x̃ᵀx < ε‖x‖² (DHSPG's default 0)
-    lambda_rule: str = "remaining"
-    variant: str = "projection"
-    saliency: str = "taylor"  # any registered criterion (README: taylor beat the lhspg proxy mix)
-    saliency_options: dict = field(default_factory=dict)
+    warmup_share: float = field(default=0.1, metadata={"help": "share of the optimiser steps before pruning starts"})
+    periods: int = field(default=5, metadata={"help": "pruning periods; each zeroes ratio/periods more"})
+    epsilon: float = field(default=0.0, metadata={  # DHSPG's default 0
+        "help": "half-space test: zero a group when x̃ᵀx < ε‖x‖²"})
+    lambda_rule: str = field(default="remaining", metadata={
+        "help": "step towards zero: ‖x‖/(steps left), or constant", "choices": LAMBDA_RULES})
+    variant: str = field(default="projection", metadata={
+        "help": "Algorithm 4's projection, or the released code's fade", "choices": VARIANTS})
+    saliency: str = field(default="taylor", metadata={  # README: taylor beat the lhspg proxy mix
+        "help": "criterion that picks each period's groups (any registered criterion); its options via --score-option"})
+    saliency_options: dict = score_options_field("the saliency criterion's options")
     # A data-driven saliency (taylor, wanda-sp, ...) scores on the first N calibration samples at each period
     # start (None: all of them). Its cost is per period start, not per step: fewer samples, less time.
-    saliency_samples: int | None = None
+    saliency_samples: int | None = field(default=None, metadata={"metavar": "N", "help": (
+        "a data-driven saliency scores the first N calibration samples at each period start (default: all "
+        "--calib-samples); its cost per start scales with N")})
     # A gradient saliency (taylor) reads ∂L/∂W of the N training steps that end at each period start instead
     # of calibration batches (None: calibration). Only those steps compute the frozen weights' gradients.
-    saliency_steps: int | None = None
-    merge: str = "reset"
-    group_divisible: int = 1  # kept MLP/hidden channel counts a multiple of this (select's multiple_of)
+    saliency_steps: int | None = field(default=None, metadata={"metavar": "N", "help": (
+        "a gradient saliency (taylor) reads the weight gradients of the N training steps that end at each "
+        "period start instead of calibration passes (default: calibration)")})
+    merge: str = field(default="reset", metadata={
+        "help": "period end: merge BA and restart LoRA (reset), or keep it", "choices": MERGES})
 
     def __post_init__(self) -> None:
         from lorashear.importance import get_criterion
 
+        super().__post_init__()
         if not 0.0 <= self.warmup_share < 1.0:
             raise LorashearError(f"LHSPG warm-up share must be in [0, 1), got {self.warmup_share}")
         _positive_int("LHSPG periods", self.periods)
@@ -46,7 +58,6 @@ class LhspgConfig:
                 raise LorashearError(f"LHSPG {name} must be one of {', '.join(choices)}, got {value!r}")
         if self.saliency_samples is not None:
             _positive_int("--saliency-samples", self.saliency_samples)
-        _positive_int("--group-divisible", self.group_divisible)
         criterion = get_criterion(self.saliency, **self.saliency_options)  # unknown saliency or option: fail now
         if self.saliency_steps is not None:
             _positive_int("--saliency-steps", self.saliency_steps)
@@ -56,9 +67,6 @@ class LhspgConfig:
             if self.saliency_samples is not None:
                 raise LorashearError("--saliency-samples (calibration samples) and --saliency-steps (training steps) "
                                      "are two sources for the same scores: give one")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _positive_int(name: str, value) -> None:

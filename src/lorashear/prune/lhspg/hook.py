@@ -42,9 +42,9 @@ class LhspgHook(TrainHook):
 
     def __init__(self, config: LhspgConfig, graph: StructureGraph, ratio: float, kinds: tuple[str, ...],
                  uniform: bool = False, aliases: dict[str, str] | None = None,
-                 batches: torch.Tensor | None = None) -> None:
+                 batches: torch.Tensor | None = None, multiple_of: int = 1) -> None:
         self.config, self.graph, self.ratio, self.kinds = config, graph, ratio, tuple(kinds)
-        self.uniform, self.aliases, self.batches = uniform, aliases or {}, batches
+        self.uniform, self.aliases, self.batches, self.multiple_of = uniform, aliases or {}, batches, multiple_of
         self.criterion = get_criterion(config.saliency, **config.saliency_options)
         self.schedule: Schedule | None = None
         self.periods: list[list[int]] = []  # redundant groups chosen at each period's start
@@ -213,7 +213,7 @@ class LhspgHook(TrainHook):
     def _select(self, ranking: dict[int, float], ratio: float) -> list[int]:
         """Groups the plan's `select` adds to the redundant ones (forced in first) to reach `ratio`, in index order."""
         return select_more(self.graph, ranking, set(self.redundant()), ratio, self.uniform, list(self.kinds), "lhspg",
-                           aliases=self.aliases, multiple_of=self.config.group_divisible)
+                           aliases=self.aliases, multiple_of=self.multiple_of)
 
     def _advance(self, groups: list[int], t: int, optimizer) -> None:
         """One step of the period's live redundant groups towards zero."""

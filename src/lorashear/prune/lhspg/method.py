@@ -10,31 +10,29 @@ from __future__ import annotations
 
 from lorashear.prune.context import PruneContext
 from lorashear.prune.lhspg.config import LhspgConfig
-from lorashear.prune.methods import Method, register_method
-from lorashear.prune.plan import PruningPlan
+from lorashear.prune.methods import Method, PlanOutcome, register_method
 
 
-def lhspg_plan(ctx: PruneContext) -> PruningPlan | None:
-    """Train with LHSPG to the target ratio; None when the run stopped early (`stop_after_steps`)."""
+def lhspg_plan(ctx: PruneContext) -> PlanOutcome:
+    """Train with LHSPG to the target ratio (no plan yet when the run stopped early at `stop_after_steps`)."""
     from lorashear.importance import get_criterion
-    from lorashear.prune.api import tied_aliases
+    from lorashear.models import tied_aliases
     from lorashear.prune.lhspg.hook import LhspgHook
     from lorashear.prune.trained import train_method, trained_plan
 
     c = ctx.config
-    options: LhspgConfig = c.method_options
+    options: LhspgConfig = c.options
 
     def make_hook(model, graph) -> LhspgHook:
         # taylor, wanda-sp, ... read calibration batches, unless taylor reads the training steps' gradients
         needs_data = (options.saliency_steps is None
                       and get_criterion(options.saliency, **options.saliency_options).needs_data)
         data = ctx.calibration().batches[: options.saliency_samples] if needs_data else None
-        return LhspgHook(options, graph, c.ratio, tuple(c.kinds), c.uniform, tied_aliases(model), data)
+        return LhspgHook(options, graph, c.ratio, tuple(c.kinds), c.uniform, tied_aliases(model), data, c.multiple_of)
 
-    done = train_method(ctx, make_hook, progress)
-    if done is None:
-        return None
-    trained, hook, settings = done
+    trained, hook, settings = train_method(ctx, make_hook, progress)
+    if not trained.run.finished:
+        return trained.stopped()
     settings.update(schedule=hook.schedule.to_dict(), saliency=hook.criterion.settings())
     return trained_plan(ctx, trained, hook.redundant(), settings, "LHSPG: loss and sparsity")
 
@@ -45,6 +43,5 @@ def progress(record: dict) -> dict:
             "live": f"{record['live_params'] / 1e6:.2f}M"}
 
 
-register_method(Method("lhspg", lhspg_plan, "lhspg", "auto",
-                       "LoRAShear's LHSPG: LoRA training while the least salient groups fade to zero",
-                       trained=True, options=LhspgConfig, probe="wanda-sp"))
+register_method(Method("lhspg", LhspgConfig, lhspg_plan, "lhspg", "auto",
+                       "LoRAShear's LHSPG: LoRA training while the least salient groups fade to zero", probe="wanda-sp"))

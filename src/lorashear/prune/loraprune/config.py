@@ -1,29 +1,35 @@
-"""`LorapruneConfig`: LoRAPrune's iterative pruning settings (defaults follow the paper and the released code)."""
+"""`LorapruneConfig`: LoRAPrune's iterative pruning settings (defaults follow the paper and the released code)
+and its training run."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from lorashear.errors import LorashearError
 from lorashear.importance.base import Criterion
+from lorashear.prune.options import TrainedConfig, score_options_field
 
 CRITERION = "lora-grad"
 
 
 @dataclass
-class LorapruneConfig:
-    """Score moving average β, cubic schedule (warm-up / cool-down shares), mask period, criterion options."""
+class LorapruneConfig(TrainedConfig):
+    """Score moving average β, cubic schedule (warm-up / cool-down shares), mask period, criterion options;
+    and the training run it prunes in (`TrainedConfig`)."""
 
-    beta: float = 0.9  # s ← β·s + (1 − β)·s_new every optimiser step
-    warmup_share: float = 0.1  # no masks during the first share of the steps
-    cooldown_share: float = 0.1  # the target ratio during the last share
-    mask_every: int = 10  # optimiser steps between mask updates
-    subtract_cross: bool = False  # the released code's G − ∇B·∇A
-    criterion_options: dict = field(default_factory=dict)  # more lora-grad options (normalize, reduce)
-    group_divisible: int = 1  # kept MLP/hidden channel counts a multiple of this (select's multiple_of)
+    beta: float = field(default=0.9, metadata={  # s ← β·s + (1 − β)·s_new every optimiser step
+        "help": "moving average of the scores: s ← β·s + (1 − β)·s_new"})
+    warmup_share: float = field(default=0.1, metadata={  # no masks during the first share of the steps
+        "help": "share of the optimiser steps before pruning starts"})
+    cooldown_share: float = field(default=0.1, metadata={"help": "share of the last steps held at the target ratio"})
+    mask_every: int = field(default=10, metadata={"help": "optimiser steps between mask updates", "metavar": "N"})
+    subtract_cross: bool = field(default=False, metadata={
+        "help": "the released code's G − ∇B·∇A instead of the paper's G = ∇B·A + B·∇A"})
+    criterion_options: dict = score_options_field("more lora-grad options (normalize, reduce)")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not (math.isfinite(self.beta) and 0.0 <= self.beta < 1.0):
             raise LorashearError(f"LoRAPrune beta (score moving average) must be in [0, 1), got {self.beta}")
         for name, share in (("warm-up", self.warmup_share), ("cool-down", self.cooldown_share)):
@@ -34,9 +40,8 @@ class LorapruneConfig:
                 f"LoRAPrune warm-up ({self.warmup_share}) and cool-down ({self.cooldown_share}) shares leave no "
                 "steps for the cubic schedule; their sum must be below 1"
             )
-        for name, value in (("mask period (--mask-every)", self.mask_every), ("--group-divisible", self.group_divisible)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise LorashearError(f"LoRAPrune {name} must be a positive integer, got {value!r}")
+        if isinstance(self.mask_every, bool) or not isinstance(self.mask_every, int) or self.mask_every < 1:
+            raise LorashearError(f"LoRAPrune mask period (--mask-every) must be a positive integer, got {self.mask_every!r}")
         if "gradients" in self.criterion_options:
             raise LorashearError("LoRAPrune reads the training loop's LoRA gradients; drop the 'gradients' option")
         self.criterion()  # an unknown option fails now
@@ -48,5 +53,3 @@ class LorapruneConfig:
         return get_criterion(CRITERION, gradients="present", subtract_cross=self.subtract_cross,
                              **self.criterion_options)
 
-    def to_dict(self) -> dict:
-        return asdict(self)

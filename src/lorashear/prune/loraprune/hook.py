@@ -36,9 +36,9 @@ class LorapruneHook(TrainHook):
     """Iterative masking of `graph`'s groups of `kinds` to `ratio` of the base parameters."""
 
     def __init__(self, config: LorapruneConfig, graph: StructureGraph, ratio: float, kinds: tuple[str, ...],
-                 uniform: bool = False, aliases: dict[str, str] | None = None) -> None:
+                 uniform: bool = False, aliases: dict[str, str] | None = None, multiple_of: int = 1) -> None:
         self.config, self.graph, self.ratio, self.kinds = config, graph, ratio, tuple(kinds)
-        self.uniform, self.aliases = uniform, aliases or {}
+        self.uniform, self.aliases, self.multiple_of = uniform, aliases or {}, multiple_of
         self.criterion = config.criterion()
         self.scores = {i: 0.0 for i, g in enumerate(graph.groups) if g.kind in self.kinds}  # moving averages
         self.masked: set[int] = set()
@@ -109,7 +109,7 @@ class LorapruneHook(TrainHook):
         ranking = per_parameter_scores(self.graph, GroupScores(self.criterion.name, scores, self.criterion.settings()),
                                        self.aliases)  # heads and channels compare per parameter
         return select_more(self.graph, ranking, self.masked, ratio, self.uniform, list(self.kinds), METHOD,
-                           self.aliases, self.config.group_divisible)
+                           self.aliases, self.multiple_of)
 
     def _mask(self, ratio: float, optimizer) -> None:
         """Mask the lowest-scored unmasked groups until `ratio` of the base parameters is masked."""
@@ -130,6 +130,6 @@ class LorapruneHook(TrainHook):
         counter = ParamCounter(self.graph, self.aliases)
         groups = [self.graph.groups[i] for i in sorted(self.masked)]
         counter.add(groups)
-        settings = {**self.config.to_dict(), "criterion": self.criterion.settings()}
+        settings = {**self.config.own_options(), "criterion": self.criterion.settings()}
         return PruningPlan(METHOD, self.ratio, self.uniform, list(self.kinds), groups, counter.total,
                            counter.removed_params, settings)

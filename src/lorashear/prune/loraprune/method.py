@@ -11,26 +11,24 @@ from __future__ import annotations
 
 from lorashear.prune.context import PruneContext
 from lorashear.prune.loraprune.config import CRITERION, LorapruneConfig
-from lorashear.prune.methods import Method, register_method
-from lorashear.prune.plan import PruningPlan
+from lorashear.prune.methods import Method, PlanOutcome, register_method
 
 
-def loraprune_plan(ctx: PruneContext) -> PruningPlan | None:
-    """Train with LoRAPrune's masks to the target ratio; None when the run stopped early (`stop_after_steps`)."""
-    from lorashear.prune.api import tied_aliases
+def loraprune_plan(ctx: PruneContext) -> PlanOutcome:
+    """Train with LoRAPrune's masks to the target ratio (no plan yet when the run stopped early at `stop_after_steps`)."""
+    from lorashear.models import tied_aliases
     from lorashear.prune.loraprune.hook import LorapruneHook
     from lorashear.prune.trained import train_method, trained_plan
 
     c = ctx.config
-    options: LorapruneConfig = c.method_options
+    options: LorapruneConfig = c.options
 
     def make_hook(model, graph) -> LorapruneHook:
-        return LorapruneHook(options, graph, c.ratio, tuple(c.kinds), c.uniform, tied_aliases(model))
+        return LorapruneHook(options, graph, c.ratio, tuple(c.kinds), c.uniform, tied_aliases(model), c.multiple_of)
 
-    done = train_method(ctx, make_hook, progress)
-    if done is None:
-        return None
-    trained, hook, settings = done
+    trained, hook, settings = train_method(ctx, make_hook, progress)
+    if not trained.run.finished:
+        return trained.stopped()
     schedule = {"total_steps": hook.total_steps, "warmup_share": options.warmup_share,
                 "cooldown_share": options.cooldown_share, "mask_every": options.mask_every}
     settings.update(schedule=schedule, criterion=hook.criterion.settings())
@@ -43,6 +41,5 @@ def progress(record: dict) -> dict:
             "live": f"{record['live_params'] / 1e6:.2f}M"}
 
 
-register_method(Method("loraprune", loraprune_plan, CRITERION, "auto",
-                       "LoRAPrune: LoRA-gradient importance, cubic iterative masks",
-                       trained=True, options=LorapruneConfig, probe="wanda-sp"))
+register_method(Method("loraprune", LorapruneConfig, loraprune_plan, CRITERION, "auto",
+                       "LoRAPrune: LoRA-gradient importance, cubic iterative masks", probe="wanda-sp"))
