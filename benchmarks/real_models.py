@@ -29,12 +29,12 @@ from render import command_text, write_results
 from lorashear.cli.analyze_cmd import kind_stats
 from lorashear.compress import zeroed
 from lorashear.compress.export import stock_eps_scale
-from lorashear.compress.remote.modeling_lorashear import is_rms_norm, norm_eps_attr
 from lorashear.evaluate.perplexity import corpus_windows, perplexity
 from lorashear.graph import DEFAULT_KINDS, GROUP_KINDS, build_graph
 from lorashear.knowledge.analysis import KnowledgeConfig
 from lorashear.models import count_parameters, load_model, load_tokenizer
 from lorashear.prune.api import PruneConfig, prune_model
+from lorashear.pruned.modeling_lorashear import is_rms_norm, norm_eps_attr
 
 MODELS = ("gemma3-270m", "qwen2.5-coder-0.5b")
 STEM = "real_models"

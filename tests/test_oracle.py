@@ -22,7 +22,6 @@ from lorashear.compress import (
     compress,
     count_params,
     export,
-    load_pruned,
     read_pruning_record,
     removed_indices,
     zero_groups,
@@ -35,6 +34,7 @@ from lorashear.graph import (
     QUERY_HEAD,
     groups_from_json,
 )
+from lorashear.pruned import load_pruned
 
 IDS = torch.randint(1, 100, (2, 9), generator=torch.Generator().manual_seed(1))
 

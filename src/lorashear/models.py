@@ -22,6 +22,7 @@ import torch
 
 from lorashear.assets import MODELS, cache_dir
 from lorashear.errors import LorashearError
+from lorashear.pruned import is_pruned_folder, load_pruned, pruned_skeleton
 
 BUILTIN_MODELS = MODELS  # built-in name -> BuiltinModel (its GGUF file and where it comes from)
 DEFAULT_MODEL = "smollm2-135m"
@@ -162,12 +163,6 @@ def gguf_to_folder(gguf: Path) -> Path:
     return folder
 
 
-def is_pruned_folder(folder: str | Path) -> bool:
-    """A folder exported by lorashear with per-layer shapes (needs lorashear's modeling code)."""
-    config = Path(folder) / "config.json"
-    return config.is_file() and "lorashear" in json.loads(config.read_text())
-
-
 def load_model(spec: str, device: str | torch.device | None = None, dtype: str | torch.dtype = "auto"):
     """Load a causal LM from any model argument, in eval mode, on `device` (default: CUDA if present), with its
     weights in `dtype` (a `DTYPES` name or a torch dtype; `auto`: bfloat16 on a CUDA device that supports it, else
@@ -179,8 +174,6 @@ def load_model(spec: str, device: str | torch.device | None = None, dtype: str |
     source = resolve_model(spec)
     try:
         if source.is_local and is_pruned_folder(source.location):
-            from lorashear.compress import load_pruned
-
             model = load_pruned(source.location, dtype=dtype)
         else:
             model = AutoModelForCausalLM.from_pretrained(source.location, dtype=dtype)
@@ -232,8 +225,6 @@ def load_skeleton(spec: str, dtype: str | torch.dtype = "auto"):
         config = AutoConfig.from_pretrained(source.location)
         with init_empty_weights():
             if source.is_local and is_pruned_folder(source.location):
-                from lorashear.compress import pruned_skeleton
-
                 model = pruned_skeleton(source.location, config, dtype)
             else:
                 model = AutoModelForCausalLM.from_config(config, dtype=dtype)

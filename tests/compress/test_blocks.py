@@ -9,8 +9,8 @@ import torch
 from tiny_models import model_and_graph, single_thread  # noqa: F401
 
 from lorashear.compress import compress, zero_groups
-from lorashear.compress.remote.modeling_lorashear import RemovedAttention, RemovedModule
 from lorashear.graph import ATTENTION_BLOCK, MLP_BLOCK
+from lorashear.pruned.modeling_lorashear import RemovedAttention, RemovedModule
 
 
 @pytest.mark.parametrize("model_type", ["gpt2", "llama"])

@@ -17,13 +17,12 @@ from lorashear.compress import (
     compress,
     count_params,
     export,
-    load_pruned,
     zero_groups,
     zeroed,
 )
-from lorashear.compress.export import REMOTE_FILE
 from lorashear.errors import LorashearError
 from lorashear.graph import HIDDEN_CHANNEL, KV_GROUP, MLP_CHANNEL, build_graph
+from lorashear.pruned import REMOTE_FILE, load_pruned
 
 IDS = torch.randint(1, 100, (2, 9), generator=torch.Generator().manual_seed(1))
 OUTPUTS = ("o_proj", "down_proj")

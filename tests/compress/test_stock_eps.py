@@ -13,8 +13,8 @@ from transformers import AutoModelForCausalLM
 
 from lorashear.compress import compress, count_params, export
 from lorashear.compress.export import stock_eps_scale
-from lorashear.compress.remote.modeling_lorashear import is_rms_norm, norm_eps_attr
 from lorashear.graph import HIDDEN_CHANNEL, KV_GROUP, build_graph
+from lorashear.pruned.modeling_lorashear import is_rms_norm, norm_eps_attr
 
 IDS = torch.randint(1, 100, (2, 9), generator=torch.Generator().manual_seed(1))
 # (architecture, kind removed uniformly): q/k norms with the hidden norms' eps, OLMo2's over all heads.

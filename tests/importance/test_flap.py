@@ -11,12 +11,13 @@ from tiny_models import LAYERS, model_and_graph, single_thread  # noqa: F401
 from torch import nn
 from transformers import AutoModelForCausalLM
 
-from lorashear.compress import compress, count_params, export, load_pruned
+from lorashear.compress import compress, count_params, export
 from lorashear.errors import LorashearError
 from lorashear.graph import ATTENTION_BLOCK, HIDDEN_CHANNEL, KV_GROUP, MLP_CHANNEL
 from lorashear.importance import ScoreContext, get_criterion
 from lorashear.importance.flap import compensate, input_columns
 from lorashear.prune.plan import select
+from lorashear.pruned import load_pruned
 
 BATCHES = torch.randint(3, 100, (6, 12), generator=torch.Generator().manual_seed(2))
 KINDS = (KV_GROUP, MLP_CHANNEL)

@@ -11,9 +11,6 @@ from lorashear.compress.core import (
 from lorashear.compress.export import (
     PRUNING_FORMAT,
     export,
-    is_pruned_folder,
-    load_pruned,
-    pruned_skeleton,
     read_pruning_record,
 )
 
@@ -23,9 +20,6 @@ __all__ = [
     "compress",
     "count_params",
     "export",
-    "is_pruned_folder",
-    "load_pruned",
-    "pruned_skeleton",
     "read_pruning_record",
     "removed_indices",
     "zero_groups",

@@ -16,7 +16,10 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from lorashear.compress.remote.modeling_lorashear import (
+from lorashear.errors import LorashearError
+from lorashear.graph.structures import Group
+from lorashear.models import count_parameters
+from lorashear.pruned.modeling_lorashear import (
     _base,
     add_zero_bias,
     head_counts,
@@ -26,9 +29,6 @@ from lorashear.compress.remote.modeling_lorashear import (
     norm_eps_attr,
     shrink,
 )
-from lorashear.errors import LorashearError
-from lorashear.graph.structures import Group
-from lorashear.models import count_parameters
 
 # Config attributes of the intermediate (MLP) size, by architecture family.
 INTERMEDIATE_ATTRS = ("intermediate_size", "n_inner", "ffn_dim")

@@ -26,16 +26,14 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM
 
 from lorashear.compress.core import base_model_of, count_params
-from lorashear.compress.remote import modeling_lorashear as remote
 from lorashear.errors import LorashearError
 from lorashear.graph.structures import Group, groups_from_json, groups_to_json
 from lorashear.models import merge_lora as merge_lora_into
+from lorashear.pruned import ADAPTER_DIR, REMOTE_FILE
+from lorashear.pruned import modeling_lorashear as remote
 
-REMOTE_FILE = Path(remote.__file__)
-ADAPTER_DIR = "adapter"
 MAX_SHARD_SIZE = "5GB"  # safetensors shards of every saved folder (transformers' own default is one 50 GB file)
 PLAN_FILE = "pruning.json"
 # pruning.json's `format`: 1 = `removed` holds one dict per group (`Group.to_dict`; folders written before the
@@ -46,12 +44,6 @@ PRUNING_FORMAT = 2
 # Config flags that make stock transformers build projection biases (llama family).
 BIAS_FLAGS = ("attention_bias", "mlp_bias")
 NORM_EPS = ("exact", "stock")  # export's choices: remote code where eps differ, or the original eps everywhere
-
-
-def is_pruned_folder(folder: str | Path) -> bool:
-    """True for folders written by `export` (config.json has a `lorashear` key)."""
-    config = Path(folder) / "config.json"
-    return config.is_file() and "lorashear" in json.loads(config.read_text())
 
 
 def stock_extras(model: nn.Module, config) -> dict[str, torch.Tensor] | None:
@@ -266,39 +258,4 @@ def read_pruning_record(folder: str | Path) -> dict:
     return {**record, "format": version, "removed": groups_from_json(record.get("removed", []))}
 
 
-def load_pruned(
-    folder: str | Path, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32
-) -> nn.Module:
-    """Load a folder written by `export` (with its LoRA adapter, if one was kept)."""
-    folder = Path(folder)
-    if not is_pruned_folder(folder):
-        raise LorashearError(
-            f"{folder} is not a lorashear-pruned model folder (no `lorashear` key in config.json)"
-        )
-    config = AutoConfig.from_pretrained(folder)
-    if config.lorashear.get("plain"):
-        model = AutoModelForCausalLM.from_pretrained(folder, config=config, dtype=dtype)
-    else:
-        # Our own copy of the remote code: no trust_remote_code needed.
-        stock = AutoModelForCausalLM._model_mapping[type(config)]
-        model = remote._pruned_class(stock).from_pretrained(folder, config=config, dtype=dtype)
-    if (folder / ADAPTER_DIR).is_dir():
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, folder / ADAPTER_DIR)
-    if device is not None:
-        model = model.to(device)
-    return model.eval()
-
-
-def pruned_skeleton(folder: str | Path, config, dtype: torch.dtype) -> nn.Module:
-    """The architecture of a folder written by `export`, built from its config alone (call it under
-    accelerate's `init_empty_weights` for a model without weights: `lorashear.models.load_skeleton`)."""
-    if config.lorashear.get("plain"):
-        return AutoModelForCausalLM.from_config(config, dtype=dtype)
-    stock = AutoModelForCausalLM._model_mapping[type(config)]
-    return remote._pruned_class(stock)._from_config(config, dtype=dtype)
-
-
-__all__ = ["export", "is_pruned_folder", "is_plain", "load_pruned", "pruned_skeleton", "base_model_of",
-           "read_pruning_record", "PRUNING_FORMAT"]
+__all__ = ["export", "is_plain", "base_model_of", "read_pruning_record", "PRUNING_FORMAT"]

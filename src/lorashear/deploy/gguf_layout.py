@@ -11,13 +11,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lorashear.compress.remote.modeling_lorashear import (
+from lorashear.errors import LorashearError
+from lorashear.pruned.modeling_lorashear import (
     RemovedAttention,
     RemovedModule,
     head_counts,
     norm_eps_attr,
 )
-from lorashear.errors import LorashearError
 
 # HF model_type -> its own GGUF architecture. Both use HF's rotate-half RoPE, which `deci` (llama.cpp's
 # "normal" RoPE on adjacent pairs) reproduces once Q/K rows are permuted, so both also export as `deci`.
