@@ -25,9 +25,10 @@ setup: $(STAMP)
 assets: setup
 	$(BIN)/lorashear assets fetch
 
-# The one-command pipeline on the default model (recipes/demo.yaml): rerunning continues/skips finished stages.
+# The one-command pipeline on the default model (the packaged recipes/demo.yaml): rerunning continues/skips
+# finished stages.
 demo: assets
-	$(BIN)/lorashear run recipes/demo.yaml -o demo-out --resume
+	$(BIN)/lorashear demo -o demo-out --resume
 
 test: assets
 	$(BIN)/python -m pytest -q

@@ -67,7 +67,7 @@ SIZES = {
     "2b": Shape(2048, 8192, 30, 32, 8),
 }
 # The projections' shapes (vocab 128,256, untied) and micro-batch tokens per stage at the recipes' budgets
-# (recipes/lorashear-20.yaml, recipes/lhspg.yaml: 4 × 256 for calibration and training; eval: 4 windows of 512).
+# (recipes/lorashear-20.yaml, configs/methods/lhspg.yaml: 4 × 256 for calibration and training; eval: 4 windows of 512).
 PROJECTED = {"Llama-3-8B": (Shape(4096, 14336, 32, 32, 8, tied=False), 128256),
              "Llama-3-70B": (Shape(8192, 28672, 80, 64, 8, tied=False), 128256)}
 RECIPE_TOKENS = {"analyze": 0, "taylor": 4 * 256, "lhspg": 4 * 256, "recover": 4 * 256, "eval": 4 * 512}

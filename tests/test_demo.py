@@ -1,44 +1,51 @@
-import dataclasses
-import functools
-import json
+"""`lorashear demo` is `lorashear run demo`: the packaged demo recipe, from any installation."""
+
+from __future__ import annotations
 
 import pytest
+import yaml
 
-import lorashear.demo
+import lorashear.pipeline
 from lorashear import LorashearError
 from lorashear.cli import main
-from lorashear.demo import DemoConfig, run_demo
+from lorashear.pipeline.recipe import PACKAGED, load_recipe, packaged_recipes, recipe_path
 from lorashear.prune.api import PruneConfig
 
 
-def test_demo_runs_end_to_end_on_a_tiny_model(tiny_llama_dir, tmp_path, monkeypatch):
-    out = tmp_path / "demo"
-    # the tiny model is mostly embedding (not prunable by the default kinds): a small ratio is reachable
-    config = DemoConfig(model=str(tiny_llama_dir), output=str(out), ratio=0.01, ppl_windows=2, limit=2, speed=False)
-    summary = run_demo(config, log=lambda _: None)
-    assert summary["pruned"]["params"] < summary["dense"]["params"]
-    assert abs(summary["achieved_ratio"] - 0.01) < 0.01
-    assert set(summary["dense"]["tasks"]) == set(summary["pruned"]["tasks"]) and len(summary["dense"]["tasks"]) == 7
-    assert json.loads((out / "summary.json").read_text())["config"]["ratio"] == 0.01
-    table = (out / "summary.md").read_text()
-    assert "| zero-shot average |" in table
-    assert "| PPL wiki (2 × 512 (BOS <\\|im_start\\|> + 511 text tokens)) |" in table  # one cell: pipes escaped
-    assert summary["speed"] is None
+def test_demo_runs_the_packaged_demo_recipe_with_overrides(tmp_path, monkeypatch):
+    ran = []
+    monkeypatch.setattr(lorashear.pipeline, "run_recipe",
+                        lambda recipe, out, resume=False, log=print, command=None: ran.append((recipe, out, resume))
+                        or lorashear.pipeline.RunResult(out, True, [], []))
+    assert main(["demo", "-o", str(tmp_path / "d"), "--resume", "recover.tokens=4096"]) == 0
+    (recipe, out, resume), = ran
+    packaged = yaml.safe_load((PACKAGED / "demo.yaml").read_text())
+    assert recipe.sections["prune"] == packaged["prune"] and recipe.model == packaged["model"]
+    assert recipe.sections["recover"] == {**packaged["recover"], "tokens": 4096}
+    assert out == tmp_path / "d" and resume
 
-    # Rerunnable (the demo replaces its own earlier output), here with speed: one alternating comparison.
-    short = functools.partial(lorashear.demo.compare, rounds=2, prefill_tokens=16, decode_tokens=2,
-                              decode_prompt_tokens=4)  # the tiny model's figures, not their size, are tested
-    monkeypatch.setattr(lorashear.demo, "compare", short)
-    summary = run_demo(dataclasses.replace(config, speed=True), log=lambda _: None)
-    speed = summary["speed"]
-    assert [m["name"] for m in speed["models"]] == ["dense", "pruned"] and len(speed["models"][1]["rounds"]["decode"]) == 2
-    assert speed["machine"]["load"] and speed["machine"]["torch_threads"] >= 1
-    table = (out / "summary.md").read_text()
-    ratio = speed["models"][1]["ratio"]["prefill"]
-    assert "| | dense | pruned | pruned / dense |" in table
-    assert "| prefill tok/s (16 tokens) | " in table
-    assert f"| {ratio['median']:.2f}× ({ratio['min']:.2f}–{ratio['max']:.2f}) |" in table
-    assert "Models alternated in one window: 2 rounds" in table and "Machine: cpu" in table
+
+def test_recipes_ship_with_the_package_and_resolve_by_name(tmp_path, monkeypatch):
+    """The repository's recipes/ is the packaged folder; `demo` and `demo.yaml` name it from anywhere."""
+    monkeypatch.chdir(tmp_path)  # no recipes/ here: only the package's
+    assert {"demo", "lorashear-20", "lorashear-20-8b"} <= set(packaged_recipes())
+    assert recipe_path("demo") == recipe_path("demo.yaml") == PACKAGED / "demo.yaml"
+    assert load_recipe("lorashear-20").sections["prune"]["method"] == "lhspg"
+    local = tmp_path / "demo.yaml"  # a file of that name wins over the packaged one
+    local.write_text("model: m\nprune: {method: random, ratio: 0.3}\n")
+    assert recipe_path("demo.yaml").resolve() == local
+    with pytest.raises(LorashearError, match="packaged: .*demo"):
+        recipe_path("no-such-recipe")
+    with pytest.raises(LorashearError, match="recipe not found"):
+        recipe_path("elsewhere/demo.yaml")  # a path is a path: not looked up among the packaged names
+
+
+def test_demo_rejects_bad_settings_before_any_work(capsys, tmp_path):
+    assert main(["demo", "-o", str(tmp_path / "d"), "prune.ratio=2"]) == 2
+    assert "ratio must be in" in capsys.readouterr().err
+    assert main(["demo", "-o", str(tmp_path / "d"), "evaluate.no_such_key=1"]) == 2
+    assert "no_such_key" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
 
 
 @pytest.mark.parametrize(
@@ -54,10 +61,3 @@ def test_demo_runs_end_to_end_on_a_tiny_model(tiny_llama_dir, tmp_path, monkeypa
 def test_prune_config_rejects_bad_input(kwargs, message):
     with pytest.raises(LorashearError, match=message):
         PruneConfig("m", "out", **kwargs)
-
-
-def test_demo_cli_rejects_bad_settings_before_any_work(capsys, tmp_path):
-    assert main(["demo", "--limit", "0", "-o", str(tmp_path / "d")]) == 2
-    assert "limit" in capsys.readouterr().err
-    assert main(["demo", "--ratio", "2", "-o", str(tmp_path / "d")]) == 2
-    assert not (tmp_path / "d").exists()

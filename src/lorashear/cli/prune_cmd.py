@@ -48,7 +48,7 @@ examples:
     lorashear prune smollm2-135m --method taylor --ratio 0.2 -o runs/taylor20
     lorashear prune smollm2-135m --method random --ratio 0.2 --uniform -o runs/rand20
     lorashear prune smollm2-135m --method taylor --ratio 0.2 --score-option variant=vector -o runs/taylor20v
-    lorashear prune smollm2-135m --method lhspg --ratio 0.2 --config recipes/lhspg.yaml -o runs/lhspg20
+    lorashear prune smollm2-135m --method lhspg --ratio 0.2 --config configs/methods/lhspg.yaml -o runs/lhspg20
     lorashear prune smollm2-135m --method loraprune --ratio 0.2 --unprunable fixed -o runs/loraprune20
 """
 
@@ -105,7 +105,7 @@ def register(subparsers) -> None:
                    help="use an earlier analysis's verdict (its knowledge.json, from `lorashear knowledge` or a "
                    "run's 02-knowledge/) instead of probing again (not together with --unprunable/--unprunable-ratio)")
     p.add_argument("--config", type=Path, metavar="YAML",
-                   help="a flat YAML of the method's options, e.g. recipes/lhspg.yaml (flags override it)")
+                   help="a flat YAML of the method's options, e.g. configs/methods/lhspg.yaml (flags override it)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="the pruned model's folder")
     add_option_args(p, METHODS.values())  # one flag per field of the methods' option dataclasses

@@ -29,7 +29,7 @@ pretraining-like text (--data) then instructions (--instruct), one category per 
 --mix dynamic each category's sampling weight follows its held-out loss against the dense model's.
 LoRA is merged at the end: OUT holds the merged model and tokenizer, recover_config.yaml,
 recovery.json, logs/ and plots/ (docs/design.md). The defaults are RecoverConfig's
-(recipes/recover.yaml lists them); flags override --config."""
+(configs/methods/recover.yaml lists them); flags override --config."""
 
 EPILOG = """\
 Multi-process (tokens are a global budget; configs/accelerate/ holds cpu_2proc, multi_gpu and fsdp):
@@ -40,7 +40,7 @@ examples:
 
     lorashear recover runs/rand20 --dense smollm2-135m --data c4,code,tiny-stories \\
         --instruct alpaca-demo --tokens 20000 -o runs/rand20-rec
-    lorashear recover runs/rand20 --config recipes/recover.yaml -o runs/rand20-rec
+    lorashear recover runs/rand20 --config configs/methods/recover.yaml -o runs/rand20-rec
 """
 
 
@@ -68,7 +68,7 @@ def register(subparsers) -> None:
         p.add_argument(flag, type=kind, help=text if default is None else f"{text} (default {default})")
     p.add_argument("--resume", action="store_true", help="continue the unfinished run of OUT from its last checkpoint")
     p.add_argument("--config", type=Path, metavar="YAML",
-                   help="a YAML recipe, e.g. recipes/recover.yaml (flags override it)")
+                   help="a YAML recipe, e.g. configs/methods/recover.yaml (flags override it)")
     p.set_defaults(handler=run)
 
 

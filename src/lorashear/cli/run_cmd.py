@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from lorashear.models import DTYPES
+from lorashear.pipeline.recipe import packaged_recipes
 
 RUN_DESCRIPTION = """\
 The pipeline from one YAML recipe (docs/recipes.md): analyze → knowledge → prune (compress/export) →
@@ -23,7 +24,7 @@ Overrides are KEY.SUB=VALUE, the value read as YAML; `SECTION=null` switches a s
 examples:
 
     lorashear run recipes/demo.yaml -o demo-out
-    lorashear run recipes/demo.yaml -o demo-out --resume
+    lorashear run demo -o demo-out --resume          # a packaged recipe by its name, from any installation
     lorashear run recipes/lorashear-20.yaml -o runs/ls50 prune.ratio=0.5
     lorashear run recipes/llm-pruner-20.yaml -o runs/llmp20 prune.ratio=0.3 recover.tokens=50000
     lorashear run recipes/lorashear-20.yaml -o runs/ls20-pruned recover=null evaluate=null
@@ -40,8 +41,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="one command from model to report: run a recipe's stages",
                        formatter_class=argparse.RawDescriptionHelpFormatter, description=RUN_DESCRIPTION,
                        epilog=RUN_EPILOG)
-    p.add_argument("recipe", type=Path, help="a YAML recipe, e.g. recipes/demo.yaml")
-    p.add_argument("-o", "--output", required=True, type=Path, metavar="OUT", help="run folder")
+    p.add_argument("recipe", help="a YAML recipe file, or the name of a packaged recipe: "
+                   f"{', '.join(packaged_recipes())} (docs/recipes.md)")
+    add_run_args(p, output_default=None)
+    p.set_defaults(handler=run)
+
+    r = sub.add_parser("report", help="regenerate a run's report.md, report.html, figures and model cards (no model runs)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, description=REPORT_DESCRIPTION)
+    r.add_argument("output", type=Path, metavar="OUT", help="a run folder written by `lorashear run`")
+    r.set_defaults(handler=report)
+
+
+def add_run_args(p: argparse.ArgumentParser, output_default: Path | None) -> None:
+    """The run folder, --resume, --dtype and the overrides: `lorashear run` and `lorashear demo` alike."""
+    if output_default is None:
+        p.add_argument("-o", "--output", required=True, type=Path, metavar="OUT", help="run folder")
+    else:
+        p.add_argument("-o", "--output", default=output_default, type=Path, metavar="OUT",
+                       help=f"run folder (default {output_default})")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in OUT: skip finished stages, resume an interrupted training stage")
     p.add_argument("--dtype", default=None, choices=DTYPES,
@@ -49,12 +66,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "supports it, else float32); the same as the override dtype=...")
     p.add_argument("overrides", nargs="*", metavar="KEY.SUB=VALUE",
                    help="recipe overrides, e.g. prune.ratio=0.5 recover.tokens=1000 recover=null")
-    p.set_defaults(handler=run)
-
-    r = sub.add_parser("report", help="regenerate a run's report.md, report.html, figures and model cards (no model runs)",
-                       formatter_class=argparse.RawDescriptionHelpFormatter, description=REPORT_DESCRIPTION)
-    r.add_argument("output", type=Path, metavar="OUT", help="a run folder written by `lorashear run`")
-    r.set_defaults(handler=report)
 
 
 def run(args: argparse.Namespace) -> int:

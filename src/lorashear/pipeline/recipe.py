@@ -12,7 +12,9 @@
     evaluate: {ppl_windows: 8, tasks: [piqa]}      # EvalConfig, plus speed_rounds (no limit: 200 on a CPU)
 
 Every section is checked when the recipe is loaded (unknown keys name the known ones), so a bad
-recipe fails before any model work. `key.sub=value` overrides are applied first.
+recipe fails before any model work. `key.sub=value` overrides are applied first. The recipes under
+`lorashear/recipes/` ship with the package (the repository's `recipes/` is that folder): `load_recipe("demo")`
+reads the packaged demo.yaml from any installation.
 """
 
 from __future__ import annotations
@@ -211,11 +213,32 @@ def apply_overrides(sections: dict, overrides: list[str]) -> dict:
     return sections
 
 
-def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
-    """Read a recipe file, apply the overrides and check every stage's settings."""
+PACKAGED = Path(__file__).resolve().parents[1] / "recipes"  # the recipes shipped with the package
+
+
+def packaged_recipes() -> list[str]:
+    """Names of the recipes shipped with the package (`lorashear run NAME`)."""
+    return sorted(path.stem for path in PACKAGED.glob("*.yaml"))
+
+
+def recipe_path(spec: str | Path) -> Path:
+    """A recipe file: `spec` itself when it exists, else the packaged recipe named `spec` (with or without
+    .yaml); one clear error naming the packaged ones otherwise."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    packaged = PACKAGED / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
+    if path.parent == Path(".") and packaged.is_file():
+        return packaged
+    raise LorashearError(f"recipe not found: {spec} (neither a file nor a packaged recipe; packaged: "
+                         f"{', '.join(packaged_recipes())})")
+
+
+def load_recipe(spec: str | Path, overrides: list[str] = ()) -> Recipe:
+    """Read a recipe (a file, or the name of a packaged one), apply the overrides and check every stage's settings."""
     from lorashear.train.config import read_recipe
 
-    return recipe_from_dict(read_recipe(path), overrides)
+    return recipe_from_dict(read_recipe(recipe_path(spec)), overrides)
 
 
 def recipe_from_dict(raw: dict, overrides: list[str] = ()) -> Recipe:

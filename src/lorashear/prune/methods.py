@@ -23,7 +23,7 @@ from lorashear.prune.random import random_plan
 
 # Settings' earlier names -> their names now. `group_divisible` was LHSPG's and LoRAPrune's own copy of
 # `multiple_of` (kept MLP/hidden channel counts a multiple of N); recipes and flat configs written then
-# (recipes/lhspg.yaml, benchmark rows, run folders' recipe.yaml) still say it. Read here, and only here.
+# (configs/methods/lhspg.yaml, benchmark rows, run folders' recipe.yaml) still say it. Read here, and only here.
 OLD_NAMES = {"group_divisible": "multiple_of"}
 
 

@@ -52,7 +52,7 @@ def _loop_field(name: str, default: Any) -> Any:
 
 @dataclass
 class TrainedConfig(LoopConfig):
-    """A trained pruner's run: the shared loop options plus its data and token budget (`recipes/lhspg.yaml`).
+    """A trained pruner's run: the shared loop options plus its data and token budget (`configs/methods/lhspg.yaml`).
 
     A trained method's options extend it; `training()` is the run alone (its `training.yaml`)."""
 

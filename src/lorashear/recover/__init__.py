@@ -4,7 +4,7 @@
 (`lorashear.train`); its own components (stages, mixture, streams, losses, logs) are small modules
 usable and tested on their own.
 
-    lorashear recover PRUNED --dense MODEL --tokens N -o OUT [--config recipes/recover.yaml]
+    lorashear recover PRUNED --dense MODEL --tokens N -o OUT [--config configs/methods/recover.yaml]
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 \
         -m lorashear recover PRUNED --dense MODEL --tokens N -o OUT        # 2 CPU processes (gloo)
     accelerate launch --config_file configs/accelerate/multi_gpu.yaml -m lorashear recover ...

@@ -14,7 +14,7 @@ MIX_MODES = ("dynamic", "uniform")
 
 @dataclass
 class RecoverConfig(LoopConfig):
-    """Everything a recovery run needs; `recipes/recover.yaml` holds the same defaults (loop options: LoopConfig)."""
+    """Everything a recovery run needs; `configs/methods/recover.yaml` holds the same defaults (loop options: LoopConfig)."""
 
     kind: ClassVar[str] = "recovery"
 

@@ -1,6 +1,6 @@
 """The options every trained stage shares (batch, optimiser, LoRA, checkpoints), loadable from a YAML recipe.
 
-A stage's own config subclasses `LoopConfig`, so its YAML keys stay flat (`recipes/recover.yaml`).
+A stage's own config subclasses `LoopConfig`, so its YAML keys stay flat (`configs/methods/recover.yaml`).
 """
 
 from __future__ import annotations
