@@ -685,9 +685,13 @@ def render() -> str:
 
 
 def write() -> None:
-    """BENCHMARKS.md and the README's headline table from the results as they are now (every benchmark's
-    `write_results` calls this)."""
-    for path, text in ((OUTPUT, render()), (README, readme_with_headline(README.read_text(), headline()))):
+    """BENCHMARKS.md and the README beside it (its headline table) from the results as they are now (every
+    benchmark's `write_results` calls this); a BENCHMARKS.md written elsewhere (a test's) has no README beside it."""
+    readme = OUTPUT.with_name(README.name)
+    outputs = [(OUTPUT, render())]
+    if readme.is_file():
+        outputs.append((readme, readme_with_headline(readme.read_text(), headline())))
+    for path, text in outputs:
         staging = path.with_suffix(".md.partial")
         staging.write_text(text)
         staging.replace(path)

@@ -419,7 +419,9 @@ def test_every_benchmark_write_refreshes_benchmarks_md(tmp_path, monkeypatch):
     """write_results (every benchmark's save) writes NAME.json/.md and BENCHMARKS.md again."""
     monkeypatch.setattr(render, "RESULTS", tmp_path)
     monkeypatch.setattr(render, "OUTPUT", tmp_path / "BENCHMARKS.md")
+    readme = (BENCHMARKS.parent / "README.md").read_text()
     render.write_results("probe", {"a": 1}, "# probe\n")
+    assert (BENCHMARKS.parent / "README.md").read_text() == readme  # the repository's README is left alone
     assert json.loads((tmp_path / "probe.json").read_text()) == {"a": 1} and (tmp_path / "probe.md").is_file()
     assert (tmp_path / "BENCHMARKS.md").read_text() == render.render()
 
