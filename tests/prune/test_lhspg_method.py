@@ -121,7 +121,7 @@ def test_training_flags_are_refused_for_one_shot_methods(small_vocab_dirs, tmp_p
 
 
 def test_the_shipped_recipe_holds_the_defaults():
-    own, options = METHODS["lhspg"].split(read_recipe(ROOT / "recipes" / "lhspg.yaml"), ["multiple_of"], "")
+    own, options = METHODS["lhspg"].split(read_recipe(ROOT / "configs" / "methods" / "lhspg.yaml"), ["multiple_of"], "")
     assert own == {"multiple_of": 1} and LhspgConfig(**options) == LhspgConfig()
 
 

@@ -77,7 +77,7 @@ def test_bad_input_is_one_clear_error_and_no_folder(small_vocab_dirs, tmp_path, 
 
 
 def test_the_shipped_recipe_holds_the_defaults():
-    own, options = METHODS["loraprune"].split(read_recipe(ROOT / "recipes" / "loraprune.yaml"), ["multiple_of"], "")
+    own, options = METHODS["loraprune"].split(read_recipe(ROOT / "configs" / "methods" / "loraprune.yaml"), ["multiple_of"], "")
     assert own == {"multiple_of": 1} and LorapruneConfig(**options) == LorapruneConfig()
 
 
