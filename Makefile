@@ -33,8 +33,10 @@ demo: assets
 test: assets
 	$(BIN)/python -m pytest -q
 
+# ruff, and the import layers of pyproject.toml's [tool.importlinter] (imports flow one way)
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

@@ -18,7 +18,7 @@ from _common import DENSE_PARTS, RESULTS, dense_parts
 from render import dense_markdown
 
 from lorashear.evaluate import EvalConfig, EvalResult, evaluate_config, write_json
-from lorashear.evaluate.files import write_atomic
+from lorashear.io import write_atomic
 from lorashear.models import load_model, load_tokenizer
 
 

@@ -15,8 +15,8 @@ import time
 from _common import machine
 from render import write_results
 
-from lorashear.cli.analyze_cmd import kind_stats
 from lorashear.graph import DEFAULT_KINDS, GROUP_KINDS, build_graph
+from lorashear.graph.summary import kind_stats
 from lorashear.models import DEFAULT_MODEL, load_model
 
 

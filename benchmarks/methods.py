@@ -49,7 +49,7 @@ from _common import (
 )
 from render import methods_markdown, write_results
 
-from lorashear.evaluate.files import write_atomic
+from lorashear.io import write_atomic
 from lorashear.models import count_parameters, load_model
 from lorashear.pipeline.recipe import Recipe, load_recipe
 from lorashear.pipeline.runner import RECIPE_FILE, finished_folder, stage_folder

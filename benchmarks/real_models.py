@@ -26,11 +26,11 @@ import torch
 from _common import RESULTS, machine
 from render import command_text, write_results
 
-from lorashear.cli.analyze_cmd import kind_stats
 from lorashear.compress import zeroed
 from lorashear.compress.export import stock_eps_scale
 from lorashear.evaluate.perplexity import corpus_windows, perplexity
 from lorashear.graph import DEFAULT_KINDS, GROUP_KINDS, build_graph
+from lorashear.graph.summary import kind_stats
 from lorashear.knowledge.analysis import KnowledgeConfig
 from lorashear.models import count_parameters, load_model, load_tokenizer
 from lorashear.prune.api import PruneConfig, prune_model

@@ -33,7 +33,7 @@ from render import recovery_markdown, write_results
 from lorashear.cli import main as cli_main
 from lorashear.data import ZERO_SHOT_TASKS
 from lorashear.evaluate import evaluate
-from lorashear.evaluate.files import write_atomic
+from lorashear.io import write_atomic
 from lorashear.models import count_parameters, load_model, load_tokenizer
 from lorashear.recover import RecoverConfig, recover
 

@@ -26,8 +26,8 @@ from _common import RESULTS
 from render import speed_markdown
 
 from lorashear.evaluate import compare
-from lorashear.evaluate.files import write_atomic
 from lorashear.evaluate.speed import DEFAULT_ROUNDS, DEFAULT_WARMUP
+from lorashear.io import write_atomic
 from lorashear.models import load_model
 from lorashear.prune.api import PruneConfig, prune_model
 

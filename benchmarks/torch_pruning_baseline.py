@@ -39,8 +39,8 @@ from _common import METHODS_RECIPE
 from torch import nn
 
 from lorashear.errors import LorashearError
-from lorashear.evaluate.files import write_atomic
 from lorashear.importance.calibration import CalibrationConfig, iterate_batches, load_calibration
+from lorashear.io import write_atomic
 from lorashear.models import count_parameters, load_model, load_tokenizer
 from lorashear.pipeline.runner import stage_folder
 from lorashear.pipeline.stages import MODEL_DIR

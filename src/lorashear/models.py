@@ -213,9 +213,10 @@ def read_into_memory(model: torch.nn.Module, folder: Path) -> int:
     return replaced
 
 
-def load_skeleton(spec: str, dtype: str | torch.dtype = "auto"):
+def load_skeleton(spec: str, dtype: str | torch.dtype = "auto", lora: bool = False):
     """The model of `spec` with its parameters on the meta device: every shape and name, no weights read or
-    allocated (the graph is traced with fake tensors, so discovering it needs nothing more)."""
+    allocated (the graph is traced with fake tensors, so discovering it needs nothing more); with `lora`, peft
+    LoRA (r=8, all linear layers) attached, as a trained method's model has it."""
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -238,6 +239,13 @@ def load_skeleton(spec: str, dtype: str | torch.dtype = "auto"):
                 model = PeftModel.from_pretrained(model, source.adapter, low_cpu_mem_usage=True)
     except (OSError, ValueError) as err:
         raise LorashearError(f"could not read the configuration of model '{spec}': {err}") from err
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        if hasattr(model, "peft_config"):
+            raise LorashearError(f"{spec} is a LoRA adapter folder and already has an adapter; drop --lora")
+        with init_empty_weights():
+            model = get_peft_model(model, LoraConfig(r=8, target_modules="all-linear"))
     return model.eval()
 
 

@@ -41,7 +41,8 @@ def test_each_model_is_alone_in_memory_while_measured_and_saved_results_are_reus
                            model_name="dense", log=lambda _: None)
     done = evaluate_many(folders, config, speed=False, saved=lambda name: kept if name == "dense" else None,
                          on_result=lambda name, result: seen.append(name), log=lambda _: None)
-    assert loads == [folders["dense"], folders["pruned"]] and alive == [0, 0]  # never two at once
+    # the models alive at each load (other tests' fixtures included): as many at the second as at the first
+    assert loads == [folders["dense"], folders["pruned"]] and alive[1] == alive[0]  # never two of these at once
     assert seen == ["pruned"] and done.results["dense"] is kept  # the saved one is not measured again
     assert done.results["pruned"].ppl["wiki"].ppl > 1 and done.speed is None
     assert done.sizes["pruned"]["params"] < done.sizes["dense"]["params"]

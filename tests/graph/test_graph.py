@@ -365,3 +365,17 @@ def test_groups_stay_small_slotted_shared_meta_one_index_tuple():
     assert mlp[0].meta is mlp[1].meta and mlp[0].meta["inputs"]
     indices = {id(s.index) for s in mlp[0].slices}
     assert len(mlp[0].slices) == 3 and len(indices) == 1
+
+
+def test_a_packed_graph_unpacks_to_the_same_groups_in_order():
+    """StructureGraph.pack/unpack (a trained method's model graph while LoRA trains): every group, slice, verdict
+    and meta back, in order, in a fraction of the memory."""
+    import json
+
+    _, graph = model_and_graph("qwen2", True)
+    graph = copy.deepcopy(graph)  # the cached graph stays as built
+    graph.groups[3].unprunable = "layer0.mlp"  # verdicts travel too
+    packed = graph.pack()
+    again = StructureGraph.unpack(packed)
+    assert again.to_dict() == graph.to_dict() and again.groups[3].unprunable == "layer0.mlp"
+    assert len(packed) < len(json.dumps(graph.to_dict())) / 10

@@ -10,8 +10,8 @@ from tiny_models import single_thread, tiny_model  # noqa: F401
 from lorashear.errors import LorashearError
 from lorashear.graph import build_graph
 from lorashear.importance import ScoreContext, get_criterion
+from lorashear.importance.base import per_parameter_scores
 from lorashear.prune.api import tied_aliases
-from lorashear.prune.plan import per_parameter_scores
 
 KINDS = ("kv_group", "mlp_channel", "hidden_channel")
 

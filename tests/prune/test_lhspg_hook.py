@@ -10,10 +10,10 @@ from lhspg_material import adamw as make_optimizer
 from tiny_models import single_thread  # noqa: F401
 
 from lorashear.errors import LorashearError
+from lorashear.graph.counting import ParamCounter
 from lorashear.importance import ScoreContext
 from lorashear.prune.api import tied_aliases
 from lorashear.prune.lhspg import LhspgConfig, LhspgHook
-from lorashear.prune.plan import ParamCounter
 
 KINDS = ("kv_group", "mlp_channel")
 RATIO, STEPS = 0.25, 14  # 4 warm-up steps (share 0.25), 3 periods of 3 steps, 1 step after

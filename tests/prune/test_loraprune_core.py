@@ -12,10 +12,10 @@ from lhspg_material import drive, graph_of, lora_model, moments_zero, protected_
 from tiny_models import VOCAB, single_thread, tiny_model  # noqa: F401
 
 from lorashear.errors import LorashearError
+from lorashear.graph.counting import ParamCounter
 from lorashear.importance import ScoreContext, get_criterion
 from lorashear.prune.api import tied_aliases
 from lorashear.prune.loraprune import LorapruneConfig, LorapruneHook, cubic_ratio
-from lorashear.prune.plan import ParamCounter
 from lorashear.train import LoopConfig, TrainRun, make_accelerator, train
 from lorashear.train import lora_model as add_lora
 from lorashear.train import make_optimizer as loop_optimizer

@@ -6,8 +6,8 @@ import math
 
 import torch
 
+from lorashear.graph.counting import ParamCounter
 from lorashear.graph.structures import Group, Slice, StructureGraph
-from lorashear.prune.plan import ParamCounter
 
 
 def removed_by_hand(shapes: dict[str, tuple[int, ...]], groups: list[Group]) -> int:

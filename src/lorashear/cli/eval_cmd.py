@@ -11,6 +11,7 @@ import dataclasses
 
 from lorashear.cli.options import add_dtype_arg
 from lorashear.data import ZERO_SHOT_TASKS
+from lorashear.io import write_atomic
 
 
 def _task_list(text: str) -> tuple[str, ...]:
@@ -99,9 +100,7 @@ def _run_several(names: list[str], config, args: argparse.Namespace) -> int:
     import json
 
     from lorashear.errors import LorashearError
-    from lorashear.evaluate.files import write_atomic
     from lorashear.evaluate.many import evaluate_many
-
     if len(set(names)) < len(names):
         raise LorashearError(f"a model is named twice in {names}: name each model once")
     done = evaluate_many({name: name for name in names}, config, device=args.device, dtype=args.dtype,

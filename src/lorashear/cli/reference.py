@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from lorashear.cli import build_parser
+from lorashear.io import write_atomic
 
 REGENERATE = "python -m lorashear.cli.reference --write docs/cli.md"
 HEADER = (f"<!-- Generated from the parsers in src/lorashear/cli/ by `{REGENERATE}`.\n"
@@ -165,8 +166,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.write is None:
         sys.stdout.write(text)
         return 0
-    from lorashear.evaluate.files import write_atomic
-
     write_atomic(args.write, text)
     print(f"wrote {args.write}")
     return 0

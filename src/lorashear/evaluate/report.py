@@ -6,10 +6,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lorashear.evaluate.files import write_atomic
 from lorashear.evaluate.perplexity import PerplexityResult
 from lorashear.evaluate.speed import SpeedResult, machine_notes
 from lorashear.evaluate.zeroshot import AVERAGE_METRIC, TaskScore, average, average_rule_text
+from lorashear.io import write_atomic
 
 
 def cell(text: str) -> str:

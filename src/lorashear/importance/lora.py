@@ -17,6 +17,7 @@ from typing import ClassVar
 import torch
 
 from lorashear.errors import LorashearError
+from lorashear.graph.counting import group_sizes
 from lorashear.importance.base import (
     CRITERIA,
     Criterion,
@@ -25,6 +26,7 @@ from lorashear.importance.base import (
     aggregate,
     get_criterion,
     lora_layers,
+    per_parameter_scores,
     register,
 )
 
@@ -118,8 +120,6 @@ class Lhspg(Criterion):
                 "per_parameter": self.per_parameter}
 
     def score(self, ctx: ScoreContext) -> GroupScores:
-        from lorashear.prune.plan import group_sizes, per_parameter_scores  # the selection's "per parameter"
-
         total: dict[int, float] = {i: 0.0 for i in ctx.wanted()}
         ctx = replace(ctx, deltas={} if ctx.deltas is None else ctx.deltas)  # s·BA once per weight for every proxy
         if "group_sizes" not in ctx.memo:  # the same for every proxy (and every call on this graph)

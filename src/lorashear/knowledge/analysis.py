@@ -32,6 +32,7 @@ from lorashear.graph.structures import (
     StructureGraph,
 )
 from lorashear.importance.base import GroupScores
+from lorashear.io import write_atomic
 from lorashear.knowledge.replay import LayerReplay
 
 ATTENTION, MLP, HIDDEN = "attention", "mlp", "hidden"
@@ -117,8 +118,6 @@ class KnowledgeResult:
         return f"knowledge analysis ({self.settings['rule']}): {len(self.unprunable)} of {len(self.clusters)} clusters unprunable: {names}"
 
     def save(self, path: str | Path) -> Path:
-        from lorashear.evaluate.files import write_atomic
-
         write_atomic(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
         return Path(path)
 

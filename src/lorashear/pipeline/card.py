@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from lorashear.evaluate import AVERAGE_METRIC, EvalResult
-from lorashear.evaluate.files import write_atomic
+from lorashear.io import write_atomic
 
 # Built-in model names and the hub model they were made from (the card's `base_model`).
 HUB_IDS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct"}

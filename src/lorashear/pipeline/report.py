@@ -13,10 +13,10 @@ from pathlib import Path
 
 from lorashear.compress.export import PLAN_FILE, read_pruning_record
 from lorashear.evaluate import AVERAGE_METRIC, EvalResult
-from lorashear.evaluate.files import write_atomic
 from lorashear.evaluate.report import cell
 from lorashear.evaluate.speed import SpeedComparison, machine_notes
 from lorashear.graph.structures import Group
+from lorashear.io import write_atomic
 from lorashear.pipeline.card import write_model_card
 from lorashear.pipeline.folders import RECIPE_FILE, RUN_FILE, STAGE_NAMES, finished_folder
 from lorashear.pipeline.stages import MODEL_DIR, MODELS

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from lorashear.errors import LorashearError
-from lorashear.evaluate.files import write_atomic
+from lorashear.io import write_atomic
 from lorashear.models import dtype_name, resolve_dtype
 from lorashear.pipeline import stages
 from lorashear.pipeline.folders import DONE, RECIPE_FILE, RUN_FILE, STAGE_NAMES, finished_folder, stage_folder

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from lorashear.evaluate.files import write_atomic
+from lorashear.io import write_atomic
 from lorashear.pipeline.recipe import Recipe
 
 MODEL_DIR = "model"  # the exported / recovered HF folder inside a stage's folder
@@ -54,14 +54,14 @@ def write_json(path: Path, data: dict) -> None:
 
 def analyze(ctx: StageContext) -> bool:
     """The removable structures: per kind and per layer counts (analyze.json), the summary (summary.txt)."""
-    from lorashear.cli.analyze_cmd import kind_stats, load, parse_kinds, summarize
     from lorashear.graph import build_graph
-    from lorashear.models import count_parameters
+    from lorashear.graph.summary import kind_stats, parse_kinds, summarize
+    from lorashear.models import count_parameters, load_skeleton
 
     options = ctx.recipe.analyze()
     kinds_text = options["kinds"] if isinstance(options["kinds"], str) else ",".join(options["kinds"])
     kinds = parse_kinds(kinds_text)
-    model = load(ctx.recipe.model, options["lora"], ctx.recipe.dtype)  # on the meta device: no weights read
+    model = load_skeleton(ctx.recipe.model, ctx.recipe.dtype, lora=options["lora"])  # on the meta device: no weights read
     start = time.perf_counter()
     graph = build_graph(model, kinds=kinds)
     seconds = time.perf_counter() - start

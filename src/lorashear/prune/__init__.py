@@ -3,7 +3,7 @@
 from lorashear.prune.context import PruneContext
 from lorashear.prune.methods import METHODS, Method, PlanOutcome, criterion_plan, get_method, register_method
 from lorashear.prune.options import CriterionConfig, TrainedConfig
-from lorashear.prune.plan import ParamCounter, PruningPlan, group_sizes, select
+from lorashear.prune.plan import PruningPlan, select
 from lorashear.prune.random import random_plan
 
 # Trained methods register themselves on import (after METHODS exists): a method is its folder plus this line.
@@ -14,14 +14,12 @@ __all__ = [
     "METHODS",
     "CriterionConfig",
     "Method",
-    "ParamCounter",
     "PlanOutcome",
     "PruneContext",
     "PruningPlan",
     "TrainedConfig",
     "criterion_plan",
     "get_method",
-    "group_sizes",
     "random_plan",
     "register_method",
     "select",

@@ -16,9 +16,10 @@ from typing import Any
 
 from lorashear.errors import LorashearError
 from lorashear.importance import GroupScores
+from lorashear.importance.base import per_parameter_scores
 from lorashear.prune.context import PruneContext
 from lorashear.prune.options import CriterionConfig, TrainedConfig, option_names
-from lorashear.prune.plan import PruningPlan, per_parameter_scores, select
+from lorashear.prune.plan import PruningPlan, select
 from lorashear.prune.random import random_plan
 
 # Settings' earlier names -> their names now. `group_divisible` was LHSPG's and LoRAPrune's own copy of

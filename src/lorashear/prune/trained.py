@@ -9,14 +9,16 @@ training loop (`lorashear.train`). Its options are the method's config, a `Train
         return trained_plan(ctx, trained, hook.chosen, settings, "Mine: loss and sparsity")  # LoRA merged, logs kept
 
 Hooks see the LoRA model's graph (peft names: `…base_layer.weight`, `lora_A/B`), rebuilt identically on
-every run and resume, with the knowledge analysis's exclusions carried over from `ctx.graph`.
+every run and resume, with the knowledge analysis's exclusions carried over from `ctx.graph`, which waits
+packed (`StructureGraph.pack`) while the LoRA graph is traced and LoRA trains.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,10 +28,11 @@ from torch import nn
 
 from lorashear.compress.core import base_name
 from lorashear.errors import LorashearError
+from lorashear.graph.counting import ParamCounter
 from lorashear.graph.structures import Group, StructureGraph
 from lorashear.prune.methods import PlanOutcome
 from lorashear.prune.options import TrainedConfig
-from lorashear.prune.plan import ParamCounter, PruningPlan
+from lorashear.prune.plan import PruningPlan
 from lorashear.recover.losses import lm_loss
 from lorashear.recover.streams import Category, MixedStream, text_categories
 from lorashear.train import TrainHook, TrainRun, add_lora, lora_run, make_accelerator, train
@@ -115,18 +118,32 @@ def run_trained(ctx: PruneContext, make_hooks: HookFactory, settings: dict, *, d
         )
     total_steps = math.ceil(config.tokens / config.tokens_per_step(accelerator.num_processes))
     model = add_lora(ctx.model.to(accelerator.device), config)
-    graph = lora_graph(model, ctx.graph, tuple(ctx.config.kinds))
-    hooks = make_hooks(model, graph, total_steps)
+    verdicts, groups = unprunable_verdicts(ctx.graph), len(ctx.graph.groups)
+    with graph_packed(ctx):  # the hooks work on the LoRA model's graph; the model's waits, packed
+        graph = lora_graph(model, verdicts, groups, tuple(ctx.config.kinds))
+        hooks = make_hooks(model, graph, total_steps)
 
-    accelerator.wait_for_everyone()  # every process has checked before anyone writes
-    if accelerator.is_main_process:
-        ckpt.start_run_dir(work, config.resume)
-        config.save(work / CONFIG_FILE)
-        (work / RUN_FILE).write_text(json.dumps(settings, indent=2))
-    accelerator.wait_for_everyone()
-    run = train(lora_run(model, config, accelerator, work, total_steps), stream.next_batch, lm_step_loss,
-                [stream, *hooks], desc=desc, postfix=postfix)
+        accelerator.wait_for_everyone()  # every process has checked before anyone writes
+        if accelerator.is_main_process:
+            ckpt.start_run_dir(work, config.resume)
+            config.save(work / CONFIG_FILE)
+            (work / RUN_FILE).write_text(json.dumps(settings, indent=2))
+        accelerator.wait_for_everyone()
+        run = train(lora_run(model, config, accelerator, work, total_steps), stream.next_batch, lm_step_loss,
+                    [stream, *hooks], desc=desc, postfix=postfix)
     return TrainedRun(run.unwrapped, graph, hooks, run, work)
+
+
+@contextmanager
+def graph_packed(ctx: PruneContext) -> Iterator[None]:
+    """`ctx.graph` packed (`StructureGraph.pack`) while the block runs and its objects freed, the same graph after:
+    measured at 0.9B, the model's graph beside the LoRA model's was ~0.2 bytes per parameter of the peak."""
+    packed = ctx.graph.pack()
+    ctx.graph = None
+    try:
+        yield
+    finally:
+        ctx.graph = StructureGraph.unpack(packed)
 
 
 def _check_same_settings(path: Path, settings: dict) -> None:
@@ -168,18 +185,27 @@ def _twin_key(group: Group) -> tuple:
     return group.kind, group.layer, tuple(slices)
 
 
-def lora_graph(model: nn.Module, graph: StructureGraph, kinds: tuple[str, ...]) -> StructureGraph:
-    """The LoRA model's graph, each group unprunable where its twin in `graph` (the knowledge analysis's) is."""
+def unprunable_verdicts(graph: StructureGraph) -> dict[tuple, str]:
+    """The reasons of `graph`'s unprunable groups (the knowledge analysis's verdicts), by twin key: what the LoRA
+    model's graph takes over (`lora_graph`) while the model's graph waits packed."""
+    return {_twin_key(g): g.unprunable for g in graph.groups if g.unprunable}
+
+
+def lora_graph(model: nn.Module, verdicts: dict[tuple, str], groups: int, kinds: tuple[str, ...]) -> StructureGraph:
+    """The LoRA model's graph, each group unprunable where its twin in the model's graph is (`verdicts`); the
+    model's graph had `groups` groups, one twin each."""
     from lorashear.graph import build_graph
 
     lora = build_graph(model, kinds)
-    twins = _Twins(graph)
+    found = 0
     for group in lora.groups:
-        twin = twins.find(group)
-        if twin is None:
-            raise RuntimeError(f"the LoRA model's {group.kind} group of layer {group.layer} has no twin in the "
-                               "model's graph")
-        group.unprunable = group.unprunable or twin.unprunable
+        reason = verdicts.get(_twin_key(group))
+        if reason is not None:
+            group.unprunable = group.unprunable or reason
+            found += 1
+    if len(lora.groups) != groups or found != len(verdicts):
+        raise RuntimeError(f"the LoRA model's graph ({len(lora.groups)} groups, {found} of {len(verdicts)} unprunable "
+                           f"ones found) is not twin to the model's ({groups} groups)")
     return lora
 
 

@@ -26,10 +26,11 @@ import torch
 from lorashear.errors import LorashearError
 from lorashear.graph.structures import StructureGraph
 from lorashear.importance import ScoreContext, get_criterion
+from lorashear.importance.base import per_parameter_scores
 from lorashear.prune.lhspg.config import LhspgConfig
 from lorashear.prune.lhspg.schedule import Schedule
 from lorashear.prune.lhspg.step import fade_many, merge_lora, project_many, step_size
-from lorashear.prune.plan import per_parameter_scores, removal_summary, select_more
+from lorashear.prune.plan import removal_summary, select_more
 from lorashear.prune.variables import GroupVariables
 from lorashear.train.hooks import TrainHook
 

@@ -18,11 +18,13 @@ import math
 from typing import TYPE_CHECKING
 
 from lorashear.errors import LorashearError
+from lorashear.graph.counting import ParamCounter
 from lorashear.graph.structures import StructureGraph
 from lorashear.importance import GroupScores, ScoreContext
+from lorashear.importance.base import per_parameter_scores
 from lorashear.prune.loraprune.config import LorapruneConfig
 from lorashear.prune.loraprune.schedule import cubic_ratio
-from lorashear.prune.plan import ParamCounter, PruningPlan, per_parameter_scores, removal_summary, select_more
+from lorashear.prune.plan import PruningPlan, removal_summary, select_more
 from lorashear.prune.variables import GroupVariables
 from lorashear.train.hooks import TrainHook
 
