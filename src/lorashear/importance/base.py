@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from lorashear.errors import LorashearError
+from lorashear.graph.build import refuse_dora
 from lorashear.graph.counting import group_sizes
 from lorashear.graph.structures import StructureGraph
 
@@ -304,8 +305,6 @@ def effective_weights(model: nn.Module, names: Iterable[str] | None = None,
                       ctx: ScoreContext | None = None) -> Iterator[tuple[str, torch.Tensor]]:
     """(state_dict name, W + s·B·A) for every weight of the model (W alone where no LoRA is attached);
     s·BA from `ctx` when given (it may keep them)."""
-    from lorashear.graph.build import refuse_dora
-
     refuse_dora(model)  # its weight is not W + s·BA
     lora = lora_layers(model)
     state = model.state_dict()
