@@ -11,15 +11,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lorashear.errors import LorashearError
+from lorashear.graph import build_graph
 from lorashear.graph.structures import GROUP_KINDS, StructureGraph
+from lorashear.importance import ScoreContext, get_criterion, load_calibration
 from lorashear.importance.calibration import CalibrationConfig
 from lorashear.knowledge.analysis import KnowledgeConfig, KnowledgeResult, analyze_knowledge, load_knowledge
+from lorashear.models import load_model, load_tokenizer, resolve_dtype, tied_aliases
 
 
 def check_knowledge(config: KnowledgeConfig, calibration: CalibrationConfig, criterion_options: dict | None = None) -> None:
     """Refuse, before any model work, an analysis that cannot run: its probe criterion (and options), no held-out text."""
-    from lorashear.importance import get_criterion
-
     if config.probes:
         get_criterion(config.criterion, **(criterion_options or {}))  # unknown criterion or option: fail now
         if calibration.held_out < 1:
@@ -31,9 +32,6 @@ def run_knowledge(model: str, kinds: Sequence[str], config: KnowledgeConfig, cal
                   log: Callable[[str], None] = print) -> KnowledgeResult:
     """Probe the clusters of `model`'s groups of `kinds` as `config` asks: its probe criterion (with
     `criterion_options`) ranks each cluster's groups, the loss is measured on `calibration`'s held-out text."""
-    from lorashear.importance import ScoreContext, get_criterion, load_calibration
-    from lorashear.models import load_tokenizer, tied_aliases
-
     kinds = _check_kinds(kinds)
     check_knowledge(config, calibration, criterion_options)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -79,9 +77,6 @@ def _check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
 
 
 def _model_and_graph(model: str, kinds: tuple[str, ...], dtype: str) -> tuple:
-    from lorashear.graph import build_graph
-    from lorashear.models import load_model, resolve_dtype
-
     resolve_dtype(dtype)  # an unknown name, or a dtype this device cannot run, fails before the load
     loaded = load_model(model, dtype=dtype)
     graph: StructureGraph = build_graph(loaded, kinds)
