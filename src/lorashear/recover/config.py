@@ -7,6 +7,7 @@ from typing import ClassVar
 
 from lorashear.data import PRETRAIN_CORPORA
 from lorashear.errors import LorashearError
+from lorashear.models import resolve_dtype
 from lorashear.train.config import LoopConfig
 
 MIX_MODES = ("dynamic", "uniform")
@@ -53,8 +54,6 @@ class RecoverConfig(LoopConfig):
         if self.stage_split < 1 and not self.instruct:
             raise LorashearError("stage 2 needs instruction data (--instruct), or set --stage-split 1")
         super().validate()
-        from lorashear.models import resolve_dtype
-
         resolve_dtype(self.dtype)  # an unknown name, or a dtype this device cannot run, fails before any work
         for name in ("mix_interval", "eval_sequences"):
             if getattr(self, name) <= 0:
