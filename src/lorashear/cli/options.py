@@ -6,9 +6,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
+from collections.abc import Iterable
 
 from lorashear.data import PRETRAIN_CORPORA
 from lorashear.errors import LorashearError
+
+if typing.TYPE_CHECKING:
+    from lorashear.prune.methods import Method
 
 
 def add_dtype_arg(p: argparse.ArgumentParser) -> None:
@@ -96,7 +100,7 @@ def field_argument(cls: type, f: dataclasses.Field) -> dict:
     return {**kwargs, "type": parse, "metavar": f.metadata.get("metavar"), "choices": f.metadata.get("choices")}
 
 
-def method_flags(methods) -> dict[str, tuple[type, dataclasses.Field, list[str]]]:
+def method_flags(methods: Iterable[Method]) -> dict[str, tuple[type, dataclasses.Field, list[str]]]:
     """Every flag of the methods' options: flag -> (config class, field, the names of the methods that take it)."""
     from lorashear.prune.options import option_names
 
@@ -108,7 +112,7 @@ def method_flags(methods) -> dict[str, tuple[type, dataclasses.Field, list[str]]
     return flags
 
 
-def add_option_args(p: argparse.ArgumentParser, methods) -> None:
+def add_option_args(p: argparse.ArgumentParser, methods: Iterable[Method]) -> None:
     """One flag per field of the methods' option dataclasses: type, default, help, choices and placeholder from
     the field. A flag several methods take comes once, in a group naming them; a field whose flag the command
     has already (--data, --seq-len, --batch-size, --seed, --score-option) is set by that flag."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lorashear.cli.options import (
     add_calibration_args,
@@ -22,6 +23,9 @@ from lorashear.cli.options import (
 from lorashear.errors import LorashearError
 from lorashear.graph.structures import DEFAULT_KINDS, GROUP_KINDS
 from lorashear.train.config import read_recipe
+
+if TYPE_CHECKING:
+    from lorashear.prune.methods import Method
 
 DESCRIPTION = """\
 Knowledge analysis, plan, compress and export: the groups the method chooses are removed physically
@@ -155,7 +159,7 @@ COMMAND_FLAGS = ("--data", "--seq-len", "--batch-size", "--seed")
 FILE_KEYS = ("multiple_of",)  # a --config file's keys beyond the method's options (--multiple-of)
 
 
-def refuse_other_methods_flags(args: argparse.Namespace, method) -> None:
+def refuse_other_methods_flags(args: argparse.Namespace, method: Method) -> None:
     """Flags of options `method` does not have are refused, naming the methods that take them."""
     from lorashear.prune import METHODS
     from lorashear.prune.options import TrainedConfig, option_names

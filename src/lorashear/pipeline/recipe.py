@@ -23,7 +23,7 @@ import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -34,6 +34,9 @@ from lorashear.knowledge import KnowledgeConfig
 from lorashear.prune.api import PruneConfig
 from lorashear.recover.config import RecoverConfig
 from lorashear.train.config import load_yaml
+
+if TYPE_CHECKING:
+    from lorashear.prune.methods import Method
 
 # Sections in pipeline order; None switches a stage off. `model` is the only required key; `model` and
 # `dtype` are plain values, the others mappings of a stage's options.
@@ -83,7 +86,7 @@ class Recipe:
     def calibration(self) -> CalibrationConfig:
         return CalibrationConfig(**_with_lists(self.sections.get("calibration") or {}))
 
-    def method(self):
+    def method(self) -> Method:
         """The registered pruning method of the `prune` section (`prune.methods.Method`)."""
         from lorashear.prune.methods import get_method
 
