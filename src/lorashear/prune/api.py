@@ -13,13 +13,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lorashear.compress import compress, count_params, export
 from lorashear.compress.export import NORM_EPS
 from lorashear.errors import LorashearError
+from lorashear.graph import build_graph
 from lorashear.graph.structures import DEFAULT_KINDS, GROUP_KINDS
 from lorashear.importance.calibration import CalibrationConfig
+from lorashear.knowledge import analyze_knowledge, load_knowledge, mark_unprunable
 from lorashear.knowledge.analysis import KnowledgeConfig, KnowledgeResult
 from lorashear.knowledge.run import check_knowledge
-from lorashear.models import tied_aliases
+from lorashear.models import load_model, load_tokenizer, resolve_dtype, tied_aliases
+from lorashear.prune.context import PruneContext
+from lorashear.prune.methods import get_method
+from lorashear.prune.options import CriterionConfig
 from lorashear.prune.plan import PruningPlan
 
 
@@ -48,8 +54,6 @@ class PruneConfig:
     options: Any = None
 
     def __post_init__(self) -> None:
-        from lorashear.prune.methods import get_method
-
         self.kinds = tuple(self.kinds)
         unknown = sorted(set(self.kinds) - set(GROUP_KINDS))
         if unknown:
@@ -71,15 +75,12 @@ class PruneConfig:
         check_knowledge(self.knowledge, self.calibration)
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise LorashearError(f"--batch-size must be a positive integer, got {self.batch_size!r}")
-        from lorashear.models import resolve_dtype
 
         resolve_dtype(self.dtype)  # an unknown name, or a dtype this device cannot run, fails before the load
 
     @property
     def score_options(self) -> dict:
         """The options of the method's criterion, as a one-shot method scores with them ({} for the others)."""
-        from lorashear.prune.options import CriterionConfig
-
         return self.options.score_options if isinstance(self.options, CriterionConfig) else {}
 
 
@@ -97,9 +98,6 @@ class PruneResult:
 
 def prune_model(config: PruneConfig, log: Callable[[str], None] = print) -> PruneResult:
     """Load → graph → knowledge analysis → the method's plan → compress → export to `config.output`."""
-    from lorashear.compress import compress, count_params, export
-    from lorashear.prune.methods import get_method
-
     out = Path(config.output)
     if out.exists() and any(out.iterdir()) and not config.overwrite:
         raise LorashearError(f"{out} exists and is not empty; choose another folder or pass --overwrite")
@@ -142,10 +140,6 @@ def prune_model(config: PruneConfig, log: Callable[[str], None] = print) -> Prun
 
 def prepare(config: PruneConfig, log: Callable[[str], None] = print):
     """Load the model and its tokenizer and discover its groups: the `PruneContext` of a run, and seconds taken."""
-    from lorashear.graph import build_graph
-    from lorashear.models import load_model, load_tokenizer
-    from lorashear.prune.context import PruneContext
-
     model = load_model(config.model, dtype=config.dtype)
     if not config.merge_lora and not hasattr(model, "peft_config"):
         raise LorashearError(
@@ -166,9 +160,6 @@ def prepare(config: PruneConfig, log: Callable[[str], None] = print):
 def knowledge_stage(ctx) -> KnowledgeResult | None:
     """Run the knowledge analysis the config asks for (on the scores the plan reuses) and mark its unprunable
     groups on the graph; `knowledge.run_knowledge` is the same analysis as a stage of its own."""
-    from lorashear.knowledge import analyze_knowledge, load_knowledge, mark_unprunable
-    from lorashear.prune.methods import get_method
-
     kc = ctx.config.knowledge
     if ctx.config.knowledge_from is not None:
         result = load_knowledge(ctx.config.knowledge_from, ctx.graph, ctx.config.kinds)

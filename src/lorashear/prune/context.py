@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from lorashear.errors import LorashearError
 from lorashear.graph.structures import StructureGraph
 from lorashear.importance import (
     CalibrationData,
@@ -47,8 +48,6 @@ class PruneContext:
         """Calibration batches and held-out text (loaded once)."""
         if self._calibration is None:
             if self.tokenizer is None:
-                from lorashear.errors import LorashearError
-
                 raise LorashearError(f"method '{self.config.method}' needs calibration text, but the model has no tokenizer")
             self._calibration = load_calibration(self.tokenizer, self.config.calibration)
             self.log(self._calibration.summary())

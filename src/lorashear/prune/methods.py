@@ -17,6 +17,7 @@ from typing import Any
 from lorashear.errors import LorashearError
 from lorashear.importance import GroupScores
 from lorashear.importance.base import per_parameter_scores
+from lorashear.importance.flap import compensate
 from lorashear.prune.context import PruneContext
 from lorashear.prune.options import CriterionConfig, TrainedConfig, option_names
 from lorashear.prune.plan import PruningPlan, select
@@ -134,8 +135,6 @@ def per_parameter(ctx: PruneContext, scores: GroupScores) -> dict[int, float]:
 
 def _flap(ctx: PruneContext) -> PlanOutcome:
     """FLAP: standardised fluctuation, global widths by default, and bias compensation of what is removed."""
-    from lorashear.importance.flap import compensate
-
     plan = criterion_plan(ctx, "flap")
     scorer = ctx.scorer("flap", ctx.config.score_options)
     plan.settings["compensated"] = compensate(ctx.model, plan.groups, scorer.stats)

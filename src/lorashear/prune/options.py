@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from lorashear.data import PRETRAIN_CORPORA, refuse_evaluation_data
 from lorashear.errors import LorashearError
+from lorashear.importance import get_criterion
 from lorashear.train.config import LoopConfig
 
 SCORE_OPTION = "--score-option"  # the one flag of a criterion's options, whichever field holds them
@@ -35,8 +36,6 @@ class CriterionConfig:
         "its saliency's, LoRAPrune: lora-grad's); repeatable")
 
     def __post_init__(self) -> None:
-        from lorashear.importance import get_criterion
-
         get_criterion(self.criterion, **self.score_options)  # an unknown option fails now
 
     @classmethod

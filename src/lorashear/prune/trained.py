@@ -28,8 +28,10 @@ from torch import nn
 
 from lorashear.compress.core import base_name
 from lorashear.errors import LorashearError
+from lorashear.graph import build_graph
 from lorashear.graph.counting import ParamCounter
 from lorashear.graph.structures import Group, StructureGraph
+from lorashear.models import merge_lora
 from lorashear.prune.methods import PlanOutcome
 from lorashear.prune.options import TrainedConfig
 from lorashear.prune.plan import PruningPlan
@@ -38,6 +40,7 @@ from lorashear.recover.streams import Category, MixedStream, text_categories
 from lorashear.train import TrainHook, TrainRun, add_lora, lora_run, make_accelerator, train
 from lorashear.train import checkpoint as ckpt
 from lorashear.train.logs import read_jsonl
+from lorashear.train.lora import stop_gradient_checkpointing
 
 if TYPE_CHECKING:
     from lorashear.prune.context import PruneContext
@@ -158,9 +161,6 @@ def _check_same_settings(path: Path, settings: dict) -> None:
 def merge_trained(trained: TrainedRun) -> nn.Module:
     """Check that every process holds the same weights, then merge LoRA into them (in place: the
     model the method was given comes back, in eval mode with its KV cache on)."""
-    from lorashear.models import merge_lora
-    from lorashear.train.lora import stop_gradient_checkpointing
-
     assert_same_weights(trained.run.accelerator, trained.model)
     model = merge_lora(trained.model)
     stop_gradient_checkpointing(model)
@@ -194,8 +194,6 @@ def unprunable_verdicts(graph: StructureGraph) -> dict[tuple, str]:
 def lora_graph(model: nn.Module, verdicts: dict[tuple, str], groups: int, kinds: tuple[str, ...]) -> StructureGraph:
     """The LoRA model's graph, each group unprunable where its twin in the model's graph is (`verdicts`); the
     model's graph had `groups` groups, one twin each."""
-    from lorashear.graph import build_graph
-
     lora = build_graph(model, kinds)
     found = 0
     for group in lora.groups:

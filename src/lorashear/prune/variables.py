@@ -24,6 +24,7 @@ from torch import nn
 
 from lorashear.errors import LorashearError
 from lorashear.graph.structures import Group
+from lorashear.importance.base import lora_layers
 
 
 @dataclass
@@ -336,8 +337,6 @@ def zero_state(optimizer, param: nn.Parameter, index: tuple) -> None:
 
 def _lora_by_weight(model: nn.Module) -> dict[int, tuple[list[LoraFactors], bool]]:
     """id(base weight) -> (its active unmerged LoRA adapters, fan_in_fan_out) for every peft LoRA layer."""
-    from lorashear.importance.base import lora_layers
-
     out = {}
     for name, layer in lora_layers(model).items():
         merged = set(getattr(layer, "merged_adapters", []))

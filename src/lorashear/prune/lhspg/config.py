@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 
 from lorashear.errors import LorashearError
+from lorashear.importance import get_criterion
 from lorashear.prune.options import TrainedConfig, score_options_field
 
 VARIANTS = ("projection", "fade")  # Algorithm 4's half-space projection; the released code's multiplicative fade
@@ -44,8 +45,6 @@ class LhspgConfig(TrainedConfig):
         "help": "period end: merge BA and restart LoRA (reset), or keep it", "choices": MERGES})
 
     def __post_init__(self) -> None:
-        from lorashear.importance import get_criterion
-
         super().__post_init__()
         if not 0.0 <= self.warmup_share < 1.0:
             raise LorashearError(f"LHSPG warm-up share must be in [0, 1), got {self.warmup_share}")

@@ -8,18 +8,17 @@ kind per step), `lhspg/curves.png` and `lhspg/training.yaml`.
 
 from __future__ import annotations
 
+from lorashear.importance import get_criterion
+from lorashear.models import tied_aliases
 from lorashear.prune.context import PruneContext
 from lorashear.prune.lhspg.config import LhspgConfig
+from lorashear.prune.lhspg.hook import LhspgHook
 from lorashear.prune.methods import Method, PlanOutcome, register_method
+from lorashear.prune.trained import train_method, trained_plan
 
 
 def lhspg_plan(ctx: PruneContext) -> PlanOutcome:
     """Train with LHSPG to the target ratio (no plan yet when the run stopped early at `stop_after_steps`)."""
-    from lorashear.importance import get_criterion
-    from lorashear.models import tied_aliases
-    from lorashear.prune.lhspg.hook import LhspgHook
-    from lorashear.prune.trained import train_method, trained_plan
-
     c = ctx.config
     options: LhspgConfig = c.options
 

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 
 from lorashear.errors import LorashearError
+from lorashear.importance import get_criterion
 from lorashear.importance.base import Criterion
 from lorashear.prune.options import TrainedConfig, score_options_field
 
@@ -48,8 +49,6 @@ class LorapruneConfig(TrainedConfig):
 
     def criterion(self) -> Criterion:
         """The lora-grad criterion reading the gradients the training loop left on the LoRA factors."""
-        from lorashear.importance import get_criterion
-
         return get_criterion(CRITERION, gradients="present", subtract_cross=self.subtract_cross,
                              **self.criterion_options)
 

@@ -9,17 +9,16 @@ scheduled ratio, sparsity, masked groups per kind per step), `loraprune/curves.p
 
 from __future__ import annotations
 
+from lorashear.models import tied_aliases
 from lorashear.prune.context import PruneContext
 from lorashear.prune.loraprune.config import CRITERION, LorapruneConfig
+from lorashear.prune.loraprune.hook import LorapruneHook
 from lorashear.prune.methods import Method, PlanOutcome, register_method
+from lorashear.prune.trained import train_method, trained_plan
 
 
 def loraprune_plan(ctx: PruneContext) -> PlanOutcome:
     """Train with LoRAPrune's masks to the target ratio (no plan yet when the run stopped early at `stop_after_steps`)."""
-    from lorashear.models import tied_aliases
-    from lorashear.prune.loraprune.hook import LorapruneHook
-    from lorashear.prune.trained import train_method, trained_plan
-
     c = ctx.config
     options: LorapruneConfig = c.options
 
