@@ -24,6 +24,7 @@ from lorashear.deploy.gguf_layout import GGUFLayout, LayerShape, read_layout
 from lorashear.deploy.gguf_run import require_llama_cpp
 from lorashear.deploy.gguf_vocab import add_tokenizer
 from lorashear.errors import LorashearError
+from lorashear.models import load_model, load_tokenizer
 
 T = gguf.MODEL_TENSOR
 DTYPES = {
@@ -177,8 +178,6 @@ def quantize(src: Path, dst: Path, quant: str) -> None:
 def export_gguf(model: str, out: str | Path, dtype: str = "f16", quant: str | None = None) -> GGUFLayout:
     """Write MODEL (any model argument: a pruned folder, uniform or not, a dense model, an adapter) to one
     GGUF file `out` for llama.cpp; `quant` quantizes it with llama.cpp (from a `dtype` file)."""
-    from lorashear.models import load_model, load_tokenizer
-
     if dtype not in DTYPES:
         raise LorashearError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
     if quant is not None and quant not in QUANTS:
