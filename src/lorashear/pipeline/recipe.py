@@ -28,12 +28,14 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from lorashear.errors import LorashearError
-from lorashear.evaluate import EvalConfig
+from lorashear.evaluate import EvalConfig, default_limit
 from lorashear.importance.calibration import CalibrationConfig
 from lorashear.knowledge import KnowledgeConfig
+from lorashear.models import default_device, resolve_dtype
 from lorashear.prune.api import PruneConfig
+from lorashear.prune.methods import get_method
 from lorashear.recover.config import RecoverConfig
-from lorashear.train.config import load_yaml
+from lorashear.train.config import RESUMABLE_CHANGES, load_yaml, read_recipe
 
 if TYPE_CHECKING:
     from lorashear.prune.methods import Method
@@ -88,8 +90,6 @@ class Recipe:
 
     def method(self) -> Method:
         """The registered pruning method of the `prune` section (`prune.methods.Method`)."""
-        from lorashear.prune.methods import get_method
-
         return get_method(self.prune_setting("method"))
 
     def prune_setting(self, name: str) -> Any:
@@ -137,9 +137,6 @@ class Recipe:
 
     def evaluate(self) -> tuple[EvalConfig, int]:
         """The evaluation settings and the rounds of the side-by-side speed timing."""
-        from lorashear.evaluate import default_limit
-        from lorashear.models import default_device
-
         values = dict(self.sections["evaluate"])
         rounds = values.pop("speed_rounds", EVAL_EXTRA["speed_rounds"])
         if "limit" not in values:  # as `lorashear eval`: every document on a GPU, the first 200 on a CPU
@@ -151,8 +148,6 @@ class Recipe:
 
     def check(self) -> None:
         """Build every enabled stage's config once, so a bad recipe fails before any model work."""
-        from lorashear.models import resolve_dtype
-
         resolve_dtype(self.dtype)
         if self.enabled("analyze"):
             check_keys("analyze", self.sections["analyze"], list(ANALYZE_KEYS))
@@ -171,8 +166,6 @@ class Recipe:
     def same_run(self) -> dict:
         """The sections a resumed run must share with the interrupted one (a training stage's
         stop/checkpoint options may change, as for `lorashear recover --resume`)."""
-        from lorashear.train.config import RESUMABLE_CHANGES
-
         sections = copy.deepcopy(self.sections)
         for name in ("prune", "recover"):  # the training stages (a trained method's options sit in `prune`)
             if isinstance(sections.get(name), dict):
@@ -239,8 +232,6 @@ def recipe_path(spec: str | Path) -> Path:
 
 def load_recipe(spec: str | Path, overrides: list[str] = ()) -> Recipe:
     """Read a recipe (a file, or the name of a packaged one), apply the overrides and check every stage's settings."""
-    from lorashear.train.config import read_recipe
-
     return recipe_from_dict(read_recipe(recipe_path(spec)), overrides)
 
 

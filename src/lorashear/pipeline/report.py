@@ -20,7 +20,9 @@ from lorashear.io import write_atomic
 from lorashear.pipeline.card import write_model_card
 from lorashear.pipeline.folders import RECIPE_FILE, RUN_FILE, STAGE_NAMES, finished_folder
 from lorashear.pipeline.stages import MODEL_DIR, MODELS
+from lorashear.recover.logs import plot_run
 from lorashear.train.config import load_yaml
+from lorashear.train.logs import read_jsonl
 
 FIGURES = "figures"
 # report.html's look: readable width, ruled tables, figures no wider than the page.
@@ -238,8 +240,6 @@ def _recovery(run: RunOutputs, figures: Path) -> str:
     folder = run.model_dir("recover")
     if folder is None:
         return ""
-    from lorashear.recover.logs import plot_run
-    from lorashear.train.logs import read_jsonl
 
     summary = _json(folder / "recovery.json") or {}
     mixtures = _json(folder / "logs" / "mixture.json") or {}

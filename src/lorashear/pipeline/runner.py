@@ -25,8 +25,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from lorashear.errors import LorashearError
+from lorashear.evaluate.speed import _load_average, machine_state
 from lorashear.io import write_atomic
-from lorashear.models import dtype_name, resolve_dtype
+from lorashear.models import default_device, dtype_name, resolve_dtype
 from lorashear.pipeline import stages
 from lorashear.pipeline.folders import DONE, RECIPE_FILE, RUN_FILE, STAGE_NAMES, finished_folder, stage_folder
 from lorashear.pipeline.recipe import Recipe
@@ -161,9 +162,6 @@ def versions() -> dict[str, str]:
 
 def hardware() -> dict:
     """The device (CPU model or GPU name), cores, torch threads, platform and the 1-minute load average."""
-    from lorashear.evaluate.speed import _load_average, machine_state
-    from lorashear.models import default_device
-
     machine = machine_state(default_device(), [])
     return {"device": machine.device_name, "cpu_count": machine.cpu_count, "torch_threads": machine.torch_threads,
             "platform": platform.platform(), "load_average": _load_average()}

@@ -16,8 +16,18 @@ from pathlib import Path
 
 import yaml
 
+from lorashear.evaluate import EvalResult
+from lorashear.evaluate import write_json as write_result
+from lorashear.evaluate.many import evaluate_many
+from lorashear.graph import build_graph
+from lorashear.graph.summary import kind_stats, parse_kinds, summarize
 from lorashear.io import write_atomic
+from lorashear.knowledge import heatmap, reuse_knowledge, run_knowledge
+from lorashear.models import count_parameters, load_skeleton
 from lorashear.pipeline.recipe import Recipe
+from lorashear.prune.api import prune_model
+from lorashear.recover import recover as run_recovery
+from lorashear.train.checkpoint import latest_checkpoint, partial_dir
 
 MODEL_DIR = "model"  # the exported / recovered HF folder inside a stage's folder
 CONFIG_FILE = "config.yaml"  # the stage's resolved config
@@ -54,10 +64,6 @@ def write_json(path: Path, data: dict) -> None:
 
 def analyze(ctx: StageContext) -> bool:
     """The removable structures: per kind and per layer counts (analyze.json), the summary (summary.txt)."""
-    from lorashear.graph import build_graph
-    from lorashear.graph.summary import kind_stats, parse_kinds, summarize
-    from lorashear.models import count_parameters, load_skeleton
-
     options = ctx.recipe.analyze()
     kinds_text = options["kinds"] if isinstance(options["kinds"], str) else ",".join(options["kinds"])
     kinds = parse_kinds(kinds_text)
@@ -99,8 +105,6 @@ def knowledge_settings(recipe: Recipe) -> dict:
 
 def knowledge(ctx: StageContext) -> bool:
     """LoRAShear's knowledge-distribution analysis as the prune stage will use it: knowledge.json + heatmap."""
-    from lorashear.knowledge import heatmap, reuse_knowledge, run_knowledge
-
     recipe, settings = ctx.recipe, knowledge_settings(ctx.recipe)
     if "from" in settings:  # knowledge.from: that verdict, not probed
         result = reuse_knowledge(recipe.model, settings["kinds"], settings["from"], recipe.dtype, ctx.log)
@@ -126,9 +130,6 @@ def prune(ctx: StageContext) -> bool:
     The method's keys of the recipe's `prune:` section arrive as `PruneConfig.options` (see `Recipe.prune`):
     a trained method (lhspg, loraprune) reads its schedule and budget there.
     """
-    from lorashear.prune.api import prune_model
-    from lorashear.train.checkpoint import latest_checkpoint, partial_dir
-
     analysis = ctx.finished("knowledge")
     out = ctx.work / MODEL_DIR
     config = ctx.recipe.prune(out, analysis / "knowledge.json" if analysis else None)
@@ -155,9 +156,6 @@ def prune(ctx: StageContext) -> bool:
 
 def recover(ctx: StageContext) -> bool:
     """LoRA recovery of the pruned folder; an interrupted run resumes from its last checkpoint."""
-    from lorashear.recover import recover as run_recovery
-    from lorashear.train.checkpoint import latest_checkpoint, partial_dir
-
     out = ctx.work / MODEL_DIR
     resume = latest_checkpoint(partial_dir(out)) is not None
     if resume:
@@ -186,10 +184,6 @@ def evaluated_models(ctx: StageContext) -> dict[str, str]:
 
 def evaluate(ctx: StageContext) -> bool:
     """Each model's PPL and tasks (<name>.json, kept across a resume), then all timed side by side (speed.json)."""
-    from lorashear.evaluate import EvalResult
-    from lorashear.evaluate import write_json as write_result
-    from lorashear.evaluate.many import evaluate_many
-
     config, rounds = ctx.recipe.evaluate()
     models = evaluated_models(ctx)
 
