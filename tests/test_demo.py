@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
+import lorashear.cli.run_cmd
 import lorashear.pipeline
 from lorashear import LorashearError
 from lorashear.cli import main
@@ -14,7 +15,7 @@ from lorashear.prune.api import PruneConfig
 
 def test_demo_runs_the_packaged_demo_recipe_with_overrides(tmp_path, monkeypatch):
     ran = []
-    monkeypatch.setattr(lorashear.pipeline, "run_recipe",
+    monkeypatch.setattr(lorashear.cli.run_cmd, "run_recipe",  # where `lorashear run` calls it
                         lambda recipe, out, resume=False, log=print, command=None: ran.append((recipe, out, resume))
                         or lorashear.pipeline.RunResult(out, True, [], []))
     assert main(["demo", "-o", str(tmp_path / "d"), "--resume", "recover.tokens=4096"]) == 0

@@ -224,10 +224,10 @@ def test_bad_recipe_is_one_clear_error(raw, overrides, match):
 
 
 def test_cli_dtype_flag_is_the_dtype_override_and_a_bad_one_is_refused(tmp_path, capsys, monkeypatch):
-    import lorashear.pipeline
+    import lorashear.cli.run_cmd
 
     seen = []
-    monkeypatch.setattr(lorashear.pipeline, "run_recipe", lambda recipe, *a, **k: seen.append(recipe.dtype) or
+    monkeypatch.setattr(lorashear.cli.run_cmd, "run_recipe", lambda recipe, *a, **k: seen.append(recipe.dtype) or
                         runner.RunResult(tmp_path, True, [], []))
     assert main(["run", str(DEMO), "-o", str(tmp_path / "out"), "--dtype", "bfloat16"]) == 0
     # overrides after the options, as the usage line writes them (argparse alone refused them: a run never started)

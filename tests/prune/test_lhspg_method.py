@@ -130,7 +130,7 @@ def test_recipe_keys_are_checked_and_flags_win(tmp_path, monkeypatch, capsys):
     recipe.write_text("tokens: 1000\nperiods: 3\nlr: 1.0e-3\n")
     argv = ["prune", "m", "--method", "lhspg", "--ratio", "0.2", "-o", str(tmp_path / "out"), "--config", str(recipe)]
     seen = []
-    monkeypatch.setattr("lorashear.prune.api.prune_model", seen.append)
+    monkeypatch.setattr("lorashear.cli.prune_cmd.prune_model", seen.append)  # where `lorashear prune` calls it
     assert main([*argv, "--lr", "5e-4"]) == 0
     assert (seen[0].options.tokens, seen[0].options.lr, seen[0].options.periods) == (1000, 5e-4, 3)
     recipe.write_text("tokens: 1000\nperiod: 3\n")

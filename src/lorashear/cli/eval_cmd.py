@@ -11,7 +11,11 @@ import dataclasses
 
 from lorashear.cli.options import add_dtype_arg
 from lorashear.data import ZERO_SHOT_TASKS
+from lorashear.errors import LorashearError
+from lorashear.evaluate import EvalConfig, default_limit, evaluate_config, write_json
+from lorashear.evaluate.many import evaluate_many
 from lorashear.io import write_atomic
+from lorashear.models import default_device, load_model, load_tokenizer, resolve_dtype
 
 
 def _task_list(text: str) -> tuple[str, ...]:
@@ -70,9 +74,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from lorashear.evaluate import EvalConfig, default_limit, evaluate_config, write_json
-    from lorashear.models import default_device, load_model, load_tokenizer, resolve_dtype
-
     tasks = () if args.tasks == ("none",) else args.tasks
     corpora = () if args.no_ppl else tuple(args.ppl or ("wiki",))
     limit = None if args.limit == "auto" else args.limit
@@ -99,8 +100,6 @@ def _run_several(names: list[str], config, args: argparse.Namespace) -> int:
     """Evaluate each model (one loaded at a time); with --speed, time them side by side (ratios to the first)."""
     import json
 
-    from lorashear.errors import LorashearError
-    from lorashear.evaluate.many import evaluate_many
     if len(set(names)) < len(names):
         raise LorashearError(f"a model is named twice in {names}: name each model once")
     done = evaluate_many({name: name for name in names}, config, device=args.device, dtype=args.dtype,

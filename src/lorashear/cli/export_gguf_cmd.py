@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lorashear.deploy import DTYPES, QUANTS, export_gguf
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from lorashear.deploy import DTYPES, QUANTS
-
     p = sub.add_parser("export-gguf", help="write a (pruned) model as a GGUF file that llama.cpp runs",
                        formatter_class=argparse.RawDescriptionHelpFormatter, description="""\
 One GGUF file for llama.cpp from any folder lorashear writes (uniform or not; LoRA merged), a dense
@@ -32,8 +32,6 @@ examples:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lorashear.deploy import export_gguf
-
     layout = export_gguf(args.model, args.output, dtype=args.dtype, quant=args.quant)
     shapes = "every layer alike" if layout.uniform else "per-layer sizes"
     print(f"wrote {args.output} (GGUF architecture {layout.arch}, {len(layout.layers)} layers, {shapes}, "

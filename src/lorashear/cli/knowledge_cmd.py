@@ -16,11 +16,11 @@ from lorashear.cli.options import (
     split_list,
 )
 from lorashear.graph.structures import DEFAULT_KINDS
+from lorashear.importance import CRITERIA
+from lorashear.knowledge import heatmap, run_knowledge
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from lorashear.importance import CRITERIA
-
     p = sub.add_parser("knowledge", help="find the clusters (layer attention/MLP) that must not be pruned",
                        formatter_class=argparse.RawDescriptionHelpFormatter, description="""\
 LoRAShear's knowledge-distribution analysis alone (docs/knowledge.md): per cluster (each layer's
@@ -48,8 +48,6 @@ examples:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lorashear.knowledge import heatmap, run_knowledge
-
     result = run_knowledge(args.model, args.structures, knowledge_config(args, args.criterion), calibration_config(args),
                            criterion_options=score_options(args.score_option), dtype=args.dtype,
                            batch_size=args.batch_size)

@@ -10,6 +10,11 @@ from collections.abc import Iterable
 
 from lorashear.data import PRETRAIN_CORPORA
 from lorashear.errors import LorashearError
+from lorashear.importance import CalibrationConfig
+from lorashear.knowledge import KnowledgeConfig
+from lorashear.models import DTYPES
+from lorashear.prune.options import option_names
+from lorashear.train.config import LoopConfig
 
 if typing.TYPE_CHECKING:
     from lorashear.prune.methods import Method
@@ -17,8 +22,6 @@ if typing.TYPE_CHECKING:
 
 def add_dtype_arg(p: argparse.ArgumentParser) -> None:
     """--dtype: the weights' dtype of every model the command loads."""
-    from lorashear.models import DTYPES
-
     p.add_argument("--dtype", default="auto", choices=DTYPES,
                    help="weights' dtype (default auto: bfloat16 on a CUDA GPU that supports it, else float32)")
 
@@ -102,8 +105,6 @@ def field_argument(cls: type, f: dataclasses.Field) -> dict:
 
 def method_flags(methods: Iterable[Method]) -> dict[str, tuple[type, dataclasses.Field, list[str]]]:
     """Every flag of the methods' options: flag -> (config class, field, the names of the methods that take it)."""
-    from lorashear.prune.options import option_names
-
     flags: dict[str, tuple[type, dataclasses.Field, list[str]]] = {}
     for method in methods:
         for name in option_names(method.config_cls):
@@ -130,8 +131,6 @@ def add_option_args(p: argparse.ArgumentParser, methods: Iterable[Method]) -> No
 
 def option_values(args: argparse.Namespace, config_cls: type | None) -> dict:
     """The fields of `config_cls` that the command line set (flags not given are left out)."""
-    from lorashear.prune.options import option_names
-
     values = {}
     for name in option_names(config_cls):
         f = config_cls.__dataclass_fields__[name]
@@ -150,8 +149,6 @@ def flag_given(args: argparse.Namespace, flag: str) -> bool:
 
 def _loop_flags() -> dict[str, tuple[str, type, str]]:
     """flag -> (LoopConfig field, its type, its help) of the loop options with one value (`lorashear recover`'s)."""
-    from lorashear.train.config import LoopConfig
-
     return {option_flag(f): (f.name, _value_type(LoopConfig, f), f.metadata["help"])
             for f in dataclasses.fields(LoopConfig) if _value_type(LoopConfig, f) in (int, float, str)}
 
@@ -179,16 +176,12 @@ def add_score_option_arg(p: argparse.ArgumentParser) -> None:
 
 
 def calibration_config(args: argparse.Namespace):
-    from lorashear.importance import CalibrationConfig
-
     return CalibrationConfig(data=args.data, samples=args.calib_samples, seq_len=args.seq_len,
                              held_out=args.knowledge_samples)
 
 
 def knowledge_config(args: argparse.Namespace, criterion: str | None, default_rule: str = "auto"):
     """The KnowledgeConfig the flags ask for (`default_rule` where no rule is named: the method's)."""
-    from lorashear.knowledge import KnowledgeConfig
-
     try:
         ratios = tuple(float(r) for r in args.knowledge_ratios)
     except ValueError as err:

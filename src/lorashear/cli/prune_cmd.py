@@ -22,6 +22,10 @@ from lorashear.cli.options import (
 )
 from lorashear.errors import LorashearError
 from lorashear.graph.structures import DEFAULT_KINDS, GROUP_KINDS
+from lorashear.prune import METHODS
+from lorashear.prune.api import PruneConfig, prune_model
+from lorashear.prune.methods import get_method
+from lorashear.prune.options import TrainedConfig, option_names
 from lorashear.train.config import read_recipe
 
 if TYPE_CHECKING:
@@ -58,8 +62,6 @@ examples:
 
 
 def register(subparsers) -> None:
-    from lorashear.prune import METHODS
-
     methods = "\n".join(f"    {m.name:10s} {m.description}" for m in METHODS.values())
     p = subparsers.add_parser("prune", help="remove structures from a model and save it as a HF folder",
                               formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -117,10 +119,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lorashear.prune.api import PruneConfig, prune_model
-    from lorashear.prune.methods import get_method
-    from lorashear.prune.options import TrainedConfig
-
     method = get_method(args.method)
     refuse_other_methods_flags(args, method)
     saved = read_recipe(args.config) if args.config is not None else {}
@@ -161,9 +159,6 @@ FILE_KEYS = ("multiple_of",)  # a --config file's keys beyond the method's optio
 
 def refuse_other_methods_flags(args: argparse.Namespace, method: Method) -> None:
     """Flags of options `method` does not have are refused, naming the methods that take them."""
-    from lorashear.prune import METHODS
-    from lorashear.prune.options import TrainedConfig, option_names
-
     flags = {flag: owners for flag, (_, _, owners) in method_flags(METHODS.values()).items()
              if flag not in COMMAND_FLAGS and flag_given(args, flag) and method.name not in owners}
     training = {option_flag(TrainedConfig.__dataclass_fields__[name]) for name in option_names(TrainedConfig)}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lorashear.cli.options import TRAINING_FLAGS
 from lorashear.models import DTYPES
+from lorashear.recover import RecoverConfig, recover
 
 # Flags that map one-to-one onto RecoverConfig fields (flag: field, type, help); None (not given) leaves the
 # recipe's value. The loop options read as the trained pruners' do; the help shows RecoverConfig's defaults.
@@ -45,8 +46,6 @@ examples:
 
 
 def register(subparsers) -> None:
-    from lorashear.recover.config import RecoverConfig
-
     p = subparsers.add_parser(
         "recover",
         help="fine-tune a pruned model with LoRA (pretraining-like text, then instructions) and merge",
@@ -79,8 +78,6 @@ def _split(values: list[str] | None) -> list[str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lorashear.recover import RecoverConfig, recover
-
     overrides = {
         "pruned": args.pruned,
         "out": args.out,

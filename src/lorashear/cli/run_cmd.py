@@ -6,8 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from lorashear.errors import LorashearError
 from lorashear.models import DTYPES
+from lorashear.pipeline import load_recipe, run_recipe, write_report
 from lorashear.pipeline.recipe import packaged_recipes
+from lorashear.pipeline.runner import RECIPE_FILE
 
 RUN_DESCRIPTION = """\
 The pipeline from one YAML recipe (docs/recipes.md): analyze → knowledge → prune (compress/export) →
@@ -69,8 +72,6 @@ def add_run_args(p: argparse.ArgumentParser, output_default: Path | None) -> Non
 
 
 def run(args: argparse.Namespace) -> int:
-    from lorashear.pipeline import load_recipe, run_recipe
-
     overrides = [*args.overrides, *([f"dtype={args.dtype}"] if args.dtype else [])]
     recipe = load_recipe(args.recipe, overrides)
     result = run_recipe(recipe, args.output, resume=args.resume, command=["lorashear", *sys.argv[1:]])
@@ -80,10 +81,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def report(args: argparse.Namespace) -> int:
-    from lorashear.errors import LorashearError
-    from lorashear.pipeline import write_report
-    from lorashear.pipeline.runner import RECIPE_FILE
-
     if not (args.output / RECIPE_FILE).is_file():
         raise LorashearError(f"{args.output} is not a run folder (no {RECIPE_FILE}); run `lorashear run` first")
     print(f"wrote {write_report(args.output)}")
