@@ -11,6 +11,7 @@ about a second.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import shutil
@@ -285,8 +286,6 @@ def merge_lora(model: torch.nn.Module) -> torch.nn.Module:
 
 def release_memory(device: torch.device) -> None:
     """Collect freed models now and hand CUDA's cached blocks back (its allocator keeps them for this process)."""
-    import gc
-
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()

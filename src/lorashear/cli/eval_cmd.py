@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+
+import torch
 
 from lorashear.cli.options import add_dtype_arg
 from lorashear.data import ZERO_SHOT_TASKS
@@ -72,8 +75,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     tasks = () if args.tasks == ("none",) else args.tasks
     corpora = () if args.no_ppl else tuple(args.ppl or ("wiki",))
     limit = None if args.limit == "auto" else args.limit
@@ -98,8 +99,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_several(names: list[str], config, args: argparse.Namespace) -> int:
     """Evaluate each model (one loaded at a time); with --speed, time them side by side (ratios to the first)."""
-    import json
-
     if len(set(names)) < len(names):
         raise LorashearError(f"a model is named twice in {names}: name each model once")
     done = evaluate_many({name: name for name in names}, config, device=args.device, dtype=args.dtype,

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from lorashear.errors import LorashearError
@@ -149,8 +150,6 @@ def _start_log(out: Path, command: list[str] | None, dtype: str) -> dict:
 
 
 def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
     found = {"python": platform.python_version()}
     for package in ("lorashear", "torch", "transformers", "peft", "accelerate", "lm_eval"):
         try:
