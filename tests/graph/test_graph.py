@@ -163,7 +163,7 @@ def test_save_and_load_roundtrip(tmp_path):
 
 
 def test_groups_json_is_compact_exact_and_reads_the_older_form():
-    """pruning.json / plan.json write groups with `groups_to_json`: consecutive groups alike but for their
+    """pruning.json writes groups with `groups_to_json`: consecutive groups alike but for their
     indices share one record; reading gives back every group (slices, verdict, meta) in its order, whatever the
     order; one dict per group (files written before) still reads."""
     import json

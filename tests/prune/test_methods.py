@@ -96,10 +96,11 @@ def test_criterion_options_and_knowledge_ratios_reach_the_plan(small_vocab_dirs,
     argv = ["prune", str(small_vocab_dirs["llama"]), "--method", "taylor", "--ratio", "0.2", "-o", str(out),
             "--score-option", "variant=vector", "--knowledge-ratios", "0.5", *SMALL]
     assert main(argv) == 0
-    plan = json.loads((out / "plan.json").read_text())
+    plan = json.loads((out / "pruning.json").read_text())
+    knowledge = json.loads((out / "knowledge.json").read_text())
     assert plan["settings"]["scores"]["variant"] == "vector"
-    assert plan["settings"]["knowledge"]["settings"]["scores"]["variant"] == "vector"  # one scoring for both
-    assert plan["settings"]["knowledge"]["settings"]["ratios"] == [0.5]
+    assert knowledge["settings"]["scores"]["variant"] == "vector"  # one scoring for both
+    assert knowledge["settings"]["ratios"] == [0.5]
 
 
 def test_magnitude_compares_kinds_per_parameter(small_vocab_dirs, tmp_path):

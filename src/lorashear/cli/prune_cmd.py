@@ -37,7 +37,7 @@ and the model is saved as a smaller Hugging Face folder: a plain config that sto
 loads where the architecture's config can describe the result (every layer alike), else the shipped
 remote code. --ratio is the fraction of all parameters removed (tied embeddings counted once). The
 folder also holds pruning.json (method, settings, calibration data, the knowledge verdict, the removed
-groups), plan.json and knowledge.json (docs/design.md). An adapter folder's LoRA is pruned with its
+groups) and knowledge.json (docs/design.md). An adapter folder's LoRA is pruned with its
 base and merged, or kept as OUT/adapter/ with --lora. The methods: docs/criteria.md (one shot),
 docs/lhspg.md, docs/loraprune.md."""
 

@@ -125,7 +125,7 @@ def prune_model(config: PruneConfig, log: Callable[[str], None] = print) -> Prun
     seconds["compress"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    extra = {"plan.json": json.dumps(plan.to_dict()), **outcome.files}
+    extra = dict(outcome.files)
     if ctx.knowledge is not None:
         extra["knowledge.json"] = json.dumps(ctx.knowledge.to_dict(), indent=2)
     folder = export(model, tokenizer, out, plan.groups, params_before, merge_lora=config.merge_lora,
@@ -179,7 +179,8 @@ def knowledge_stage(ctx) -> KnowledgeResult | None:
 
 
 def plan_record(plan: PruningPlan) -> dict:
-    """What `pruning.json` says of how the plan was made (the full plan is in plan.json)."""
+    """What `pruning.json` says of how the plan was made (with the removed groups; the full knowledge analysis is
+    knowledge.json)."""
     knowledge = plan.settings.get("knowledge")
     return {
         "method": plan.method,
