@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from lorashear.prune.context import PruneContext
 
 CONFIG_FILE = "training.yaml"  # the resolved training options, next to the run's logs
-RUN_FILE = "run.json"  # the method's settings; --resume refuses different ones
+SETTINGS_FILE = "settings.json"  # the method's settings; --resume refuses different ones (run.json: the pipeline's)
 
 
 class TextStream(TrainHook):
@@ -111,7 +111,7 @@ def run_trained(ctx: PruneContext, make_hooks: HookFactory, settings: dict, *, d
     work = ckpt.check_run_dir(ctx.config.output, config.resume, ctx.config.overwrite)
     if config.resume:
         config.check_same_run(work / CONFIG_FILE)
-        _check_same_settings(work / RUN_FILE, settings)
+        _check_same_settings(work / SETTINGS_FILE, settings)
     set_seed(config.seed)
     stream = TextStream(text_categories(config.data, ctx.tokenizer, config.seq_len, 0.0, config.seed), config.seed)
     if stream.tokens < config.tokens:
@@ -130,7 +130,7 @@ def run_trained(ctx: PruneContext, make_hooks: HookFactory, settings: dict, *, d
         if accelerator.is_main_process:
             ckpt.start_run_dir(work, config.resume)
             config.save(work / CONFIG_FILE)
-            (work / RUN_FILE).write_text(json.dumps(settings, indent=2))
+            (work / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
         accelerator.wait_for_everyone()
         run = train(lora_run(model, config, accelerator, work, total_steps), stream.next_batch, lm_step_loss,
                     [stream, *hooks], desc=desc, postfix=postfix)
@@ -228,7 +228,7 @@ class _Twins:
 
 
 def method_settings(ctx: PruneContext) -> dict:
-    """What a trained method's run is (`run.json`; `--resume` refuses others): method, ratio, kinds, channel
+    """What a trained method's run is (`settings.json`; `--resume` refuses others): method, ratio, kinds, channel
     multiple, its own options."""
     c = ctx.config
     return {"method": c.method, "ratio": c.ratio, "kinds": list(c.kinds), "uniform": c.uniform,
