@@ -39,18 +39,19 @@ def make_tokenizer(folder: Path):
     return fast
 
 
-def make_llama(folder: Path, tokenizer, intermediate: int, seed: int) -> Path:
+def make_llama(folder: Path, tokenizer, intermediate: int, seed: int, hidden: int = 32, layers: int = 2,
+               heads: int = 4) -> Path:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     torch.manual_seed(seed)
     config = AutoConfig.for_model(
         "llama",
         vocab_size=len(tokenizer),
-        hidden_size=32,
+        hidden_size=hidden,
         intermediate_size=intermediate,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads // 2,
         max_position_embeddings=128,
         tie_word_embeddings=True,
         eos_token_id=tokenizer.eos_token_id,

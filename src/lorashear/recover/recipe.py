@@ -3,7 +3,8 @@
 LoRA fine-tuning of a pruned model on the shared training loop (`lorashear.train`), in two stages:
 pretraining-like text, then instructions. In each stage the categories' sampling weights follow
 their held-out loss relative to the dense model (`stages.py`, `mixture.py`); distillation from the
-dense model is optional. One process or `accelerate launch` (DDP, FSDP) alike; see configs/accelerate/.
+dense model is optional. One process or `accelerate launch` (DDP; FSDP: both models sharded, `train.sharding`)
+alike; see configs/accelerate/ and docs/multi-gpu.md.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from accelerate.utils import set_seed
 from lorashear.errors import LorashearError
 from lorashear.models import (
     dtype_name,
-    load_model,
     load_tokenizer,
     release_memory,
     resolve_dtype,
@@ -39,9 +39,11 @@ from lorashear.recover.stages import (
     reference_losses,
 )
 from lorashear.recover.streams import instruction_categories, text_categories
-from lorashear.train import LossFn, load_pruned_base, lora_run, make_accelerator, save_merged, train
+from lorashear.train import LossFn, lora_run, make_accelerator, save_merged, train
 from lorashear.train import checkpoint as ckpt
+from lorashear.train.accelerator import process_peaks
 from lorashear.train.logs import read_jsonl
+from lorashear.train.lora import load_for_lora, load_frozen
 
 CONFIG_FILE = "recover_config.yaml"
 
@@ -85,7 +87,7 @@ def recover(config: RecoverConfig) -> RecoveryResult:
     dtype = resolve_dtype(config.dtype, accelerator.device)
     dense = None
     if config.dense is not None and (config.kd_weight > 0 or not (work / "reference_losses.json").is_file()):
-        dense = load_model(config.dense, device=accelerator.device, dtype=dtype)
+        dense = load_frozen(config.dense, accelerator, dtype)
     reference_losses(stages, dense, work, config, accelerator)
     teacher = dense if config.kd_weight > 0 else None
     if teacher is None:
@@ -95,7 +97,7 @@ def recover(config: RecoverConfig) -> RecoveryResult:
     # ------------------------------------------------------------------ train
     data = StagedMixture(stages, config, work)
     run = train(
-        lora_run(load_pruned_base(config.pruned, accelerator.device, dtype), config, accelerator, work, total_steps,
+        lora_run(load_for_lora(config.pruned, accelerator, config, dtype), config, accelerator, work, total_steps,
                  frozen_base=True),  # recovery edits no base weight: checkpoints hold LoRA, optimizer, RNG only
         data.next_batch, _loss_fn(teacher, config, accelerator), [data],
         desc="recover", postfix=lambda record: {"stage": record["stage"]},
@@ -106,6 +108,8 @@ def recover(config: RecoverConfig) -> RecoveryResult:
     # ------------------------------------------------------------------ save
     final = {s.name: category_losses(run.model, s.stream.categories, config, accelerator) for s in stages}
     parameters = save_merged(accelerator, run.model, tokenizer, config.pruned, config, work, dtype)
+    peaks = process_peaks(accelerator)
+    accelerator.print("peak memory per process: " + ", ".join(f"{p / 2**20:,.0f} MiB" for p in peaks))
     out = Path(config.out).expanduser().absolute()
     if accelerator.is_main_process:
         data.write_log()
@@ -117,6 +121,8 @@ def recover(config: RecoverConfig) -> RecoveryResult:
             "mixed_precision": accelerator.mixed_precision,
             "dtype": dtype_name(dtype),
             "parameters": parameters,
+            "sharded": run.sharded,
+            "peak_memory_bytes": peaks,  # per process: CUDA's peak allocated, else the peak resident set
             "final_losses": final,
             "reference_losses": {s.name: s.reference for s in stages},
         }

@@ -9,6 +9,7 @@ streams' positions and mixtures are its checkpointed state.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from lorashear.recover.config import RecoverConfig
 from lorashear.recover.losses import lm_loss_sum
 from lorashear.recover.mixture import DynamicMixture
 from lorashear.recover.streams import Category, MixedStream, shard_rows
-from lorashear.train import TrainHook, TrainRun
+from lorashear.train import TrainHook, TrainRun, sharding
 
 PRETRAIN, INSTRUCT = "pretrain", "instruct"
 
@@ -94,15 +95,24 @@ def category_losses(model, categories: list[Category], config: RecoverConfig, ac
     model.eval()
     device = accelerator.device
     losses = {}
+    world = accelerator.num_processes
     for cat in categories:
-        ids = shard_rows(cat.held_input_ids[: config.eval_sequences], accelerator.process_index, accelerator.num_processes)
-        labels = shard_rows(cat.held_labels[: config.eval_sequences], accelerator.process_index, accelerator.num_processes)
+        held = min(config.eval_sequences, len(cat.held_input_ids))
+        ids = shard_rows(cat.held_input_ids[:held], accelerator.process_index, world)
+        labels = shard_rows(cat.held_labels[:held], accelerator.process_index, world)
         total = torch.zeros(2, dtype=torch.float64, device=device)
-        for i in range(0, len(ids), config.batch_size):
+        # Every process runs as many forwards (a sharded model's forward is collective): one that has no rows
+        # left runs the category's first block again and does not count it.
+        rows = math.ceil(held / world) if sharding.is_sharded(model) else len(ids)
+        for i in range(0, rows, config.batch_size):
+            block, block_labels, counted = ids[i : i + config.batch_size], labels[i : i + config.batch_size], True
+            if not len(block):
+                block, block_labels, counted = cat.held_input_ids[:1], cat.held_labels[:1], False
             with accelerator.autocast():
-                logits = model(input_ids=ids[i : i + config.batch_size].to(device)).logits
-            loss_sum, count = lm_loss_sum(logits, labels[i : i + config.batch_size].to(device))
-            total += torch.stack([loss_sum.double(), count.double()])
+                logits = model(input_ids=block.to(device)).logits
+            if counted:
+                loss_sum, count = lm_loss_sum(logits, block_labels.to(device))
+                total += torch.stack([loss_sum.double(), count.double()])
         total = accelerator.reduce(total, reduction="sum")
         losses[cat.name] = float(total[0] / total[1].clamp(min=1))
     model.train(was_training)

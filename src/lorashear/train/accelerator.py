@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
+import resource
 
 import torch
 from accelerate import Accelerator
 
 from lorashear.errors import LorashearError
+from lorashear.train import sharding
 from lorashear.train.config import LoopConfig
 
 
 def make_accelerator(config: LoopConfig) -> Accelerator:
-    """An Accelerator with gradient accumulation and bf16 autocast on GPUs that support it."""
+    """An Accelerator with gradient accumulation and bf16 autocast on GPUs that support it. Under an FSDP launch it
+    runs the processes only: lorashear shards the models itself (`sharding`)."""
+    sharding.take_over()
     precision = config.mixed_precision
     if precision == "auto":
         if os.environ.get("ACCELERATE_MIXED_PRECISION"):
@@ -34,3 +38,15 @@ def make_accelerator(config: LoopConfig) -> Accelerator:
             "on CPUs set ACCELERATE_USE_CPU=1 (see configs/accelerate/cpu_2proc.yaml)"
         )
     return accelerator
+
+
+def process_peaks(accelerator: Accelerator) -> list[int]:
+    """Every process's peak memory so far, in bytes, on every process: on CUDA the most the allocator held
+    (torch.cuda.max_memory_allocated), on CPUs the peak resident set (getrusage; Linux counts KiB)."""
+    device = accelerator.device
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device)
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    mine = torch.tensor([peak], dtype=torch.long, device=device)
+    return [int(v) for v in accelerator.gather(mine).tolist()] if accelerator.num_processes > 1 else [peak]

@@ -9,7 +9,8 @@ process would with a k times larger batch); on the last one gradients are clippe
 `before_optimizer_step` hooks see the whole step's synchronised gradients; optimizer and scheduler step;
 `after_step` hooks may edit the model and add keys to the step's log line. Checkpoints
 (`work/checkpoints/step-N`, Accelerate's full state plus the run's and every hook's state_dict)
-every `checkpoint_every` steps and at `stop_after_steps`; `config.resume` continues from the last one.
+every `checkpoint_every` steps and at `stop_after_steps`; `config.resume` continues from the last one. A sharded
+model (FSDP, `sharding`) and its optimizer are checkpointed by torch.distributed.checkpoint beside Accelerate's state.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from lorashear.train import checkpoint as ckpt
+from lorashear.train import sharding
 from lorashear.train.config import LoopConfig
 from lorashear.train.hooks import TrainHook
 from lorashear.train.logs import StepLog
@@ -49,6 +51,11 @@ class TrainRun:
     # True when nothing but the trainable parameters (LoRA) ever changes (recovery): checkpoints then hold those
     # only, not a copy of the frozen base per checkpoint. Pruning methods edit the base weights: they keep all.
     frozen_base: bool = False
+
+    @property
+    def sharded(self) -> bool:
+        """FSDP (`sharding`): the model and optimizer are checkpointed shard by shard, not by Accelerate."""
+        return sharding.is_sharded(self.model)
 
     @property
     def unwrapped(self) -> torch.nn.Module:
@@ -84,13 +91,15 @@ def train(
 ) -> TrainRun:
     """Train until `run.total_steps` (or `stop_after_steps`); `postfix(record)` adds items to the progress bar."""
     accelerator, config = run.accelerator, run.config
-    accelerator.register_for_checkpointing(run, *hooks)
+    accelerator.register_for_checkpointing(run, *hooks, *([run.scheduler] if run.sharded else []))
     if run.frozen_base:
         accelerator.register_save_state_pre_hook(_trainable_only)
     resume_from = ckpt.latest_checkpoint(run.work) if config.resume else None
     if resume_from is not None:
         # a frozen base comes from the model folder, as it did in the interrupted run: only LoRA is in the checkpoint
         accelerator.load_state(str(resume_from), **({"strict": False} if run.frozen_base else {}))
+        if run.sharded:
+            sharding.load_state(run.model, run.optimizer, resume_from, trainable_only=run.frozen_base)
         accelerator.print(f"resumed from {resume_from} (step {run.step}, {run.tokens_seen:,} tokens)")
     main = accelerator.is_main_process
     step_log = StepLog(run.work / "logs" / "steps.jsonl", run.step if resume_from else None) if main else None
@@ -177,6 +186,8 @@ def save_checkpoint(run: TrainRun) -> Path:
     accelerator = run.accelerator
     path = ckpt.checkpoint_dir(run.work, run.step)
     accelerator.save_state(str(path))
+    if run.sharded:
+        sharding.save_state(run.model, run.optimizer, path, trainable_only=run.frozen_base)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         ckpt.mark_complete(path, run.step, run.tokens_seen)

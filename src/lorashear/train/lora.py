@@ -6,10 +6,12 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from transformers.utils.hub import convert_file_size_to_int
 
 from lorashear.compress.export import MAX_SHARD_SIZE
-from lorashear.models import count_parameters, load_model, merge_lora, resolve_model
+from lorashear.models import count_parameters, load_model, merge_lora, resolve_dtype, resolve_model
 from lorashear.train import checkpoint as ckpt
+from lorashear.train import sharding
 from lorashear.train.config import LoopConfig
 from lorashear.train.loop import TrainRun
 
@@ -22,6 +24,24 @@ def load_pruned_base(spec: str, device, dtype: str | torch.dtype = "auto") -> to
     if hasattr(model, "peft_config"):
         model = merge_lora(model)
     return model
+
+
+def load_frozen(spec: str, accelerator: Accelerator, dtype: str | torch.dtype = "auto") -> torch.nn.Module:
+    """A model only run forward (recovery's dense reference): sharded across the processes under FSDP
+    (`sharding.load_sharded`), else whole on this process's device."""
+    if sharding.active(accelerator):
+        return sharding.load_sharded(spec, accelerator.device, resolve_dtype(dtype, accelerator.device)).eval()
+    return load_model(spec, device=accelerator.device, dtype=dtype)
+
+
+def load_for_lora(spec: str, accelerator: Accelerator, config: LoopConfig,
+                  dtype: str | torch.dtype = "auto") -> torch.nn.Module:
+    """The pruned model `lora_run` trains: under FSDP sharded across the processes with LoRA already attached (peft's
+    initialisation, as one process would draw it), else `load_pruned_base` (lora_run attaches LoRA)."""
+    if sharding.active(accelerator):
+        return sharding.load_sharded(spec, accelerator.device, resolve_dtype(dtype, accelerator.device),
+                                     attach_lora=lambda model: add_lora(model, config))
+    return load_pruned_base(spec, accelerator.device, dtype)
 
 
 def use_gradient_checkpointing(model: torch.nn.Module, setting: str) -> bool:
@@ -83,7 +103,12 @@ def lora_run(model: torch.nn.Module, config: LoopConfig, accelerator: Accelerato
     if use_gradient_checkpointing(peft_model, config.gradient_checkpointing):
         accelerator.print("gradient checkpointing: on (activations recomputed in the backward pass)")
     optimizer, scheduler = make_optimizer(peft_model, config, total_steps)
-    prepared, optimizer, scheduler = accelerator.prepare(peft_model, optimizer, scheduler)
+    if sharding.is_sharded(peft_model):
+        # Sharded already (load_for_lora): Accelerate's prepare would wrap it again; the loop checkpoints the
+        # model and optimizer itself (torch.distributed.checkpoint) and the scheduler as a registered object.
+        prepared = peft_model
+    else:
+        prepared, optimizer, scheduler = accelerator.prepare(peft_model, optimizer, scheduler)
     return TrainRun(prepared, optimizer, scheduler, accelerator, config, total_steps, Path(work),
                     frozen_base=frozen_base)
 
@@ -92,15 +117,25 @@ def save_merged(accelerator: Accelerator, model, tokenizer, base: str, config: L
                 dtype: str | torch.dtype = "auto") -> int:
     """Merge LoRA into the weights of `base` and save a folder that loads the way `base` did, in the weights'
     dtype, in safetensors shards of at most `MAX_SHARD_SIZE`. One process merges the trained model in place, on
-    its device (no copy; the run is over); several gather the state on the main process and merge it into a
-    fresh copy of `base` loaded in `dtype` there.
+    its device (no copy; the run is over); under FSDP each process merges its rows and the main one writes the
+    weights a tensor at a time (`sharding.save_pretrained`); DDP processes gather the state on the main process,
+    which merges it into a fresh copy of `base` loaded in `dtype` there.
 
     Returns the merged model's parameter count (0 on processes other than the main one).
     """
+    if sharding.is_sharded(model):  # each process merges its rows; the main one writes, a tensor at a time
+        sharding.merge_lora_(model)
+        model.get_base_model().config.use_cache = True
+        sharding.save_pretrained(model, folder, convert_file_size_to_int(MAX_SHARD_SIZE), accelerator.is_main_process)
+        if accelerator.is_main_process:
+            tokenizer.save_pretrained(folder)
+            ckpt.copy_model_extras(Path(resolve_model(base).location), folder)
+        accelerator.wait_for_everyone()
+        return count_parameters(model, include_lora=False) if accelerator.is_main_process else 0
     if accelerator.num_processes == 1:
         merged = merge_lora(accelerator.unwrap_model(model))
     else:
-        # get_state_dict gathers sharded (FSDP) weights; every process must take part.
+        # DDP: every process holds the whole model; get_state_dict must run on all of them.
         state_dict = accelerator.get_state_dict(model)
         if accelerator.is_main_process:
             # Rebuild through the same loader as the input (plain HF or lorashear's pruned layout) and merge there.

@@ -1,0 +1,385 @@
+"""Fully sharded training (FSDP2, torch's `fully_shard`) for a model larger than one device.
+
+`accelerate launch --config_file configs/accelerate/fsdp.yaml` (GPUs) or `fsdp_cpu_2proc.yaml` (CPU processes, the
+tests) asks for it: accelerate sets ACCELERATE_USE_FSDP and FSDP_VERSION for every process. Accelerate still drives
+the processes (NCCL or gloo), gradient accumulation, clipping, RNG and hook state; lorashear shards the model itself,
+because accelerate's FSDP loading reads the whole model on the main process and its FSDP path does not run on CPUs:
+
+- `load_sharded`: the model's skeleton on the meta device (LoRA attached there too) is sharded decoder layer by
+  decoder layer (every parameter's rows split across the processes, `Shard(0)`), then each process reads its own rows
+  of every weight from the safetensors files. No process holds the whole model at any time.
+- checkpoints (`save_state`/`load_state`): torch.distributed.checkpoint, each process writing its own shards.
+- `merge_lora_`: W ← W + s·BA on each process's rows (A, r × in, is gathered: small); `save_pretrained`: HF
+  safetensors files whose headers follow from the shapes, each tensor gathered and streamed into place in turn.
+
+The same functions accept a plain (unsharded) tensor or model where that makes sense: `local_rows` of a plain tensor
+is the tensor itself from row 0.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from accelerate import init_empty_weights
+from torch import nn
+
+from lorashear.errors import LorashearError
+from lorashear.models import load_skeleton, resolve_model
+from lorashear.pruned import ADAPTER_DIR
+
+ACCELERATE_FLAG = "ACCELERATE_USE_FSDP"
+OWN_FLAG = "LORASHEAR_FSDP"
+SHARDED_DIR = "sharded"  # a checkpoint's torch.distributed.checkpoint folder
+WEIGHTS_INDEX = "model.safetensors.index.json"
+
+
+# ---------------------------------------------------------------------- what the launch asked for
+
+
+def requested() -> bool:
+    """True when `accelerate launch` was given an FSDP config (it sets ACCELERATE_USE_FSDP on every process;
+    `take_over` turns that into LORASHEAR_FSDP)."""
+    return os.environ.get(OWN_FLAG) == "1" or os.environ.get(ACCELERATE_FLAG, "false").lower() == "true"
+
+
+def take_over() -> bool:
+    """Before the Accelerator is made: when FSDP was asked for, hide it from Accelerate (which would shard again in
+    `prepare`, or refuse on CPUs) and keep it as LORASHEAR_FSDP; the Accelerator then runs the processes only."""
+    check_launch()
+    wanted = requested()
+    if wanted:
+        os.environ[OWN_FLAG] = "1"
+        os.environ[ACCELERATE_FLAG] = "false"
+        if os.environ.get("ACCELERATE_USE_CPU") or not torch.cuda.is_available():
+            fixed_mmap_threshold()
+    return wanted
+
+
+MMAP_THRESHOLD = 1 << 20  # bytes: glibc serves larger blocks with mmap and hands them back to the system on free
+
+
+def fixed_mmap_threshold() -> bool:
+    """CPU processes: fix glibc's mmap threshold (mallopt M_MMAP_THRESHOLD). By default glibc raises it after each
+    large free, so the next gathered layers land on the heap, which does not shrink: measured on 2 CPU processes
+    (50M parameters), each process's resident peak grew by the all-gathers to 1.1-1.5 GB, 0.64 GB with it fixed.
+    False where the C library is not glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        return bool(libc.mallopt(-3, MMAP_THRESHOLD))  # -3: M_MMAP_THRESHOLD
+    except (OSError, AttributeError, TypeError):
+        return False
+
+
+def check_launch() -> None:
+    """Refuse what this sharded path does not run: DeepSpeed, FSDP version 1. Called before any work."""
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        raise LorashearError("DeepSpeed is not supported: lorashear shards models with FSDP2; launch with "
+                             "configs/accelerate/fsdp.yaml (GPUs) or fsdp_cpu_2proc.yaml (CPU processes) instead")
+    if requested() and os.environ.get("FSDP_VERSION", "1") != "2":
+        raise LorashearError("lorashear shards with FSDP2 only: set `fsdp_version: 2` in the accelerate config "
+                             "(configs/accelerate/fsdp.yaml has it)")
+
+
+def active(accelerator) -> bool:
+    """Whether this run shards its models: FSDP was asked for and several processes run."""
+    return requested() and accelerator.num_processes > 1
+
+
+def is_sharded(model: nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+# ---------------------------------------------------------------------- rows of a sharded tensor
+
+
+def row_range(rows: int, rank: int, world: int) -> tuple[int, int]:
+    """The rows [start, end) that process `rank` of `world` holds of a dim-0-sharded tensor of `rows` rows
+    (FSDP2: chunks of ceil(rows / world), the last ones shorter or empty)."""
+    chunk = math.ceil(rows / world)
+    start = min(rank * chunk, rows)
+    return start, min(start + chunk, rows)
+
+
+def local_rows(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """This process's rows of `tensor` (a view: writes reach the parameter) and the global index of the first; a
+    plain tensor is all its rows from 0."""
+    from torch.distributed.tensor import DTensor, Shard
+
+    if not isinstance(tensor, DTensor):
+        return tensor, 0
+    if tuple(tensor.placements) != (Shard(0),):
+        raise LorashearError(f"a sharded tensor placed as {tensor.placements} (lorashear edits Shard(0) only)")
+    mesh = tensor.device_mesh
+    start, _ = row_range(tensor.shape[0], mesh.get_local_rank(), mesh.size())
+    return tensor.to_local(), start
+
+
+def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor on every process (an all-gather for a sharded one: every process must call it)."""
+    from torch.distributed.tensor import DTensor
+
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum `tensor` over the processes in place (nothing without a process group)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(tensor)
+    return tensor
+
+
+# ---------------------------------------------------------------------- sharding and loading
+
+
+def decoder_layers(model: nn.Module) -> list[nn.Module]:
+    """The repeated blocks FSDP shards one unit at a time: modules of the classes the HF model names in
+    `_no_split_modules` (LlamaDecoderLayer, ...)."""
+    names = set()
+    for module in model.modules():
+        names.update(getattr(module, "_no_split_modules", None) or [])
+    layers = [m for m in model.modules() if type(m).__name__ in names]
+    if not layers:
+        raise LorashearError(f"{type(model).__name__} names no decoder layer class (`_no_split_modules`); "
+                             "FSDP sharding needs one")
+    return layers
+
+
+def shard(model: nn.Module, device: torch.device) -> nn.Module:
+    """FSDP2 on `model` (in place): each decoder layer one unit, the rest (embeddings, norm, head) the root's.
+    A model on the meta device stays there (`load_sharded` materialises each process's rows)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(device.type, (torch.distributed.get_world_size(),))
+    for layer in decoder_layers(model):
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def load_sharded(spec: str, device: torch.device, dtype: torch.dtype,
+                 attach_lora: Callable[[nn.Module], nn.Module] | None = None) -> nn.Module:
+    """The model of `spec` sharded across the processes (`shard`), each process reading only its rows of each weight
+    from the safetensors files. `attach_lora(model)` (peft LoRA) runs on the skeleton first; the factors are then
+    initialised as peft initialises them for one process (`init_lora_like_peft`): a sharded run starts where a
+    single process would."""
+    source = resolve_model(spec)
+    folder = Path(source.location)
+    if source.adapter or not source.is_local or (folder / ADAPTER_DIR).is_dir():
+        raise LorashearError(f"sharded loading reads a model folder of safetensors files without an adapter; {spec} "
+                             "is not one (merge its LoRA adapter first: `lorashear recover` does, or prune without --lora)")
+    model = load_skeleton(str(folder), dtype)
+    if attach_lora is not None:
+        with init_empty_weights(include_buffers=False):  # the LoRA factors on the meta device too, nothing drawn
+            model = attach_lora(model)
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}  # real: init_empty_weights keeps them
+    shard(model, device)
+    model.to_empty(device=device)
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            b.copy_(buffers[name])
+        _read_rows(model, folder)
+        if attach_lora is not None:
+            init_lora_like_peft(model)
+    return model
+
+
+def base_name(name: str) -> str:
+    """A peft parameter name as the checkpoint names it (`base_model.model.` and `.base_layer` dropped)."""
+    return name.removeprefix("base_model.model.").replace(".base_layer.", ".")
+
+
+def _read_rows(model: nn.Module, folder: Path) -> None:
+    """Copy each process's rows of every (non-LoRA) parameter from the folder's safetensors files."""
+    from safetensors import safe_open
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise LorashearError(f"no safetensors files in {folder}; sharded loading reads safetensors only")
+    wanted = {base_name(n): p for n, p in model.named_parameters() if ".lora_" not in n}
+    for file in files:
+        with safe_open(str(file), framework="pt", device="cpu", backend="pread") as f:
+            for key in f.keys():
+                param = wanted.pop(key, None)
+                if param is None:
+                    continue
+                local, start = local_rows(param)
+                stored = f.get_slice(key)
+                if list(stored.get_shape()) != list(param.shape):
+                    raise LorashearError(f"{key} is {stored.get_shape()} in {file.name} but the model's is "
+                                         f"{list(param.shape)}")
+                if local.shape[0]:
+                    local.copy_(stored[start:start + local.shape[0]].to(local.dtype))
+    if wanted:
+        raise LorashearError(f"{folder}: {len(wanted)} weights of the model are not in its safetensors files "
+                             f"(e.g. {next(iter(wanted))}); sharded loading needs every weight by its own name")
+
+
+def lora_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """peft LoRA Linear layers of `model`, in module order."""
+    for name, module in model.named_modules():
+        if hasattr(module, "lora_A") and hasattr(module, "base_layer") and len(module.lora_A):
+            yield name, module
+
+
+@torch.no_grad()
+def init_lora_like_peft(model: nn.Module) -> None:
+    """Each LoRA A ← what peft's default init draws for it (layers in module order, from the global RNG, as
+    `get_peft_model` on a real model does: nn.Linear(in, r) and nn.Linear(r, out) are built — each a kaiming draw —
+    then A is drawn again), B ← 0; every process draws the whole factor and keeps its rows."""
+    for _, layer in lora_layers(model):
+        for adapter in layer.lora_A:
+            a, b = layer.lora_A[adapter].weight, layer.lora_B[adapter].weight
+            full_a = nn.Linear(a.shape[1], a.shape[0], bias=False).weight.detach()
+            nn.Linear(b.shape[1], b.shape[0], bias=layer.lora_B[adapter].bias is not None)  # draws, as peft's does
+            nn.init.kaiming_uniform_(full_a, a=math.sqrt(5))
+            local, start = local_rows(a)
+            local.copy_(full_a[start:start + local.shape[0]].to(local.dtype))
+            local_rows(b)[0].zero_()
+
+
+# ---------------------------------------------------------------------- merge and save
+
+
+@torch.no_grad()
+def merge_lora_(model: nn.Module) -> None:
+    """W ← W + s·BA (float32, rounded once to W's dtype) on each process's rows of every LoRA layer; B ← 0 after."""
+    for _, layer in lora_layers(model):
+        weight = layer.base_layer.weight
+        if getattr(layer, "fan_in_fan_out", False):
+            raise LorashearError("sharded LoRA merge handles Linear layers only (not fan-in-fan-out Conv1D)")
+        w, start = local_rows(weight)
+        for adapter in layer.active_adapters:
+            if adapter not in layer.lora_A:
+                continue
+            a = full_tensor(layer.lora_A[adapter].weight).float()
+            b, b_start = local_rows(layer.lora_B[adapter].weight)
+            if b_start != start or b.shape[0] != w.shape[0]:
+                raise RuntimeError("LoRA B's rows are not sharded as its weight's")
+            if w.shape[0]:
+                w.copy_((w.float() + layer.scaling[adapter] * (b.float() @ a)).to(w.dtype))
+            b.zero_()
+
+
+SAFETENSORS_DTYPE = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.float64: "F64",
+                     torch.int64: "I64", torch.int32: "I32", torch.bool: "BOOL", torch.uint8: "U8"}
+
+
+def save_pretrained(model: nn.Module, folder: Path, max_shard_size: int, is_main: bool) -> None:
+    """The model's weights (LoRA left out: merge it first) as HF safetensors files in `folder`, with its config.
+    The files' layout follows from the tensors' shapes alone, so each file's header is written first and every
+    tensor streams into place as it is gathered: the main process holds one whole tensor at a time. A file is
+    closed when the next tensor would take it past `max_shard_size` bytes. Every process must call it."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    tensors = [(base_name(n), p) for n, p in base.named_parameters() if ".lora_" not in n]
+    tensors += [(base_name(n), b) for n, b in base.named_buffers() if _persistent(base, n)]
+    files = _layout([(name, t.shape, t.dtype) for name, t in tensors], max_shard_size)
+    by_name = dict(tensors)
+    if is_main:
+        folder.mkdir(parents=True, exist_ok=True)
+    for file_name, entries in files:
+        out = _start_file(folder / file_name, entries) if is_main else None
+        for name, _, _ in entries:
+            full = full_tensor(by_name[name].detach())  # collective: every process gathers, the main one writes
+            if out is not None:
+                out.write(full.to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        if out is not None:
+            out.close()
+    if not is_main:
+        return
+    if len(files) > 1:
+        weight_map = {name: file_name for file_name, entries in files for name, _, _ in entries}
+        total = sum(_nbytes(shape, dtype) for _, entries in files for _, shape, dtype in entries)
+        (folder / WEIGHTS_INDEX).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map},
+                                                       indent=2, sort_keys=True))
+    base.config.save_pretrained(folder)
+    if getattr(base, "generation_config", None) is not None:
+        base.generation_config.save_pretrained(folder)
+
+
+Entry = tuple[str, torch.Size, torch.dtype]
+
+
+def _nbytes(shape: torch.Size, dtype: torch.dtype) -> int:
+    return math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+
+
+def _layout(entries: list[Entry], max_shard_size: int) -> list[tuple[str, list[Entry]]]:
+    """Tensors into files of at most `max_shard_size` bytes (a larger tensor alone), named as transformers names
+    them: model.safetensors, or model-0000i-of-0000n.safetensors."""
+    groups: list[list[Entry]] = [[]]
+    size = 0
+    for entry in entries:
+        n = _nbytes(entry[1], entry[2])
+        if groups[-1] and size + n > max_shard_size:
+            groups.append([])
+            size = 0
+        groups[-1].append(entry)
+        size += n
+    if len(groups) == 1:
+        return [("model.safetensors", groups[0])]
+    return [(f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors", g) for i, g in enumerate(groups)]
+
+
+def _start_file(path: Path, entries: list[Entry]):
+    """Open a safetensors file and write its header (8-byte little-endian length, JSON padded to 8 bytes); the
+    tensors' bytes follow in `entries` order."""
+    header: dict = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, shape, dtype in entries:
+        if dtype not in SAFETENSORS_DTYPE:
+            raise LorashearError(f"cannot write {name}: dtype {dtype} has no safetensors name here")
+        n = _nbytes(shape, dtype)
+        header[name] = {"dtype": SAFETENSORS_DTYPE[dtype], "shape": list(shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    out = open(path, "wb")  # noqa: SIM115 (closed by save_pretrained once its tensors are written)
+    out.write(len(text).to_bytes(8, "little"))
+    out.write(text)
+    return out
+
+
+def _persistent(model: nn.Module, name: str) -> bool:
+    owner, _, leaf = name.rpartition(".")
+    module = model.get_submodule(owner) if owner else model
+    return leaf not in module._non_persistent_buffers_set
+
+
+# ---------------------------------------------------------------------- checkpoints
+
+
+def save_state(model: nn.Module, optimizer, path: Path, trainable_only: bool) -> None:
+    """Model (its trainable parameters only with `trainable_only`) and optimizer state, each process its shards,
+    under `path/sharded` (torch.distributed.checkpoint). Every process must call it."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    options = StateDictOptions(ignore_frozen_params=trainable_only)
+    model_state, optimizer_state = get_state_dict(model, optimizer, options=options)
+    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=str(path / SHARDED_DIR))
+
+
+def load_state(model: nn.Module, optimizer, path: Path, trainable_only: bool) -> None:
+    """What `save_state` wrote, back into the sharded model and optimizer."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
+
+    options = StateDictOptions(ignore_frozen_params=trainable_only)
+    model_state, optimizer_state = get_state_dict(model, optimizer, options=options)
+    state = {"model": model_state, "optimizer": optimizer_state}
+    dcp.load(state, checkpoint_id=str(path / SHARDED_DIR))
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
+                   options=StateDictOptions(ignore_frozen_params=trainable_only, strict=not trainable_only))
