@@ -29,9 +29,14 @@ def test_row_ranges_cover_every_row_once_as_fsdp_splits_them():
 
 
 def test_a_plain_tensor_is_its_own_rows_from_zero():
-    t = torch.arange(6.0).reshape(3, 2)
+    t = torch.nn.Parameter(torch.arange(6.0).reshape(3, 2))
     local, start = sharding.local_rows(t)
-    assert local is t and start == 0 and sharding.full_tensor(t) is t
+    assert start == 0 and local.data_ptr() == t.data_ptr() and not local.requires_grad
+    local[1] = 0  # writes reach the parameter
+    assert t[1].tolist() == [0.0, 0.0] and sharding.full_tensor(t) is t
+    assert not sharding.is_dtensor(t)
+    rows = torch.tensor([2, 0])
+    assert sharding.local_index(t, (rows,))[1][0] is rows  # unsharded: the index as it is
 
 
 def test_deepspeed_and_fsdp1_are_refused_naming_what_to_use(monkeypatch):

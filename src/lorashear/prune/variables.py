@@ -25,6 +25,7 @@ from torch import nn
 from lorashear.errors import LorashearError
 from lorashear.graph.structures import Group
 from lorashear.importance.base import lora_layers
+from lorashear.train.sharding import all_reduce_sum, full_tensor, is_dtensor, local_index, local_rows
 
 
 @dataclass
@@ -104,6 +105,8 @@ class Lines:
 
     Line k is `param`'s row (column) `index[k]` of the group at position `owner[k]`; `keep` [n, L] marks
     the elements that are that group's (None: all of them; a columns piece leaves its group's rows out).
+    A tensor sharded across processes (FSDP, `train.sharding`) is read and written where this process holds it:
+    its rows among the row lines, its rows of every column line; `sharded` tells the sums to add the processes'.
     """
 
     param: nn.Parameter
@@ -113,6 +116,7 @@ class Lines:
     lora: list[LoraFactors]
     transpose: bool
     keep: torch.Tensor | None
+    sharded: bool = False
 
     @classmethod
     def of(cls, parts: list[tuple[int, Piece]]) -> Lines:
@@ -124,34 +128,55 @@ class Lines:
             keep = torch.cat([(full if m is None else m).expand(len(p.own), -1) for m, (_, p) in zip(masks, parts,
                                                                                                       strict=True)])
         owner = torch.cat([torch.full((len(p.own),), k, dtype=torch.long) for k, p in parts])
-        return cls(first.param, first.dim, torch.cat([p.own for _, p in parts]), owner.to(first.param.device),
-                   first.lora, first.transpose, keep)
+        lines = cls(first.param, first.dim, torch.cat([p.own for _, p in parts]), owner.to(first.param.device),
+                    first.lora, first.transpose, keep)
+        return lines.local() if is_dtensor(first.param) else lines
+
+    def local(self) -> Lines:
+        """These lines where this process holds them (indices into its rows); the same lines without sharding."""
+        if self.transpose:
+            raise LorashearError("sharded trained pruning handles Linear layers only (not fan-in-fan-out Conv1D)")
+        w, start = local_rows(self.param)
+        end = start + w.shape[0]
+        if self.dim == 0:
+            mine = (self.index >= start) & (self.index < end)
+            keep = None if self.keep is None else self.keep[mine]
+            return Lines(self.param, 0, self.index[mine] - start, self.owner[mine], self.lora, False, keep, True)
+        keep = None if self.keep is None else self.keep[:, start:end]
+        return Lines(self.param, self.dim, self.index, self.owner, self.lora, False, keep, True)
+
+    @property
+    def data(self) -> torch.Tensor:
+        """The tensor the lines index: the parameter, or this process's rows of it."""
+        return local_rows(self.param)[0]
 
     def read(self) -> torch.Tensor:
         """The lines' current values (float32)."""
-        w = self.param.data
+        w = self.data
         if w.dim() == 1:
             return w.index_select(0, self.index).float()[:, None]
         lines = w.index_select(self.dim, self.index).float()
         return lines if self.dim == 0 else lines.T
 
     def lora_update(self) -> torch.Tensor:
-        """s·BA on the lines (zeros where the tensor has no LoRA)."""
-        w = self.param.data
+        """s·BA on the lines (zeros where the tensor has no LoRA). Sharded: B's rows are W's (both split by output
+        row), A (r × in) is gathered whole, by every process."""
+        w = self.data
         width = 1 if w.dim() == 1 else w.shape[1 - self.dim]
         total = torch.zeros(len(self.index), width, dtype=torch.float32, device=w.device)
         for f in self.lora:
+            a, b = full_tensor(f.a.detach()).float(), local_rows(f.b)[0]
             if (self.dim == 0) != self.transpose:  # the lines are outputs: B's rows
-                total += f.scaling * (f.b.data.index_select(0, self.index).float() @ f.a.data.float())
+                total += f.scaling * (b.index_select(0, self.index).float() @ a)
             else:  # inputs: A's columns
-                total += f.scaling * (f.b.data.float() @ f.a.data.index_select(1, self.index).float()).T
+                total += f.scaling * (b.float() @ a.index_select(1, self.index)).T
         return total
 
     def write(self, values: torch.Tensor, old: torch.Tensor) -> None:
         """Lines ← `values` on the owners' elements (`old`, what `read` gave, elsewhere)."""
         if self.keep is not None:
             values = torch.where(self.keep, values, old)
-        w = self.param.data
+        w = self.data
         values = values.to(w.dtype)
         if w.dim() == 1:
             w.index_copy_(0, self.index, values[:, 0])
@@ -160,14 +185,26 @@ class Lines:
 
     def fill_zero(self) -> None:
         """Zero the lines entirely (a columns piece's left-out rows are its group's rows piece, zeroed too)."""
-        self.param.data.index_fill_(self.dim, self.index, 0)
+        self.data.index_fill_(self.dim, self.index, 0)
 
     def per_group(self, values: torch.Tensor, out: torch.Tensor) -> None:
-        """Add each line's sum of `values` (owners' elements only) to `out[owner]` (float64)."""
+        """Add each line's sum of `values` (owners' elements only) to `out[owner]` (float64); sharded lines add this
+        process's part (`sum_groups` adds the processes')."""
         values = values.double()
         if self.keep is not None:
             values = values * self.keep
         out.index_add_(0, self.owner, values.sum(dim=1))
+
+
+def sum_groups(lines: list[Lines], values: list[torch.Tensor], groups: int) -> torch.Tensor:
+    """Σ of `values` (one tensor per `Lines`) over each group's elements: [groups] float64, over every process's
+    part when the lines are sharded (every process calls it for the same lines)."""
+    out = torch.zeros(groups, dtype=torch.float64, device=values[0].device if values else None)
+    for part, v in zip(lines, values, strict=True):
+        part.per_group(v, out)
+    if any(part.sharded for part in lines):
+        all_reduce_sum(out)
+    return out
 
 
 class GroupVariables:
@@ -252,7 +289,7 @@ class GroupVariables:
     def zero_lora_many(self, indices, optimizer=None) -> None:
         """`zero_lora` of many groups at once: one indexed write per LoRA factor (and per moment), not per group."""
         for param, index in self._lora_index(indices):
-            param.data[index] = 0
+            zero_at(param, index)
             zero_state(optimizer, param, index)
 
     def scale(self, i: int, factor: float) -> None:
@@ -266,7 +303,8 @@ class GroupVariables:
                 x = part.read()
                 part.write(x * factor, x)
             for param, index in self._lora_index(wave):
-                param.data[index] *= factor
+                local, at = local_index(param, index)
+                local[at] *= factor
 
     def _lora_index(self, indices) -> list[tuple[nn.Parameter, tuple]]:
         """(factor, index) of the LoRA slices of all `indices`: one B row index and one A column index per factor."""
@@ -332,7 +370,13 @@ def zero_state(optimizer, param: nn.Parameter, index: tuple) -> None:
     inner = getattr(optimizer, "optimizer", optimizer)  # Accelerate wraps the torch optimizer
     for value in inner.state.get(param, {}).values():
         if torch.is_tensor(value) and value.shape == param.shape:
-            value[index] = 0
+            zero_at(value, index)
+
+
+def zero_at(tensor: torch.Tensor, index: tuple) -> None:
+    """tensor[index] = 0, index global: (rows,) or (slice(None), columns); a sharded tensor where this process holds it."""
+    local, at = local_index(tensor, index)
+    local[at] = 0
 
 
 def _lora_by_weight(model: nn.Module) -> dict[int, tuple[list[LoraFactors], bool]]:

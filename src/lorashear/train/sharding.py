@@ -111,10 +111,11 @@ def row_range(rows: int, rank: int, world: int) -> tuple[int, int]:
 
 
 def local_rows(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """This process's rows of `tensor` (a view: writes reach the parameter) and the global index of the first; a
-    plain tensor is all its rows from 0."""
+    """This process's rows of `tensor` (a detached view: writes reach the parameter) and the global index of the
+    first; a plain tensor is all its rows from 0."""
     from torch.distributed.tensor import DTensor, Shard
 
+    tensor = tensor.detach()  # the same storage, outside autograd (edits of a trainable parameter's values)
     if not isinstance(tensor, DTensor):
         return tensor, 0
     if tuple(tensor.placements) != (Shard(0),):
@@ -122,6 +123,24 @@ def local_rows(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
     mesh = tensor.device_mesh
     start, _ = row_range(tensor.shape[0], mesh.get_local_rank(), mesh.size())
     return tensor.to_local(), start
+
+
+def is_dtensor(tensor: torch.Tensor) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(tensor, DTensor)
+
+
+def local_index(tensor: torch.Tensor, index: tuple) -> tuple[torch.Tensor, tuple]:
+    """`tensor[index]`, index global, as (this process's rows, the index into them): `(rows,)` keeps the rows this
+    process holds, shifted to its first; `(slice(None), columns)` (every row) stays as it is."""
+    local, start = local_rows(tensor)
+    if isinstance(index[0], slice) or (start == 0 and local.shape[0] == tensor.shape[0]):
+        return local, index
+    if len(index) != 1:
+        raise ValueError("local_index takes (rows,) or (slice(None), columns)")
+    rows = index[0]
+    return local, (rows[(rows >= start) & (rows < start + local.shape[0])] - start,)
 
 
 def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
@@ -257,20 +276,26 @@ def init_lora_like_peft(model: nn.Module) -> None:
 def merge_lora_(model: nn.Module) -> None:
     """W ← W + s·BA (float32, rounded once to W's dtype) on each process's rows of every LoRA layer; B ← 0 after."""
     for _, layer in lora_layers(model):
-        weight = layer.base_layer.weight
-        if getattr(layer, "fan_in_fan_out", False):
-            raise LorashearError("sharded LoRA merge handles Linear layers only (not fan-in-fan-out Conv1D)")
-        w, start = local_rows(weight)
-        for adapter in layer.active_adapters:
-            if adapter not in layer.lora_A:
-                continue
-            a = full_tensor(layer.lora_A[adapter].weight).float()
-            b, b_start = local_rows(layer.lora_B[adapter].weight)
-            if b_start != start or b.shape[0] != w.shape[0]:
-                raise RuntimeError("LoRA B's rows are not sharded as its weight's")
-            if w.shape[0]:
-                w.copy_((w.float() + layer.scaling[adapter] * (b.float() @ a)).to(w.dtype))
-            b.zero_()
+        merge_layer_rows_(layer)
+
+
+@torch.no_grad()
+def merge_layer_rows_(layer: nn.Module) -> None:
+    """`merge_lora_` of one peft LoRA Linear layer (A, r × in, gathered whole by every process; B's rows are W's)."""
+    if getattr(layer, "fan_in_fan_out", False):
+        raise LorashearError("sharded LoRA merge handles Linear layers only (not fan-in-fan-out Conv1D)")
+    w, start = local_rows(layer.base_layer.weight)
+    merged = set(getattr(layer, "merged_adapters", []))
+    for adapter in layer.active_adapters:
+        if adapter not in layer.lora_A or adapter in merged:
+            continue
+        a = full_tensor(layer.lora_A[adapter].weight.detach()).float()
+        b, b_start = local_rows(layer.lora_B[adapter].weight)
+        if b_start != start or b.shape[0] != w.shape[0]:
+            raise RuntimeError("LoRA B's rows are not sharded as its weight's")
+        if w.shape[0]:
+            w.copy_((w.float() + layer.scaling[adapter] * (b.float() @ a)).to(w.dtype))
+        b.zero_()
 
 
 SAFETENSORS_DTYPE = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.float64: "F64",

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from lorashear.importance.base import lora_delta, lora_layers
-from lorashear.prune.variables import GroupVariables, Lines
+from lorashear.prune.variables import GroupVariables, sum_groups
+from lorashear.train.sharding import is_dtensor, local_rows, merge_layer_rows_
 
 Number = float | torch.Tensor
 # Elements of x one many-group call processes at once: ~6 float32/float64 temporaries each (≈ 100 MB at 2^22;
@@ -42,25 +43,17 @@ def project_many(variables: GroupVariables, indices: list[int], step_sizes: Step
     waves = [wave for chunk in variables.chunks(indices, CHUNK_ELEMENTS) for wave in variables.waves(chunk)]
     for wave, lines in waves:
         xs = [part.read() for part in lines]
-        norms = _per_group(lines, [x.double().square() for x in xs], len(wave)).sqrt()
+        norms = sum_groups(lines, [x.double().square() for x in xs], len(wave)).sqrt()
         lam = step_sizes(wave, norms)
         shrink = torch.where(norms > 0, lam / norms.clamp_min(torch.finfo(torch.float64).tiny), 0.0).float()
         trials = [x + part.lora_update() - shrink[part.owner, None] * x for part, x in zip(lines, xs, strict=True)]
-        inner = _per_group(lines, [t.double() * x.double() for t, x in zip(trials, xs, strict=True)], len(wave))
+        inner = sum_groups(lines, [t.double() * x.double() for t, x in zip(trials, xs, strict=True)], len(wave))
         zero = (norms == 0) | (inner < epsilon * norms**2)  # zeros stay zero; the half-space test
         for part, x, trial in zip(lines, xs, trials, strict=True):
             part.write(torch.where(zero[part.owner, None], 0.0, trial), x)
         variables.zero_lora_many(wave, optimizer)  # absorbed (a later wave reads these factors)
         zeroed += [i for i, z in zip(wave, zero.tolist(), strict=True) if z]
     return zeroed
-
-
-def _per_group(lines: list[Lines], values: list[torch.Tensor], groups: int) -> torch.Tensor:
-    """Σ of `values` (one tensor per `Lines`) over each group's elements: [groups] float64."""
-    out = torch.zeros(groups, dtype=torch.float64, device=values[0].device if values else None)
-    for part, v in zip(lines, values, strict=True):
-        part.per_group(v, out)
-    return out
 
 
 def fade(variables: GroupVariables, i: int, t: int, period_steps: int) -> None:
@@ -80,15 +73,18 @@ def merge_lora(model: nn.Module, optimizer=None) -> int:
     merged = 0
     with torch.no_grad():
         for layer in lora_layers(model).values():
-            delta = lora_delta(layer)
-            if delta is None:
-                continue
             weight = layer.base_layer.weight
-            weight.data.copy_((weight.data.float() + delta.float()).to(weight.dtype))  # rounded once (bf16 bases)
+            if is_dtensor(weight):  # sharded: each process its rows (sharding.merge_lora_ of this one layer)
+                merge_layer_rows_(layer)
+            else:
+                delta = lora_delta(layer)
+                if delta is None:
+                    continue
+                weight.data.copy_((weight.data.float() + delta.float()).to(weight.dtype))  # rounded once (bf16 bases)
             done = set(getattr(layer, "merged_adapters", []))
             for adapter in layer.active_adapters:
                 if adapter in layer.lora_B and adapter not in done:
-                    layer.lora_B[adapter].weight.data.zero_()
+                    local_rows(layer.lora_B[adapter].weight)[0].zero_()
                     for factor in (layer.lora_A[adapter].weight, layer.lora_B[adapter].weight):
                         if inner is not None:
                             inner.state.pop(factor, None)  # Adam restarts cleanly (step count included)

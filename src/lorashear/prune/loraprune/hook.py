@@ -25,7 +25,7 @@ from lorashear.importance.base import per_parameter_scores
 from lorashear.prune.loraprune.config import LorapruneConfig
 from lorashear.prune.loraprune.schedule import cubic_ratio
 from lorashear.prune.plan import PruningPlan, removal_summary, select_more
-from lorashear.prune.variables import GroupVariables
+from lorashear.prune.variables import GroupVariables, zero_at
 from lorashear.train.hooks import TrainHook
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ class LorapruneHook(TrainHook):
         for i in self.masked:  # masked slices get no update: Adam's moments stay zero
             for param, index in self.variables.lora_slices(i):
                 if param.grad is not None:
-                    param.grad[index] = 0
+                    zero_at(param.grad, index)
 
     def after_step(self, run: TrainRun, record: dict) -> None:
         scheduled = self.scheduled_ratio(run.step - 1)
