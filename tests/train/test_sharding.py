@@ -11,6 +11,7 @@ from accelerate import init_empty_weights
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from lorashear import distributed
 from lorashear.errors import LorashearError
 from lorashear.models import load_skeleton
 from lorashear.train import sharding
@@ -21,22 +22,22 @@ from lorashear.train.lora import add_lora
 def test_row_ranges_cover_every_row_once_as_fsdp_splits_them():
     for rows in (0, 1, 5, 8, 33):
         for world in (1, 2, 3, 4):
-            ranges = [sharding.row_range(rows, r, world) for r in range(world)]
+            ranges = [distributed.row_range(rows, r, world) for r in range(world)]
             assert [i for a, b in ranges for i in range(a, b)] == list(range(rows))
             chunk = -(-rows // world)
             assert all(b - a <= chunk for a, b in ranges)
-    assert sharding.row_range(5, 1, 2) == (3, 5)
+    assert distributed.row_range(5, 1, 2) == (3, 5)
 
 
 def test_a_plain_tensor_is_its_own_rows_from_zero():
     t = torch.nn.Parameter(torch.arange(6.0).reshape(3, 2))
-    local, start = sharding.local_rows(t)
+    local, start = distributed.local_rows(t)
     assert start == 0 and local.data_ptr() == t.data_ptr() and not local.requires_grad
     local[1] = 0  # writes reach the parameter
-    assert t[1].tolist() == [0.0, 0.0] and sharding.full_tensor(t) is t
-    assert not sharding.is_dtensor(t)
+    assert t[1].tolist() == [0.0, 0.0] and distributed.full_tensor(t) is t
+    assert not distributed.is_dtensor(t)
     rows = torch.tensor([2, 0])
-    assert sharding.local_index(t, (rows,))[1][0] is rows  # unsharded: the index as it is
+    assert distributed.local_index(t, (rows,))[1][0] is rows  # unsharded: the index as it is
 
 
 def test_deepspeed_and_fsdp1_are_refused_naming_what_to_use(monkeypatch):

@@ -12,12 +12,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
+from lorashear.distributed import all_reduce_sum
 from lorashear.errors import LorashearError
 from lorashear.graph.build import refuse_dora
 from lorashear.graph.counting import group_sizes
@@ -191,10 +192,24 @@ class ChannelSums:
     per_channel: dict[int, int]
 
 
-def channel_sums(elements: torch.Tensor, dims: Iterable[int], normalize: str = "none",
+class LocalRows(NamedTuple):
+    """Element scores of rows [start, start + len(values)) of a parameter of `shape`: what a criterion yields for a
+    parameter sharded across processes (FSDP, `train.sharding`); every process yields its rows of it in turn."""
+
+    values: torch.Tensor
+    start: int
+    shape: torch.Size
+
+
+def channel_sums(elements: torch.Tensor | LocalRows, dims: Iterable[int], normalize: str = "none",
                  channel_abs: bool = False) -> ChannelSums:
     """`elements` of one parameter (divided by their L2 norm first with `normalize="l2"`) summed over every dim but
-    each of `dims`: the small record a criterion may keep instead of the parameter-sized tensor."""
+    each of `dims`: the small record a criterion may keep instead of the parameter-sized tensor. `LocalRows`: each
+    process's rows, the sums added across the processes (every process must call it for the same parameters)."""
+    if isinstance(elements, LocalRows):
+        values, start = elements.values, elements.start
+        return channel_sums_by_rows(lambda rows: values[rows], elements.shape, dims, normalize, channel_abs,
+                                    local=(start, values.shape[0]))
     return channel_sums_by_rows(lambda rows: elements[rows], elements.shape, dims, normalize, channel_abs)
 
 
@@ -204,16 +219,19 @@ ROW_BLOCK_ELEMENTS = 1 << 22
 
 
 def channel_sums_by_rows(rows_of: Callable[[slice], torch.Tensor], shape: torch.Size, dims: Iterable[int],
-                         normalize: str = "none", channel_abs: bool = False) -> ChannelSums:
+                         normalize: str = "none", channel_abs: bool = False,
+                         local: tuple[int, int] | None = None) -> ChannelSums:
     """`channel_sums` of a parameter's elements (of `shape`) made a block of rows at a time by `rows_of(rows)`, at
-    most `ROW_BLOCK_ELEMENTS` elements each: the same sums without a parameter-sized temporary."""
+    most `ROW_BLOCK_ELEMENTS` elements each: the same sums without a parameter-sized temporary. `local` (first
+    row, rows): `rows_of` reads this process's rows only; the sums are added across the processes."""
     dims = list(dims)
     per_row = math.prod(shape[1:])
     step = max(1, ROW_BLOCK_ELEMENTS // max(per_row, 1))
+    first, count = local if local is not None else (0, shape[0])
     rows: list[np.ndarray] = []  # dim 0: one block of channels per block of rows
-    across = {d: 0.0 for d in dims if d != 0}  # other dims: every block adds to each channel
+    across = {d: np.zeros(shape[d]) for d in dims if d != 0}  # other dims: every block adds to each channel
     square = 0.0
-    for start in range(0, shape[0], step):
+    for start in range(0, count, step):
         block = rows_of(slice(start, start + step))
         if normalize == "l2":
             square += float(block.double().square().sum())
@@ -221,12 +239,28 @@ def channel_sums_by_rows(rows_of: Callable[[slice], torch.Tensor], shape: torch.
             rows.append(_channel_sums(block, 0))
         for d in across:
             across[d] = across[d] + _channel_sums(block, d)
-    sums = {d: np.concatenate(rows) if d == 0 else across[d] for d in dims}
+    sums = {d: across[d] for d in across}
+    if 0 in dims:
+        sums[0] = np.zeros(shape[0])
+        sums[0][first:first + count] = np.concatenate(rows) if rows else 0.0
+    if local is not None:  # every process's part: one sum of the square and all the channels
+        square, sums = _sum_over_processes(square, sums)
     norm = math.sqrt(square)
     if normalize == "l2" and norm > 0:
         sums = {d: v / norm for d, v in sums.items()}
     return ChannelSums({d: np.abs(v) if channel_abs else v for d, v in sums.items()},
                        {d: math.prod(shape) // shape[d] for d in dims})
+
+
+def _sum_over_processes(square: float, sums: dict[int, np.ndarray]) -> tuple[float, dict[int, np.ndarray]]:
+    keys = sorted(sums)
+    flat = torch.from_numpy(np.concatenate([[square], *(sums[d] for d in keys)]))
+    all_reduce_sum(flat)
+    out, at = {}, 1
+    for d in keys:
+        out[d] = flat[at:at + len(sums[d])].numpy()
+        at += len(sums[d])
+    return float(flat[0]), out
 
 
 def needed_dims(ctx: ScoreContext) -> dict[str, list[int]]:

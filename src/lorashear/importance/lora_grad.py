@@ -23,8 +23,9 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from lorashear.distributed import full_tensor, is_dtensor, local_rows
 from lorashear.errors import LorashearError
-from lorashear.importance.base import Criterion, ScoreContext, lora_layers, register
+from lorashear.importance.base import Criterion, LocalRows, ScoreContext, lora_layers, register
 from lorashear.importance.taylor import accumulate_gradients  # one gradient accumulator for all criteria
 
 SOURCES = ("calibration", "present")
@@ -54,7 +55,11 @@ class LoraGrad(Criterion):
             estimate = lora_gradient_estimate(layer, grads, self.subtract_cross)
             if estimate is not None:
                 g, w_eff = estimate
-                yield name, (g * w_eff).abs()
+                weight = layer.base_layer.weight
+                if is_dtensor(weight):  # this process's rows of G and W + s·BA (FSDP)
+                    yield name, LocalRows((g * w_eff).abs(), local_rows(weight)[1], weight.shape)
+                else:
+                    yield name, (g * w_eff).abs()
 
     def _gradients(self, ctx: ScoreContext, layers: dict[str, nn.Module]) -> dict[nn.Parameter, torch.Tensor]:
         """LoRA factor -> its gradient (float32), from .grad or accumulated over calibration batches."""
@@ -66,7 +71,7 @@ class LoraGrad(Criterion):
                 "attach LoRA (a peft adapter folder or a trained method) or choose another criterion"
             )
         if self.gradients == "present":
-            grads = {p: p.grad.float() for p in factors if p.grad is not None}
+            grads = {p: p.grad for p in factors if p.grad is not None}  # float32 in lora_gradient_estimate
             if not grads:
                 raise LorashearError("lora-grad: no LoRA factor has a gradient; call it after backward()")
             return grads
@@ -85,14 +90,17 @@ def lora_gradient_estimate(
     """
     weight = layer.base_layer.weight
     g_sum = None
-    w_eff = weight.detach().float().clone()
+    w_eff = local_rows(weight)[0].float().clone()
     with torch.no_grad():
         for adapter in _adapters(layer):
             a, b = layer.lora_A[adapter].weight, layer.lora_B[adapter].weight
             s = float(layer.scaling[adapter])
-            a32, b32 = a.detach().float(), b.detach().float()
+            # Sharded (FSDP): B's rows are W's, held here; A (r × in) and its gradient are gathered whole.
+            a32, b32 = full_tensor(a.detach()).float(), local_rows(b)[0].float()
             delta = s * (b32 @ a32)
             ga, gb = grads.get(a), grads.get(b)
+            ga = None if ga is None else full_tensor(ga).float()
+            gb = None if gb is None else local_rows(gb)[0].float()
             g = None
             if ga is not None or gb is not None:
                 ga = torch.zeros_like(a32) if ga is None else ga
@@ -102,6 +110,8 @@ def lora_gradient_estimate(
                     g -= gb @ ga
                 g *= s
             if getattr(layer, "fan_in_fan_out", False):  # W is stored as (BA)ᵀ (gpt2's Conv1D)
+                if is_dtensor(weight):
+                    raise LorashearError("lora-grad on sharded weights handles Linear layers only (not Conv1D)")
                 delta = delta.T
                 g = None if g is None else g.T
             w_eff += delta

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from lorashear.distributed import all_reduce_sum, full_tensor, is_dtensor, local_index, local_rows
 from lorashear.errors import LorashearError
 from lorashear.graph.structures import Group
 from lorashear.importance.base import lora_layers
-from lorashear.train.sharding import all_reduce_sum, full_tensor, is_dtensor, local_index, local_rows
 
 
 @dataclass

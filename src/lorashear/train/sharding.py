@@ -12,8 +12,7 @@ because accelerate's FSDP loading reads the whole model on the main process and 
 - `merge_lora_`: W ← W + s·BA on each process's rows (A, r × in, is gathered: small); `save_pretrained`: HF
   safetensors files whose headers follow from the shapes, each tensor gathered and streamed into place in turn.
 
-The same functions accept a plain (unsharded) tensor or model where that makes sense: `local_rows` of a plain tensor
-is the tensor itself from row 0.
+Reading and writing a sharded tensor where a process holds it: `lorashear.distributed`.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ import torch
 from accelerate import init_empty_weights
 from torch import nn
 
+from lorashear.distributed import full_tensor, local_rows
 from lorashear.errors import LorashearError
 from lorashear.models import load_skeleton, resolve_model
 from lorashear.pruned import ADAPTER_DIR
@@ -97,66 +97,6 @@ def is_sharded(model: nn.Module) -> bool:
     from torch.distributed.fsdp import FSDPModule
 
     return isinstance(model, FSDPModule)
-
-
-# ---------------------------------------------------------------------- rows of a sharded tensor
-
-
-def row_range(rows: int, rank: int, world: int) -> tuple[int, int]:
-    """The rows [start, end) that process `rank` of `world` holds of a dim-0-sharded tensor of `rows` rows
-    (FSDP2: chunks of ceil(rows / world), the last ones shorter or empty)."""
-    chunk = math.ceil(rows / world)
-    start = min(rank * chunk, rows)
-    return start, min(start + chunk, rows)
-
-
-def local_rows(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """This process's rows of `tensor` (a detached view: writes reach the parameter) and the global index of the
-    first; a plain tensor is all its rows from 0."""
-    from torch.distributed.tensor import DTensor, Shard
-
-    tensor = tensor.detach()  # the same storage, outside autograd (edits of a trainable parameter's values)
-    if not isinstance(tensor, DTensor):
-        return tensor, 0
-    if tuple(tensor.placements) != (Shard(0),):
-        raise LorashearError(f"a sharded tensor placed as {tensor.placements} (lorashear edits Shard(0) only)")
-    mesh = tensor.device_mesh
-    start, _ = row_range(tensor.shape[0], mesh.get_local_rank(), mesh.size())
-    return tensor.to_local(), start
-
-
-def is_dtensor(tensor: torch.Tensor) -> bool:
-    from torch.distributed.tensor import DTensor
-
-    return isinstance(tensor, DTensor)
-
-
-def local_index(tensor: torch.Tensor, index: tuple) -> tuple[torch.Tensor, tuple]:
-    """`tensor[index]`, index global, as (this process's rows, the index into them): `(rows,)` keeps the rows this
-    process holds, shifted to its first; `(slice(None), columns)` (every row) stays as it is."""
-    local, start = local_rows(tensor)
-    if isinstance(index[0], slice) or (start == 0 and local.shape[0] == tensor.shape[0]):
-        return local, index
-    if len(index) != 1:
-        raise ValueError("local_index takes (rows,) or (slice(None), columns)")
-    rows = index[0]
-    return local, (rows[(rows >= start) & (rows < start + local.shape[0])] - start,)
-
-
-def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
-    """The whole tensor on every process (an all-gather for a sharded one: every process must call it)."""
-    from torch.distributed.tensor import DTensor
-
-    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
-
-
-def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum `tensor` over the processes in place (nothing without a process group)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(tensor)
-    return tensor
 
 
 # ---------------------------------------------------------------------- sharding and loading

@@ -7,9 +7,10 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from lorashear.distributed import is_dtensor, local_rows
 from lorashear.importance.base import lora_delta, lora_layers
 from lorashear.prune.variables import GroupVariables, sum_groups
-from lorashear.train.sharding import is_dtensor, local_rows, merge_layer_rows_
+from lorashear.train.sharding import merge_layer_rows_
 
 Number = float | torch.Tensor
 # Elements of x one many-group call processes at once: ~6 float32/float64 temporaries each (≈ 100 MB at 2^22;

@@ -1,6 +1,7 @@
-"""Group edits on FSDP-sharded weights equal the same edits on whole weights: two gloo CPU processes, each holding
-half the rows of every tensor (`train.sharding.shard`), project, zero, fade and merge many groups at once; the
-gathered tensors must equal one process's edit of the unsharded model (same waves, sums reduced across processes)."""
+"""Group scores and edits on FSDP-sharded weights equal the same on whole weights: two gloo CPU processes, each
+holding half the rows of every tensor (`train.sharding.shard`), score groups by LoRAPrune's `lora-grad` from the
+step's gradients, then project, zero, fade and merge many groups at once; scores, zeroed groups and the gathered
+tensors must equal one process's on the unsharded model (same waves, sums added across processes)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import socket
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from lhspg_material import adamw, graph_of, lora_model, train_step
+from lhspg_material import KINDS, adamw, graph_of, lora_model, train_step
 
+from lorashear import distributed
+from lorashear.importance import ScoreContext, get_criterion
 from lorashear.prune.lhspg.step import fade_many, merge_lora, project_many
 from lorashear.prune.variables import GroupVariables
 from lorashear.train import sharding
@@ -37,6 +40,19 @@ def _edit(model, graph, optimizer) -> list[int]:
     return zeroed
 
 
+def _step_and_score(model, graph, optimizer) -> dict[int, float]:
+    """One training step (batch drawn from a fixed seed); lora-grad scores from its gradients before the optimizer moves."""
+    scores = {}
+
+    def score() -> None:
+        ctx = ScoreContext(model, graph, kinds=KINDS)
+        scores.update(get_criterion("lora-grad", gradients="present").score(ctx).scores)
+
+    torch.manual_seed(1)
+    train_step(model, optimizer, before_optimizer_step=score)
+    return scores
+
+
 def _worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -50,28 +66,33 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         graph = graph_of(model)
         whole = copy.deepcopy(model)
         whole_optimizer = adamw(whole)
-        train_step(whole, whole_optimizer)
+        expected_scores = _step_and_score(whole, graph, whole_optimizer)
         expected_zeroed = _edit(whole, graph, whole_optimizer)
 
         sharding.shard(model, torch.device("cpu"))
         optimizer = adamw(model)
-        train_step(model, optimizer)  # the same step: both processes see the same batch, so the grads are equal
+        # the same step: both processes see the one batch, so the averaged gradients are the single process's
+        scores = _step_and_score(model, graph, optimizer)
         zeroed = _edit(model, graph, optimizer)
         worst = 0.0
         params = dict(whole.named_parameters())
         for name, p in model.named_parameters():
-            full = sharding.full_tensor(p.detach())
+            full = distributed.full_tensor(p.detach())
             worst = max(worst, float((full - params[name].detach()).abs().max()))
         if rank == 0:
-            torch.save({"worst": worst, "zeroed": zeroed, "expected": expected_zeroed,
+            torch.save({"worst": worst, "zeroed": zeroed, "expected": expected_zeroed, "scores": scores,
+                        "expected_scores": expected_scores,
                         "groups": len(range(0, len(graph.groups), 3))}, out)
     finally:
         dist.destroy_process_group()
 
 
-def test_sharded_group_edits_equal_whole_weight_edits(tmp_path):
+def test_sharded_group_scores_and_edits_equal_whole_weight_ones(tmp_path):
     out = str(tmp_path / "result.pt")
     mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
     result = torch.load(out)
     assert result["zeroed"] == result["expected"] and 0 < len(result["zeroed"]) < result["groups"]
     assert result["worst"] < 1e-6, result["worst"]
+    expected, scores = result["expected_scores"], result["scores"]
+    assert scores.keys() == expected.keys() and len(scores) > 50
+    assert all(abs(scores[i] - expected[i]) <= 1e-5 * abs(expected[i]) + 1e-9 for i in scores)
