@@ -33,7 +33,8 @@ recovery.json, logs/ and plots/ (docs/design.md). The defaults are RecoverConfig
 (configs/methods/recover.yaml lists them); flags override --config."""
 
 EPILOG = """\
-Multi-process (tokens are a global budget; configs/accelerate/ holds cpu_2proc, multi_gpu and fsdp):
+Multi-process (tokens are a global budget; configs/accelerate/ holds cpu_2proc, multi_gpu, fsdp and fsdp_cpu_2proc;
+FSDP shards both models across the processes: docs/multi-gpu.md):
 
     accelerate launch --config_file configs/accelerate/multi_gpu.yaml -m lorashear recover ...
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lorashear.distributed import all_reduce_sum
+from lorashear.distributed import all_reduce_sum, full_tensor, is_dtensor, local_rows
 from lorashear.errors import LorashearError
 from lorashear.graph.build import refuse_dora
 from lorashear.graph.counting import group_sizes
@@ -361,6 +361,24 @@ def lora_delta(layer: nn.Module) -> torch.Tensor | None:
         for adapter in layer.active_adapters:
             if adapter in layer.lora_A and adapter not in merged:
                 d = layer.get_delta_weight(adapter)
+                delta = d if delta is None else delta + d
+    return delta
+
+
+def lora_delta_rows(layer: nn.Module) -> torch.Tensor | None:
+    """`lora_delta` on this process's rows of a sharded (FSDP) layer: s·B[rows]·A, float32, with A (r × in) gathered
+    whole (every process must call it); an unsharded layer's `lora_delta`."""
+    if not is_dtensor(layer.base_layer.weight):
+        return lora_delta(layer)
+    if getattr(layer, "fan_in_fan_out", False):
+        raise LorashearError("sharded weights: LoRA on Linear layers only (not fan-in-fan-out Conv1D)")
+    merged = set(getattr(layer, "merged_adapters", []))
+    delta = None
+    with torch.no_grad():
+        for adapter in layer.active_adapters:
+            if adapter in layer.lora_A and adapter not in merged:
+                a = full_tensor(layer.lora_A[adapter].weight.detach()).float()
+                d = layer.scaling[adapter] * (local_rows(layer.lora_B[adapter].weight)[0].float() @ a)
                 delta = d if delta is None else delta + d
     return delta
 

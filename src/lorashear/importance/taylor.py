@@ -19,15 +19,18 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from lorashear.distributed import is_dtensor, local_rows
 from lorashear.errors import LorashearError
 from lorashear.importance.base import (
     ChannelSums,
     Criterion,
     GroupScores,
+    LocalRows,
     ScoreContext,
     aggregate_channels,
     channel_sums_by_rows,
     effective_weights,
+    lora_delta_rows,
     lora_layers,
     needed_dims,
     parameters_named,
@@ -67,13 +70,22 @@ class Taylor(Criterion):
         lora = lora_layers(ctx.model)
 
         def fold(name: str, weight: torch.Tensor, grad: torch.Tensor) -> ChannelSums:
-            delta = ctx.lora_delta(name, lora[name]) if name in lora else None
+            local = None
+            if is_dtensor(weight):  # sharded (FSDP): this process's rows, the sums added across processes
+                shape = weight.shape
+                (weight, start), grad = local_rows(weight), local_rows(grad)[0]
+                local = (start, weight.shape[0])
+                delta = lora_delta_rows(lora[name]) if name in lora else None
+            else:
+                shape = weight.shape
+                delta = ctx.lora_delta(name, lora[name]) if name in lora else None
 
             def rows_of(rows: slice) -> torch.Tensor:  # w·g of some rows, in float32
                 w = weight[rows].float() if delta is None else weight[rows].float() + delta[rows].float()
                 return self._form(w * grad[rows].float())
 
-            return channel_sums_by_rows(rows_of, weight.shape, needed[name], self.normalize, self.per_channel_abs())
+            return channel_sums_by_rows(rows_of, shape, needed[name], self.normalize, self.per_channel_abs(),
+                                        local=local)
 
         scored = {name for name in ctx.scored_params() if name in needed}
         reduced = fold_gradients(ctx.model, ctx.require_batches(self.name), scored, fold, ctx.batch_size)
@@ -85,7 +97,15 @@ class Taylor(Criterion):
         grads = ctx.gradients
         if grads is None:
             raise LorashearError("taylor: elements() reads ctx.gradients; score() computes them from calibration")
-        for name, w in effective_weights(ctx.model, grads):
+        params = dict(ctx.model.named_parameters())
+        lora = lora_layers(ctx.model)
+        for name in grads:
+            if name in params and is_dtensor(params[name]):  # sharded (FSDP): this process's rows
+                (w, start), g = local_rows(params[name]), local_rows(grads[name])[0]
+                delta = lora_delta_rows(lora[name]) if name in lora else None
+                w = w.float() if delta is None else w.float() + delta
+                yield name, LocalRows(self._form(w * g.float()), start, params[name].shape)
+        for name, w in effective_weights(ctx.model, [n for n in grads if not (n in params and is_dtensor(params[n]))]):
             yield name, self._form(w.float() * grads[name].float())
 
     def _form(self, wg: torch.Tensor) -> torch.Tensor:
@@ -117,18 +137,27 @@ def fold_gradients(model: nn.Module, batches: torch.Tensor, names: set[str], fol
                 param.grad = None
         return on_grad
 
+    # Sharded weights (FSDP): a fold adds sums across processes, which must not run inside FSDP's backward; the
+    # processes fold their gradient shards after it, one weight after another in name order.
+    sharded = any(is_dtensor(p) for p in targets.values())
     handles = []
     try:
         for n, p in params.items():
             p.requires_grad_(n in targets)
             p.grad = None
-        handles = [p.register_post_accumulate_grad_hook(hook_for(n)) for n, p in targets.items()]
+        if not sharded:
+            handles = [p.register_post_accumulate_grad_hook(hook_for(n)) for n, p in targets.items()]
         count = math.ceil(len(batches) / batch_size)
         for i, batch in enumerate(iterate_batches(batches, batch_size, "taylor gradients")):
             last["batch"] = i == count - 1
             batch = batch.to(device)
             loss = model(input_ids=batch, labels=batch, use_cache=False).loss
             (loss * len(batch) / len(batches)).backward()
+        if sharded:
+            for n, p in sorted(targets.items()):
+                if p.grad is not None:
+                    folded[n] = fold(n, p.detach(), p.grad.detach())
+                    p.grad = None
     finally:
         for handle in handles:
             handle.remove()

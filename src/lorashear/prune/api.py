@@ -22,11 +22,12 @@ from lorashear.importance.calibration import CalibrationConfig
 from lorashear.knowledge import analyze_knowledge, load_knowledge, mark_unprunable
 from lorashear.knowledge.analysis import KnowledgeConfig, KnowledgeResult
 from lorashear.knowledge.run import check_knowledge
-from lorashear.models import load_model, load_tokenizer, resolve_dtype, tied_aliases
+from lorashear.models import load_model, load_skeleton, load_tokenizer, resolve_dtype, tied_aliases
 from lorashear.prune.context import PruneContext
 from lorashear.prune.methods import get_method
 from lorashear.prune.options import CriterionConfig
 from lorashear.prune.plan import PruningPlan
+from lorashear.train import sharding
 
 
 @dataclass
@@ -121,6 +122,8 @@ def prune_model(config: PruneConfig, log: Callable[[str], None] = print) -> Prun
     if not outcome.main_process:  # DDP: the main process writes the folder
         return PruneResult(out, plan, params_before, params_before - plan.params_removed, seconds)
     start = time.perf_counter()
+    if outcome.model_dir is not None:  # sharded training wrote the merged weights: compress from that folder
+        model = load_model(str(outcome.model_dir), device="cpu", dtype=config.dtype)
     compress(model, plan.groups)
     seconds["compress"] = time.perf_counter() - start
 
@@ -139,8 +142,14 @@ def prune_model(config: PruneConfig, log: Callable[[str], None] = print) -> Prun
 
 
 def prepare(config: PruneConfig, log: Callable[[str], None] = print):
-    """Load the model and its tokenizer and discover its groups: the `PruneContext` of a run, and seconds taken."""
-    model = load_model(config.model, dtype=config.dtype)
+    """Load the model and its tokenizer and discover its groups: the `PruneContext` of a run, and seconds taken.
+    Under FSDP (`train.sharding`) the context's model is the skeleton (meta device): the trained method loads its
+    rows of the weights on each process."""
+    if sharding.launched():
+        check_shardable(config)
+        model = load_skeleton(config.model, config.dtype)
+    else:
+        model = load_model(config.model, dtype=config.dtype)
     if not config.merge_lora and not hasattr(model, "peft_config"):
         raise LorashearError(
             f"--lora keeps the model's LoRA adapter unmerged, but {config.model} has none; "
@@ -155,6 +164,18 @@ def prepare(config: PruneConfig, log: Callable[[str], None] = print):
     graph = build_graph(model, config.kinds)
     seconds = {"discover": time.perf_counter() - start}
     return PruneContext(config, model, tokenizer, graph, tied_aliases(model), log), seconds
+
+
+def check_shardable(config: PruneConfig) -> None:
+    """What an FSDP launch cannot prune: a method that does not train, an analysis that probes the whole model."""
+    if not get_method(config.method).trained:
+        raise LorashearError(f"--method {config.method} does not train: under FSDP only the trained methods (lhspg, "
+                             "loraprune) run; run one-shot methods in one process")
+    if config.knowledge_from is None and config.knowledge.probes:
+        raise LorashearError("under FSDP the knowledge analysis cannot probe the model (its forward passes need "
+                             "the whole model on one process): run `lorashear knowledge` first and pass "
+                             "--knowledge-from its knowledge.json, or choose a rule that does not probe "
+                             "(--unprunable fixed or none)")
 
 
 def knowledge_stage(ctx) -> KnowledgeResult | None:

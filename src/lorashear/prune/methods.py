@@ -33,12 +33,14 @@ OLD_NAMES = {"group_divisible": "multiple_of"}
 class PlanOutcome:
     """What a method's plan returns: the plan (None: a trained run stopped early at `stop_after_steps`, and
     `--resume` continues its run folder), files it adds to the export (relative path -> text or bytes), its
-    run folder (removed once the export is written) and whether this process writes (one of DDP's does)."""
+    run folder (removed once the export is written), whether this process writes (one of DDP's does), and where
+    the merged weights are when they are not the context's model (FSDP: each process held its rows only)."""
 
     plan: PruningPlan | None
     files: dict[str, str | bytes] = field(default_factory=dict)
     run_dir: Path | None = None
     main_process: bool = True
+    model_dir: Path | None = None
 
 
 @dataclass(frozen=True)

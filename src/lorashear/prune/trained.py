@@ -24,20 +24,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from accelerate import init_empty_weights
 from torch import nn
+from transformers.utils.hub import convert_file_size_to_int
 
 from lorashear.compress.core import base_name
+from lorashear.compress.export import MAX_SHARD_SIZE
 from lorashear.errors import LorashearError
 from lorashear.graph import build_graph
 from lorashear.graph.counting import ParamCounter
 from lorashear.graph.structures import Group, StructureGraph
-from lorashear.models import merge_lora
+from lorashear.models import load_skeleton, merge_lora, resolve_dtype
 from lorashear.prune.methods import PlanOutcome
 from lorashear.prune.options import TrainedConfig
 from lorashear.prune.plan import PruningPlan
 from lorashear.recover.losses import lm_loss
 from lorashear.recover.streams import Category, MixedStream, text_categories
-from lorashear.train import TrainHook, TrainRun, add_lora, lora_run, make_accelerator, train
+from lorashear.train import TrainHook, TrainRun, add_lora, lora_run, make_accelerator, sharding, train
 from lorashear.train import checkpoint as ckpt
 from lorashear.train.logs import read_jsonl
 from lorashear.train.lora import stop_gradient_checkpointing
@@ -45,6 +48,7 @@ from lorashear.train.lora import stop_gradient_checkpointing
 if TYPE_CHECKING:
     from lorashear.prune.context import PruneContext
 
+MERGED_DIR = "merged"  # a sharded run's merged weights, in its run folder until the export has read them
 CONFIG_FILE = "training.yaml"  # the resolved training options, next to the run's logs
 SETTINGS_FILE = "settings.json"  # the method's settings; --resume refuses different ones (run.json: the pipeline's)
 
@@ -120,10 +124,18 @@ def run_trained(ctx: PruneContext, make_hooks: HookFactory, settings: dict, *, d
             f"{', '.join(config.data)} at --seq-len {config.seq_len}); lower --tokens or add --data"
         )
     total_steps = math.ceil(config.tokens / config.tokens_per_step(accelerator.num_processes))
-    model = add_lora(ctx.model.to(accelerator.device), config)
+    if sharding.active(accelerator):  # FSDP: each process loads its rows; the LoRA graph comes from a skeleton
+        dtype = resolve_dtype(ctx.config.dtype, accelerator.device)
+        model = sharding.load_sharded(ctx.config.model, accelerator.device, dtype,
+                                      attach_lora=lambda base: add_lora(base, config))
+        with init_empty_weights(include_buffers=False):
+            shapes = add_lora(load_skeleton(ctx.config.model, dtype), config)
+    else:
+        model = shapes = add_lora(ctx.model.to(accelerator.device), config)
     verdicts, groups = unprunable_verdicts(ctx.graph), len(ctx.graph.groups)
     with graph_packed(ctx):  # the hooks work on the LoRA model's graph; the model's waits, packed
-        graph = lora_graph(model, verdicts, groups, tuple(ctx.config.kinds))
+        graph = lora_graph(shapes, verdicts, groups, tuple(ctx.config.kinds))
+        del shapes
         hooks = make_hooks(model, graph, total_steps)
 
         accelerator.wait_for_everyone()  # every process has checked before anyone writes
@@ -160,7 +172,11 @@ def _check_same_settings(path: Path, settings: dict) -> None:
 
 def merge_trained(trained: TrainedRun) -> nn.Module:
     """Check that every process holds the same weights, then merge LoRA into them (in place: the
-    model the method was given comes back, in eval mode with its KV cache on)."""
+    model the method was given comes back, in eval mode with its KV cache on). Sharded (FSDP): each process
+    merges its rows and the model keeps its (zeroed) LoRA layers; `trained_plan` writes the weights out."""
+    if trained.run.sharded:
+        sharding.merge_lora_(trained.model)
+        return trained.model.eval()
     assert_same_weights(trained.run.accelerator, trained.model)
     model = merge_lora(trained.model)
     stop_gradient_checkpointing(model)
@@ -267,9 +283,14 @@ def trained_plan(ctx: PruneContext, trained: TrainedRun, chosen: Sequence[int], 
                              "num_processes": run.accelerator.num_processes},
                 "calibration": ctx.calibration_record()}
     main = run.accelerator.is_main_process
+    model_dir = None
+    if run.sharded:  # the merged weights, a tensor at a time, for compress/export to read on the main process
+        model_dir = trained.work / MERGED_DIR
+        sharding.save_pretrained(trained.model, model_dir, convert_file_size_to_int(MAX_SHARD_SIZE), main)
+        run.accelerator.wait_for_everyone()
     plan = PruningPlan(c.method, c.ratio, c.uniform, list(c.kinds), groups, counter.total, counter.removed_params,
                        {k: v for k, v in settings.items() if k not in ("method", "ratio", "kinds", "uniform")})
-    return PlanOutcome(plan, run_files(trained.work, c.method, title) if main else {}, trained.work, main)
+    return PlanOutcome(plan, run_files(trained.work, c.method, title) if main else {}, trained.work, main, model_dir)
 
 
 def run_files(work: Path, folder: str, title: str) -> dict[str, str | bytes]:

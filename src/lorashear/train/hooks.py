@@ -33,3 +33,12 @@ class TrainHook:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+    def sharded_state_dict(self, run: TrainRun) -> dict:
+        """State that is sharded across processes (FSDP DTensors), checkpointed with the model's shards by
+        torch.distributed.checkpoint. On resume it is called again after `load_state_dict`, to give the tensors
+        (right shapes and sharding) that the checkpoint is read into, then `load_sharded_state_dict` gets them."""
+        return {}
+
+    def load_sharded_state_dict(self, state: dict) -> None:
+        pass

@@ -99,7 +99,10 @@ def train(
         # a frozen base comes from the model folder, as it did in the interrupted run: only LoRA is in the checkpoint
         accelerator.load_state(str(resume_from), **({"strict": False} if run.frozen_base else {}))
         if run.sharded:
-            sharding.load_state(run.model, run.optimizer, resume_from, trainable_only=run.frozen_base)
+            extra = {f"hook{i}": hook.sharded_state_dict(run) for i, hook in enumerate(hooks)}
+            sharding.load_state(run.model, run.optimizer, resume_from, run.frozen_base, extra)
+            for i, hook in enumerate(hooks):
+                hook.load_sharded_state_dict(extra[f"hook{i}"])
         accelerator.print(f"resumed from {resume_from} (step {run.step}, {run.tokens_seen:,} tokens)")
     main = accelerator.is_main_process
     step_log = StepLog(run.work / "logs" / "steps.jsonl", run.step if resume_from else None) if main else None
@@ -128,7 +131,7 @@ def train(
         stop = config.stop_after_steps is not None and run.step >= config.stop_after_steps
         periodic = config.checkpoint_every and run.step % config.checkpoint_every == 0 and run.step < run.total_steps
         if stop or periodic:
-            save_checkpoint(run)
+            save_checkpoint(run, hooks)
         if stop and run.step < run.total_steps:
             progress.close()
             accelerator.print(f"stopped after step {run.step}; continue with --resume")
@@ -181,13 +184,14 @@ def _trainable_only(models: list, weights: list[dict], output_dir: str) -> None:
             del state[name]
 
 
-def save_checkpoint(run: TrainRun) -> Path:
+def save_checkpoint(run: TrainRun, hooks: Sequence[TrainHook] = ()) -> Path:
     """Accelerate's full state (model, optimizer, scheduler, RNG, the run, its hooks), then the completion marker."""
     accelerator = run.accelerator
     path = ckpt.checkpoint_dir(run.work, run.step)
     accelerator.save_state(str(path))
     if run.sharded:
-        sharding.save_state(run.model, run.optimizer, path, trainable_only=run.frozen_base)
+        extra = {f"hook{i}": hook.sharded_state_dict(run) for i, hook in enumerate(hooks)}
+        sharding.save_state(run.model, run.optimizer, path, run.frozen_base, extra)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         ckpt.mark_complete(path, run.step, run.tokens_seen)

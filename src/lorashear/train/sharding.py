@@ -88,6 +88,11 @@ def check_launch() -> None:
                              "(configs/accelerate/fsdp.yaml has it)")
 
 
+def launched() -> bool:
+    """Before an Accelerator exists: FSDP was asked for and several processes were started."""
+    return requested() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def active(accelerator) -> bool:
     """Whether this run shards its models: FSDP was asked for and several processes run."""
     return requested() and accelerator.num_processes > 1
@@ -326,25 +331,26 @@ def _persistent(model: nn.Module, name: str) -> bool:
 # ---------------------------------------------------------------------- checkpoints
 
 
-def save_state(model: nn.Module, optimizer, path: Path, trainable_only: bool) -> None:
-    """Model (its trainable parameters only with `trainable_only`) and optimizer state, each process its shards,
-    under `path/sharded` (torch.distributed.checkpoint). Every process must call it."""
+def save_state(model: nn.Module, optimizer, path: Path, trainable_only: bool, extra: dict | None = None) -> None:
+    """Model (its trainable parameters only with `trainable_only`) and optimizer state, and `extra` (hooks' sharded
+    state), each process its shards, under `path/sharded` (torch.distributed.checkpoint). Every process calls it."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
     options = StateDictOptions(ignore_frozen_params=trainable_only)
     model_state, optimizer_state = get_state_dict(model, optimizer, options=options)
-    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=str(path / SHARDED_DIR))
+    dcp.save({"model": model_state, "optimizer": optimizer_state, "extra": extra or {}},
+             checkpoint_id=str(path / SHARDED_DIR))
 
 
-def load_state(model: nn.Module, optimizer, path: Path, trainable_only: bool) -> None:
-    """What `save_state` wrote, back into the sharded model and optimizer."""
+def load_state(model: nn.Module, optimizer, path: Path, trainable_only: bool, extra: dict | None = None) -> None:
+    """What `save_state` wrote, back into the sharded model and optimizer, and into `extra`'s tensors in place."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
     options = StateDictOptions(ignore_frozen_params=trainable_only)
     model_state, optimizer_state = get_state_dict(model, optimizer, options=options)
-    state = {"model": model_state, "optimizer": optimizer_state}
+    state = {"model": model_state, "optimizer": optimizer_state, "extra": extra or {}}
     dcp.load(state, checkpoint_id=str(path / SHARDED_DIR))
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
                    options=StateDictOptions(ignore_frozen_params=trainable_only, strict=not trainable_only))

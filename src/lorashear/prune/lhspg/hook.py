@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from lorashear.distributed import is_dtensor
 from lorashear.errors import LorashearError
 from lorashear.graph.structures import StructureGraph
 from lorashear.importance import ScoreContext, get_criterion
@@ -60,6 +61,7 @@ class LhspgHook(TrainHook):
         self._grad_params: dict[str, torch.nn.Parameter] = {}
         self._window_steps: frozenset[int] = frozenset()  # 0-based steps whose weight gradients a choice reads
         self._resumed_grads: dict[str, torch.Tensor] = {}  # a checkpoint's window, until on_start
+        self._sharded_names: list[str] = []  # a checkpoint's sharded window (FSDP), until it is read
         self._quieted: list[torch.nn.Dropout] = []  # dropout modules switched off for a window step
 
     # ---------------------------------------------------------------- hook interface
@@ -151,20 +153,40 @@ class LhspgHook(TrainHook):
         self.zeroed.update(self.redundant())
 
     def state_dict(self) -> dict:
-        # A window cut by the checkpoint resumes with its gradients so far.
-        window = self._resumed_grads or {n: p.grad.cpu() for n, p in self._grad_params.items()
-                                         if p.grad is not None and self.grad_steps}
+        # A window cut by the checkpoint resumes with its gradients so far (sharded ones: `sharded_state_dict`).
+        window = self._window()
+        sharded = any(is_dtensor(g) for g in window.values())
         return {"periods": [list(p) for p in self.periods], "zeroed": sorted(self.zeroed),
                 "start_norms": {str(i): v for i, v in self.start_norms.items()},
-                "saliency_grads": window, "saliency_grad_steps": self.grad_steps if window else 0}
+                "saliency_grads": {} if sharded else {n: g.cpu() for n, g in window.items()},
+                "saliency_grad_names": sorted(window) if sharded else [],
+                "saliency_grad_steps": self.grad_steps if window else 0}
 
     def load_state_dict(self, state: dict) -> None:
         self.periods = [list(p) for p in state["periods"]]
         self.zeroed = set(state["zeroed"])
         self.start_norms = {int(i): float(v) for i, v in state["start_norms"].items()}
         self._resumed_grads = dict(state.get("saliency_grads", {}))
+        self._sharded_names = list(state.get("saliency_grad_names", []))
         self.grad_steps = state.get("saliency_grad_steps", 0)
         self._sparsity = None
+
+    def sharded_state_dict(self, run: TrainRun) -> dict:
+        """FSDP: the window's gradient shards; after a resume's `load_state_dict`, empty ones to read them into."""
+        if self._sharded_names:
+            params = ScoreContext(run.unwrapped, self.graph, kinds=self.kinds).scored_parameters()
+            return {n: torch.zeros_like(params[n]) for n in self._sharded_names}
+        return {n: g for n, g in self._window().items() if is_dtensor(g)}
+
+    def load_sharded_state_dict(self, state: dict) -> None:
+        if state:
+            self._resumed_grads = dict(state)
+        self._sharded_names = []
+
+    def _window(self) -> dict[str, torch.Tensor]:
+        """The gradients the current saliency window has summed so far (what a resume must get back)."""
+        return self._resumed_grads or {n: p.grad for n, p in self._grad_params.items()
+                                       if p.grad is not None and self.grad_steps}
 
     # ---------------------------------------------------------------- pieces
 
@@ -190,7 +212,7 @@ class LhspgHook(TrainHook):
             world = run.accelerator.num_processes
             for p in self._grad_params.values():
                 if p.grad is not None:
-                    if world > 1:
+                    if world > 1 and not is_dtensor(p.grad):  # FSDP's reduce-scatter averaged sharded ones
                         p.grad.copy_(run.accelerator.reduce(p.grad, reduction="mean"))
                     p.grad.div_(self.grad_steps)
             self._grads_used = True

@@ -1,0 +1,101 @@
+"""LoRAPrune and LHSPG fully sharded (FSDP2) across two CPU processes equal one process, and resume.
+
+configs/accelerate/fsdp_cpu_2proc.yaml starts two gloo processes and asks for FSDP: the pruning context holds the
+model's skeleton only, each process loads its rows of the weights, scores and edits them where it holds them
+(sums added across processes), the merged weights are written a tensor at a time and compress/export read them.
+One process with batch 2 sees what two with batch 1 see; without LoRA dropout only float summation order differs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from lorashear.errors import LorashearError
+from lorashear.prune.api import PruneConfig, prune_model
+
+ROOT = Path(__file__).resolve().parents[2]
+TOLERANCE = 2e-3
+TINY = ["--ratio", "0.2", "--unprunable", "fixed", "--tokens", "256", "--seq-len", "32", "--grad-accum", "1",
+        "--warmup-share", "0.25", "--data", "tiny-stories,c4", "--calib-samples", "4", "--lora-dropout", "0"]
+METHOD_FLAGS = {"loraprune": ["--cooldown-share", "0.25", "--mask-every", "2"],
+                "lhspg": ["--periods", "2", "--saliency-steps", "2"]}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _prune(model, out: Path, method: str, processes: int, *extra: str) -> subprocess.CompletedProcess:
+    args = ["-m", "lorashear", "prune", str(model), "--method", method, "-o", str(out), *TINY, *METHOD_FLAGS[method],
+            "--batch-size", str(2 // processes), *extra]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1",
+           "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    if processes == 1:
+        cmd = [sys.executable, *args]
+    else:
+        env["ACCELERATE_USE_CPU"] = "1"
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+               str(ROOT / "configs/accelerate/fsdp_cpu_2proc.yaml"), "--main_process_port", str(_free_port()), *args]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done
+
+
+def _assert_same(a: Path, b: Path) -> float:
+    wa, wb = ({k: v for f in sorted(d.glob("*.safetensors")) for k, v in load_file(f).items()} for d in (a, b))
+    assert wa.keys() == wb.keys() and all(wa[k].shape == wb[k].shape for k in wa)
+    worst = max(float((wa[k].float() - wb[k].float()).abs().max()) for k in wa)
+    assert worst <= TOLERANCE, worst
+    ra, rb = (json.loads((d / "pruning.json").read_text()) for d in (a, b))
+    assert ra["removed"] == rb["removed"] and ra["achieved_ratio"] == rb["achieved_ratio"]
+    return worst
+
+
+@pytest.mark.parametrize("method", ["loraprune", "lhspg"])
+def test_two_sharded_processes_prune_what_one_process_does(small_vocab_dirs, tmp_path, method):
+    model = small_vocab_dirs["llama"]
+    _prune(model, tmp_path / "one", method, 1)
+    _prune(model, tmp_path / "two", method, 2)
+    worst = _assert_same(tmp_path / "one", tmp_path / "two")
+    record = json.loads((tmp_path / "two" / "pruning.json").read_text())
+    assert record["settings"]["training"]["num_processes"] == 2
+    assert not list(tmp_path.glob(".two*"))  # the run folder (merged shards, checkpoints) is gone
+    print(f"{method}: largest weight difference, 1 process vs 2 sharded: {worst:.2e}")
+
+
+def test_a_stopped_sharded_lhspg_run_resumes_to_the_same_result(small_vocab_dirs, tmp_path):
+    """Stopped inside a saliency window: its gradient shards are checkpointed with the model's and read back."""
+    model = small_vocab_dirs["llama"]
+    _prune(model, tmp_path / "whole", "lhspg", 2)
+    stopped = _prune(model, tmp_path / "resumed", "lhspg", 2, "--stop-after-steps", "1")
+    assert "continue with --resume" in stopped.stdout + stopped.stderr
+    assert not (tmp_path / "resumed").exists()
+    _prune(model, tmp_path / "resumed", "lhspg", 2, "--resume")
+    _assert_same(tmp_path / "whole", tmp_path / "resumed")
+
+
+@pytest.fixture
+def fsdp_launch(monkeypatch):
+    """The environment `accelerate launch` gives two FSDP processes (nothing is started)."""
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_VERSION", "2")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+
+
+def test_fsdp_refuses_one_shot_methods_and_probing_analyses(small_vocab_dirs, tmp_path, fsdp_launch):
+    model = str(small_vocab_dirs["llama"])
+    with pytest.raises(LorashearError, match="only the trained methods"):
+        prune_model(PruneConfig(model, str(tmp_path / "a"), method="magnitude"))
+    with pytest.raises(LorashearError, match="--knowledge-from"):
+        prune_model(PruneConfig(model, str(tmp_path / "b"), method="loraprune"))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
