@@ -9,19 +9,15 @@ One process with batch 2 sees what two with batch 1 see; without LoRA dropout on
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from launch import run_lorashear
 from safetensors.torch import load_file
 
 from lorashear.errors import LorashearError
 from lorashear.prune.api import PruneConfig, prune_model
 
-ROOT = Path(__file__).resolve().parents[2]
 TOLERANCE = 2e-3
 TINY = ["--ratio", "0.2", "--unprunable", "fixed", "--tokens", "256", "--seq-len", "32", "--grad-accum", "1",
         "--warmup-share", "0.25", "--data", "tiny-stories,c4", "--calib-samples", "4", "--lora-dropout", "0"]
@@ -29,26 +25,9 @@ METHOD_FLAGS = {"loraprune": ["--cooldown-share", "0.25", "--mask-every", "2"],
                 "lhspg": ["--periods", "2", "--saliency-steps", "2"]}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _prune(model, out: Path, method: str, processes: int, *extra: str) -> subprocess.CompletedProcess:
-    args = ["-m", "lorashear", "prune", str(model), "--method", method, "-o", str(out), *TINY, *METHOD_FLAGS[method],
-            "--batch-size", str(2 // processes), *extra]
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1",
-           "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    if processes == 1:
-        cmd = [sys.executable, *args]
-    else:
-        env["ACCELERATE_USE_CPU"] = "1"
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-               str(ROOT / "configs/accelerate/fsdp_cpu_2proc.yaml"), "--main_process_port", str(_free_port()), *args]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return done
+def _prune(model, out: Path, method: str, processes: int, *extra: str):
+    return run_lorashear(["prune", str(model), "--method", method, "-o", str(out), *TINY, *METHOD_FLAGS[method],
+                          "--batch-size", str(2 // processes), *extra], processes)
 
 
 def _assert_same(a: Path, b: Path) -> float:

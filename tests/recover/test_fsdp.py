@@ -8,27 +8,16 @@ itself (lorashear.train.sharding). One process with batch 2 sees what two with b
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from launch import run_lorashear
 from recover_material import make_llama
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
-ROOT = Path(__file__).resolve().parents[2]
-SRC = ROOT / "src"
 TOLERANCE = 2e-3  # the issue's bar for "the same weights"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -39,26 +28,15 @@ def mid_model(material, tmp_path_factory) -> str:
     return str(make_llama(folder, tokenizer, intermediate=1536, seed=2, hidden=512, layers=16, heads=8))
 
 
-def _recover(material, model: str, out: Path, processes: int, *extra: str) -> subprocess.CompletedProcess:
+def _recover(material, model: str, out: Path, processes: int, *extra: str):
     """`lorashear recover` of `model` (as pruned and dense) on 256 tokens: 4 steps of 2 x 32 tokens, one process with
     batch 2 or two FSDP processes with batch 1 each."""
     config = out.parent / "no-dropout.yaml"
     config.write_text("lora_dropout: 0.0\n")
-    args = ["-m", "lorashear", "recover", model, "-o", str(out), "--dense", model, "--data", *material["data"],
-            "--instruct", *material["instruct"], "--tokens", "256", "--seq-len", "32", "--grad-accum", "1",
-            "--mix-interval", "2", "--checkpoint-every", "2", "--lr", "2e-3", "--config", str(config),
-            "--batch-size", str(2 // processes), *extra]
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    if processes == 1:
-        cmd = [sys.executable, *args]
-    else:
-        env["ACCELERATE_USE_CPU"] = "1"
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-               str(ROOT / "configs/accelerate/fsdp_cpu_2proc.yaml"), "--main_process_port", str(_free_port()), *args]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return done
+    return run_lorashear(["recover", model, "-o", str(out), "--dense", model, "--data", *material["data"],
+                          "--instruct", *material["instruct"], "--tokens", "256", "--seq-len", "32", "--grad-accum",
+                          "1", "--mix-interval", "2", "--checkpoint-every", "2", "--lr", "2e-3", "--config",
+                          str(config), "--batch-size", str(2 // processes), *extra], processes)
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
