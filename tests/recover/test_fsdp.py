@@ -56,11 +56,11 @@ def _assert_same(a: Path, b: Path) -> float:
 
 
 @pytest.fixture(scope="module")
-def runs(material, mid_model, tmp_path_factory) -> dict[str, Path]:
+def runs(material, mid_model, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("fsdp-runs")
     _recover(material, mid_model, root / "one", 1)
-    _recover(material, mid_model, root / "two", 2)
-    return {"one": root / "one", "two": root / "two", "root": root}
+    two = _recover(material, mid_model, root / "two", 2)
+    return {"one": root / "one", "two": root / "two", "root": root, "two_stdout": two.stdout}
 
 
 def test_two_sharded_processes_train_what_one_process_does(runs):
@@ -68,6 +68,7 @@ def test_two_sharded_processes_train_what_one_process_does(runs):
     one, two = (json.loads((runs[k] / "recovery.json").read_text()) for k in ("one", "two"))
     assert (one["sharded"], two["sharded"], two["num_processes"]) == (False, True, 2)
     assert two["parameters"] == one["parameters"] and two["steps"] == one["steps"] == 4
+    assert runs["two_stdout"].count("recovered model written to") == 1  # one process reports
     print(f"largest weight difference, 1 process vs 2 sharded: {worst:.2e}")
 
 

@@ -96,6 +96,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         config = RecoverConfig.from_dict({k: v for k, v in overrides.items() if v is not None})
     result = recover(config)
-    if result.finished:
+    if result.finished and result.main_process:
         print(f"recovered model written to {result.out} ({result.steps} steps, {result.tokens_seen:,} tokens)")
     return 0

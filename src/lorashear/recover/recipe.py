@@ -58,6 +58,7 @@ class RecoveryResult:
     tokens_seen: int
     final_losses: dict[str, dict[str, float]] = field(default_factory=dict)
     reference_losses: dict[str, dict[str, float]] = field(default_factory=dict)
+    main_process: bool = True  # one of several processes reports (the others return the same result)
 
 
 def recover(config: RecoverConfig) -> RecoveryResult:
@@ -130,7 +131,8 @@ def recover(config: RecoverConfig) -> RecoveryResult:
         plot_run(read_jsonl(work / "logs" / "steps.jsonl"), data.histories(), work / "plots")
         ckpt.finish(work, out)
     accelerator.wait_for_everyone()
-    return RecoveryResult(out, True, run.step, run.tokens_seen, final, {s.name: s.reference for s in stages})
+    return RecoveryResult(out, True, run.step, run.tokens_seen, final, {s.name: s.reference for s in stages},
+                          accelerator.is_main_process)
 
 
 # ---------------------------------------------------------------------- pieces of the recipe
