@@ -47,7 +47,8 @@ def test_two_sharded_processes_prune_what_one_process_does(small_vocab_dirs, tmp
     _prune(model, tmp_path / "two", method, 2)
     worst = _assert_same(tmp_path / "one", tmp_path / "two")
     record = json.loads((tmp_path / "two" / "pruning.json").read_text())
-    assert record["settings"]["training"]["num_processes"] == 2
+    training = record["settings"]["training"]
+    assert training["num_processes"] == 2 and training["sharded"] and len(training["peak_memory_bytes"]) == 2
     assert not list(tmp_path.glob(".two*"))  # the run folder (merged shards, checkpoints) is gone
     print(f"{method}: largest weight difference, 1 process vs 2 sharded: {worst:.2e}")
 

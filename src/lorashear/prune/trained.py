@@ -42,6 +42,7 @@ from lorashear.recover.losses import lm_loss
 from lorashear.recover.streams import Category, MixedStream, text_categories
 from lorashear.train import TrainHook, TrainRun, add_lora, lora_run, make_accelerator, sharding, train
 from lorashear.train import checkpoint as ckpt
+from lorashear.train.accelerator import process_peaks
 from lorashear.train.logs import read_jsonl
 from lorashear.train.lora import stop_gradient_checkpointing
 
@@ -278,9 +279,13 @@ def trained_plan(ctx: PruneContext, trained: TrainedRun, chosen: Sequence[int], 
     counter = ParamCounter(ctx.graph, ctx.aliases)
     counter.add(groups)
     run = trained.run
+    peaks = process_peaks(run.accelerator)  # the training's, per process (before the export)
+    if run.accelerator.is_main_process:
+        ctx.log("peak memory per process while training: " + ", ".join(f"{p / 2**20:,.0f} MiB" for p in peaks))
     settings = {**settings,
                 "training": {**c.options.training().to_dict(), "steps": run.step, "tokens_seen": run.tokens_seen,
-                             "num_processes": run.accelerator.num_processes},
+                             "num_processes": run.accelerator.num_processes, "sharded": run.sharded,
+                             "peak_memory_bytes": peaks},
                 "calibration": ctx.calibration_record()}
     main = run.accelerator.is_main_process
     model_dir = None
