@@ -95,13 +95,14 @@ def test_lora_drawn_on_the_skeleton_equals_peft_on_the_real_model(tmp_path):
 def test_streamed_safetensors_load_as_the_model_saved_them(tmp_path):
     model = _tiny_llama(tmp_path / "m")
     entries = sum(p.numel() * 4 for p in model.parameters())
-    sharding.save_pretrained(model, tmp_path / "out", max_shard_size=entries, is_main=True)
+    sharding.save_pretrained(model, tmp_path / "out", is_main=True, max_shard_size=entries)
     assert (tmp_path / "out" / "model.safetensors").is_file() and (tmp_path / "out" / "config.json").is_file()
     ours, theirs = load_file(tmp_path / "out" / "model.safetensors"), load_file(tmp_path / "m" / "model.safetensors")
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
 
     (tmp_path / "split").mkdir()
-    sharding.save_pretrained(model.to(torch.bfloat16), tmp_path / "split", max_shard_size=entries // 5, is_main=True)
+    sharding.save_pretrained(model.to(torch.bfloat16), tmp_path / "split", is_main=True,
+                             max_shard_size=entries // 5)
     index = json.loads((tmp_path / "split" / sharding.WEIGHTS_INDEX).read_text())
     files = sorted(p.name for p in (tmp_path / "split").glob("*.safetensors"))
     assert len(files) > 1 and set(index["weight_map"].values()) == set(files)

@@ -70,14 +70,12 @@ class Taylor(Criterion):
         lora = lora_layers(ctx.model)
 
         def fold(name: str, weight: torch.Tensor, grad: torch.Tensor) -> ChannelSums:
-            local = None
+            shape, local = weight.shape, None
             if is_dtensor(weight):  # sharded (FSDP): this process's rows, the sums added across processes
-                shape = weight.shape
                 (weight, start), grad = local_rows(weight), local_rows(grad)[0]
                 local = (start, weight.shape[0])
                 delta = lora_delta_rows(lora[name]) if name in lora else None
             else:
-                shape = weight.shape
                 delta = ctx.lora_delta(name, lora[name]) if name in lora else None
 
             def rows_of(rows: slice) -> torch.Tensor:  # w·g of some rows, in float32
@@ -98,14 +96,14 @@ class Taylor(Criterion):
         if grads is None:
             raise LorashearError("taylor: elements() reads ctx.gradients; score() computes them from calibration")
         params = dict(ctx.model.named_parameters())
-        lora = lora_layers(ctx.model)
-        for name in grads:
-            if name in params and is_dtensor(params[name]):  # sharded (FSDP): this process's rows
-                (w, start), g = local_rows(params[name]), local_rows(grads[name])[0]
-                delta = lora_delta_rows(lora[name]) if name in lora else None
-                w = w.float() if delta is None else w.float() + delta
-                yield name, LocalRows(self._form(w * g.float()), start, params[name].shape)
-        for name, w in effective_weights(ctx.model, [n for n in grads if not (n in params and is_dtensor(params[n]))]):
+        sharded = [n for n in grads if n in params and is_dtensor(params[n])]  # FSDP: this process's rows
+        lora = lora_layers(ctx.model) if sharded else {}
+        for name in sharded:
+            (w, start), g = local_rows(params[name]), local_rows(grads[name])[0]
+            delta = lora_delta_rows(lora[name]) if name in lora else None
+            w = w.float() if delta is None else w.float() + delta
+            yield name, LocalRows(self._form(w * g.float()), start, params[name].shape)
+        for name, w in effective_weights(ctx.model, [n for n in grads if n not in sharded]):
             yield name, self._form(w.float() * grads[name].float())
 
     def _form(self, wg: torch.Tensor) -> torch.Tensor:

@@ -26,15 +26,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from accelerate import init_empty_weights
 from torch import nn
-from transformers.utils.hub import convert_file_size_to_int
 
 from lorashear.compress.core import base_name
-from lorashear.compress.export import MAX_SHARD_SIZE
 from lorashear.errors import LorashearError
 from lorashear.graph import build_graph
 from lorashear.graph.counting import ParamCounter
 from lorashear.graph.structures import Group, StructureGraph
-from lorashear.models import load_skeleton, merge_lora, resolve_dtype
+from lorashear.models import load_skeleton, merge_lora
 from lorashear.prune.methods import PlanOutcome
 from lorashear.prune.options import TrainedConfig
 from lorashear.prune.plan import PruningPlan
@@ -44,7 +42,7 @@ from lorashear.train import TrainHook, TrainRun, add_lora, lora_run, make_accele
 from lorashear.train import checkpoint as ckpt
 from lorashear.train.accelerator import process_peaks
 from lorashear.train.logs import read_jsonl
-from lorashear.train.lora import stop_gradient_checkpointing
+from lorashear.train.lora import load_for_lora, stop_gradient_checkpointing
 
 if TYPE_CHECKING:
     from lorashear.prune.context import PruneContext
@@ -126,11 +124,9 @@ def run_trained(ctx: PruneContext, make_hooks: HookFactory, settings: dict, *, d
         )
     total_steps = math.ceil(config.tokens / config.tokens_per_step(accelerator.num_processes))
     if sharding.active(accelerator):  # FSDP: each process loads its rows; the LoRA graph comes from a skeleton
-        dtype = resolve_dtype(ctx.config.dtype, accelerator.device)
-        model = sharding.load_sharded(ctx.config.model, accelerator.device, dtype,
-                                      attach_lora=lambda base: add_lora(base, config))
+        model = load_for_lora(ctx.config.model, accelerator, config, ctx.config.dtype)
         with init_empty_weights(include_buffers=False):
-            shapes = add_lora(load_skeleton(ctx.config.model, dtype), config)
+            shapes = add_lora(load_skeleton(ctx.config.model, ctx.config.dtype), config)
     else:
         model = shapes = add_lora(ctx.model.to(accelerator.device), config)
     verdicts, groups = unprunable_verdicts(ctx.graph), len(ctx.graph.groups)
@@ -291,7 +287,7 @@ def trained_plan(ctx: PruneContext, trained: TrainedRun, chosen: Sequence[int], 
     model_dir = None
     if run.sharded:  # the merged weights, a tensor at a time, for compress/export to read on the main process
         model_dir = trained.work / MERGED_DIR
-        sharding.save_pretrained(trained.model, model_dir, convert_file_size_to_int(MAX_SHARD_SIZE), main)
+        sharding.save_pretrained(trained.model, model_dir, main)
         run.accelerator.wait_for_everyone()
     plan = PruningPlan(c.method, c.ratio, c.uniform, list(c.kinds), groups, counter.total, counter.removed_params,
                        {k: v for k, v in settings.items() if k not in ("method", "ratio", "kinds", "uniform")})

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from transformers.utils.hub import convert_file_size_to_int
 
 from lorashear.compress.export import MAX_SHARD_SIZE
 from lorashear.models import count_parameters, load_model, merge_lora, resolve_dtype, resolve_model
@@ -126,7 +125,7 @@ def save_merged(accelerator: Accelerator, model, tokenizer, base: str, config: L
     if sharding.is_sharded(model):  # each process merges its rows; the main one writes, a tensor at a time
         sharding.merge_lora_(model)
         model.get_base_model().config.use_cache = True
-        sharding.save_pretrained(model, folder, convert_file_size_to_int(MAX_SHARD_SIZE), accelerator.is_main_process)
+        sharding.save_pretrained(model, folder, accelerator.is_main_process)
         if accelerator.is_main_process:
             tokenizer.save_pretrained(folder)
             ckpt.copy_model_extras(Path(resolve_model(base).location), folder)

@@ -26,9 +26,12 @@ from pathlib import Path
 import torch
 from accelerate import init_empty_weights
 from torch import nn
+from transformers.utils.hub import convert_file_size_to_int
 
+from lorashear.compress.export import MAX_SHARD_SIZE
 from lorashear.distributed import full_tensor, local_rows
 from lorashear.errors import LorashearError
+from lorashear.importance.base import lora_delta_rows
 from lorashear.models import load_skeleton, resolve_model
 from lorashear.pruned import ADAPTER_DIR
 
@@ -226,32 +229,28 @@ def merge_lora_(model: nn.Module) -> None:
 
 @torch.no_grad()
 def merge_layer_rows_(layer: nn.Module) -> None:
-    """`merge_lora_` of one peft LoRA Linear layer (A, r × in, gathered whole by every process; B's rows are W's)."""
-    if getattr(layer, "fan_in_fan_out", False):
-        raise LorashearError("sharded LoRA merge handles Linear layers only (not fan-in-fan-out Conv1D)")
-    w, start = local_rows(layer.base_layer.weight)
+    """`merge_lora_` of one peft LoRA Linear layer: W[rows] ← W[rows] + s·B[rows]·A (`lora_delta_rows`, summed over
+    its adapters in float32, rounded once, as one process merges), then B ← 0."""
+    w = local_rows(layer.base_layer.weight)[0]
+    delta = lora_delta_rows(layer)
+    if delta is not None and w.shape[0]:
+        w.copy_((w.float() + delta).to(w.dtype))
     merged = set(getattr(layer, "merged_adapters", []))
     for adapter in layer.active_adapters:
-        if adapter not in layer.lora_A or adapter in merged:
-            continue
-        a = full_tensor(layer.lora_A[adapter].weight.detach()).float()
-        b, b_start = local_rows(layer.lora_B[adapter].weight)
-        if b_start != start or b.shape[0] != w.shape[0]:
-            raise RuntimeError("LoRA B's rows are not sharded as its weight's")
-        if w.shape[0]:
-            w.copy_((w.float() + layer.scaling[adapter] * (b.float() @ a)).to(w.dtype))
-        b.zero_()
+        if adapter in layer.lora_B and adapter not in merged:
+            local_rows(layer.lora_B[adapter].weight)[0].zero_()
 
 
 SAFETENSORS_DTYPE = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.float64: "F64",
                      torch.int64: "I64", torch.int32: "I32", torch.bool: "BOOL", torch.uint8: "U8"}
 
 
-def save_pretrained(model: nn.Module, folder: Path, max_shard_size: int, is_main: bool) -> None:
+def save_pretrained(model: nn.Module, folder: Path, is_main: bool, max_shard_size: int | str = MAX_SHARD_SIZE) -> None:
     """The model's weights (LoRA left out: merge it first) as HF safetensors files in `folder`, with its config.
     The files' layout follows from the tensors' shapes alone, so each file's header is written first and every
     tensor streams into place as it is gathered: the main process holds one whole tensor at a time. A file is
     closed when the next tensor would take it past `max_shard_size` bytes. Every process must call it."""
+    max_shard_size = convert_file_size_to_int(max_shard_size)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     tensors = [(base_name(n), p) for n, p in base.named_parameters() if ".lora_" not in n]
     tensors += [(base_name(n), b) for n, b in base.named_buffers() if _persistent(base, n)]
