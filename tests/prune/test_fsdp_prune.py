@@ -9,11 +9,13 @@ One process with batch 2 sees what two with batch 1 see; without LoRA dropout on
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 from launch import run_lorashear
 from safetensors.torch import load_file
+from tiny_models import tiny_model
 
 from lorashear.errors import LorashearError
 from lorashear.prune.api import PruneConfig, prune_model
@@ -51,6 +53,35 @@ def test_two_sharded_processes_prune_what_one_process_does(small_vocab_dirs, tmp
     assert training["num_processes"] == 2 and training["sharded"] and len(training["peak_memory_bytes"]) == 2
     assert not list(tmp_path.glob(".two*"))  # the run folder (merged shards, checkpoints) is gone
     print(f"{method}: largest weight difference, 1 process vs 2 sharded: {worst:.2e}")
+
+
+def _whole_run_peak(stdout: str) -> int:
+    """The main process's peak host memory over the whole run (training, merge, compress, export), in MiB."""
+    match = re.search(r"peak host memory of this process \(the whole run\): ([\d,]+) MiB", stdout)
+    assert match, stdout[-2000:]
+    return int(match.group(1).replace(",", ""))
+
+
+def test_each_sharded_process_peaks_below_one_process(small_tokenizer, tmp_path):
+    """A LLaMA of ~50M parameters (200 MB in float32), big enough that weights, not the interpreter, set the peak:
+    each sharded process trains below one process, and the main process's export (compress streamed from the merged
+    shards, a tensor at a time) keeps its whole run below one process's too."""
+    model = tmp_path / "mid"
+    tiny_model("llama", vocab_size=len(small_tokenizer) + 20, hidden_size=512, intermediate_size=1536,
+               num_hidden_layers=16, num_attention_heads=8, num_key_value_heads=4, head_dim=64,
+               max_position_embeddings=512).save_pretrained(model)
+    small_tokenizer.save_pretrained(model)
+    one = _prune(model, tmp_path / "one", "loraprune", 1)
+    two = _prune(model, tmp_path / "two", "loraprune", 2)
+    _assert_same(tmp_path / "one", tmp_path / "two")
+    (single,) = json.loads((tmp_path / "one" / "pruning.json").read_text())["settings"]["training"]["peak_memory_bytes"]
+    ranks = json.loads((tmp_path / "two" / "pruning.json").read_text())["settings"]["training"]["peak_memory_bytes"]
+    whole_one, whole_two = _whole_run_peak(one.stdout), _whole_run_peak(two.stdout)
+    print(f"peak resident memory while training: one process {single / 2**20:.0f} MiB; sharded processes "
+          + ", ".join(f"{r / 2**20:.0f} MiB" for r in ranks)
+          + f". Whole run of the main process: one {whole_one} MiB, sharded {whole_two} MiB")
+    assert len(ranks) == 2 and all(r < single for r in ranks)
+    assert whole_two < whole_one
 
 
 def test_a_stopped_sharded_lhspg_run_resumes_to_the_same_result(small_vocab_dirs, tmp_path):

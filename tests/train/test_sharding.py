@@ -13,6 +13,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from lorashear import distributed
 from lorashear.errors import LorashearError
+from lorashear.io import WEIGHTS_INDEX
 from lorashear.models import load_skeleton
 from lorashear.train import sharding
 from lorashear.train.config import LoopConfig
@@ -103,7 +104,7 @@ def test_streamed_safetensors_load_as_the_model_saved_them(tmp_path):
     (tmp_path / "split").mkdir()
     sharding.save_pretrained(model.to(torch.bfloat16), tmp_path / "split", is_main=True,
                              max_shard_size=entries // 5)
-    index = json.loads((tmp_path / "split" / sharding.WEIGHTS_INDEX).read_text())
+    index = json.loads((tmp_path / "split" / WEIGHTS_INDEX).read_text())
     files = sorted(p.name for p in (tmp_path / "split").glob("*.safetensors"))
     assert len(files) > 1 and set(index["weight_map"].values()) == set(files)
     again = AutoModelForCausalLM.from_pretrained(tmp_path / "split", dtype=torch.bfloat16)

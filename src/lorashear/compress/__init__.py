@@ -3,6 +3,7 @@
 from lorashear.compress.core import (
     add_output_bias,
     compress,
+    compress_skeleton,
     count_params,
     removed_indices,
     zero_groups,
@@ -10,14 +11,17 @@ from lorashear.compress.core import (
 )
 from lorashear.compress.export import (
     PRUNING_FORMAT,
+    FolderWeights,
     export,
     read_pruning_record,
 )
 
 __all__ = [
     "PRUNING_FORMAT",
+    "FolderWeights",
     "add_output_bias",
     "compress",
+    "compress_skeleton",
     "count_params",
     "export",
     "read_pruning_record",

@@ -20,6 +20,7 @@ from lorashear.errors import LorashearError
 from lorashear.graph.structures import Group
 from lorashear.models import count_parameters
 from lorashear.pruned.modeling_lorashear import (
+    TensorEdit,
     _base,
     add_zero_bias,
     head_counts,
@@ -148,6 +149,23 @@ def add_output_bias(model: nn.Module, module_names: list[str]) -> None:
 
 def compress(model: nn.Module, groups: list[Group]) -> nn.Module:
     """Remove the union of the groups' slices from `model` (in place) and fix its modules and config."""
+    _compress(model, groups)
+    return model
+
+
+def compress_skeleton(skeleton: nn.Module, groups: list[Group]) -> dict[str, TensorEdit]:
+    """`compress` of a model on the meta device (sizes, modules and config, no values), and what it does to each
+    tensor that changes, by state_dict name: `export(..., weights=FolderWeights(folder, edits))` then streams the
+    values from the uncompressed model's folder through those edits, one tensor at a time."""
+    live = [n for n, p in skeleton.named_parameters() if p.device.type != "meta"]
+    if live:
+        raise LorashearError(f"compress_skeleton takes a model on the meta device; {live[0]} holds values "
+                             "(use compress for a loaded model)")
+    return _compress(skeleton, groups)["tensors"]
+
+
+def _compress(model: nn.Module, groups: list[Group]) -> dict:
+    """`compress`, returning `shrink`'s report (what changed, per module and per tensor)."""
     if not groups:
         raise LorashearError("nothing to remove: the list of groups is empty")
     removed = _with_output_biases(model, removed_indices(groups))
@@ -182,7 +200,7 @@ def compress(model: nn.Module, groups: list[Group]) -> nn.Module:
         **{base_name(n) or n: k for n, k in report["removed_modules"].items()},
     }
     config.lorashear = info
-    return model
+    return report
 
 
 def _config_snapshot(model: nn.Module) -> dict:

@@ -22,17 +22,21 @@ import json
 import math
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+from transformers.utils.hub import convert_file_size_to_int
 
 from lorashear.compress.core import base_model_of, count_params
 from lorashear.errors import LorashearError
 from lorashear.graph.structures import Group, groups_from_json, groups_to_json
+from lorashear.io import WEIGHTS_INDEX, write_safetensors
 from lorashear.models import merge_lora as merge_lora_into
 from lorashear.pruned import ADAPTER_DIR, REMOTE_FILE
 from lorashear.pruned import modeling_lorashear as remote
+from lorashear.pruned.modeling_lorashear import TensorEdit
 
 MAX_SHARD_SIZE = "5GB"  # safetensors shards of every saved folder (transformers' own default is one 50 GB file)
 PLAN_FILE = "pruning.json"
@@ -44,6 +48,64 @@ PRUNING_FORMAT = 2
 # Config flags that make stock transformers build projection biases (llama family).
 BIAS_FLAGS = ("attention_bias", "mlp_bias")
 NORM_EPS = ("exact", "stock")  # export's choices: remote code where eps differ, or the original eps everywhere
+
+
+def saved_tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """What a model's safetensors files hold, in order: its parameters (a tied one once, by its first name) and
+    persistent buffers."""
+    buffers = []
+    for name, b in model.named_buffers():
+        owner, _, leaf = name.rpartition(".")
+        if leaf not in model.get_submodule(owner)._non_persistent_buffers_set:
+            buffers.append((name, b))
+    return [*model.named_parameters(), *buffers]
+
+
+@dataclass
+class FolderWeights:
+    """The values of a compressed skeleton (`compress_skeleton`: meta device): the uncompressed model's safetensors
+    folder, and what compression does to each tensor that changes (`TensorEdit`s by state_dict name)."""
+
+    folder: Path
+    edits: dict[str, TensorEdit]
+
+    def save(self, model: nn.Module, out: Path, extras: dict[str, torch.Tensor]) -> None:
+        """`model`'s tensors (and `extras`, zeros) as safetensors files in `out`, each read from the folder, edited
+        and written in turn: one tensor is held at a time."""
+        from safetensors import safe_open
+
+        files = self._files()
+        tensors = saved_tensors(model)
+        missing = [name for name, _ in tensors if name not in files]
+        if missing:
+            raise LorashearError(f"{self.folder} has no tensor {missing[0]!r} ({len(missing)} of the model's are "
+                                 "missing); pass the uncompressed model's own folder")
+        dtypes = dict(tensors)
+
+        def tensor(name: str) -> torch.Tensor:
+            if name in extras:
+                return torch.zeros(extras[name].shape, dtype=extras[name].dtype)
+            with safe_open(str(files[name]), framework="pt", device="cpu") as f:
+                t = f.get_tensor(name).to(dtypes[name].dtype)
+            edit = self.edits.get(name)
+            return t if edit is None else edit.apply(t)
+
+        entries = [(name, t.shape, t.dtype) for name, t in [*tensors, *extras.items()]]
+        write_safetensors(out, entries, tensor, convert_file_size_to_int(MAX_SHARD_SIZE))
+
+    def _files(self) -> dict[str, Path]:
+        """Tensor name -> the safetensors file holding it."""
+        index = self.folder / WEIGHTS_INDEX
+        if index.is_file():
+            return {name: self.folder / file for name, file in json.loads(index.read_text())["weight_map"].items()}
+        single = self.folder / "model.safetensors"
+        if not single.is_file():
+            raise LorashearError(f"{self.folder} has no model.safetensors or {WEIGHTS_INDEX}; pass a folder written "
+                                 "by save_pretrained")
+        from safetensors import safe_open
+
+        with safe_open(str(single), framework="pt", device="cpu") as f:
+            return dict.fromkeys(f.keys(), single)
 
 
 def stock_extras(model: nn.Module, config) -> dict[str, torch.Tensor] | None:
@@ -164,14 +226,19 @@ def export(
     extra_files: dict[str, str | bytes] | None = None,
     record: dict | None = None,
     norm_eps: str = "exact",
+    weights: FolderWeights | None = None,
 ) -> Path:
     """Write the compressed `model` (LoRA merged into it in place, no copy of the model; or kept as `adapter/`,
     which copies the model to unload it), its tokenizer and `extra_files`
     (relative path -> text or bytes) to `out_dir`, through a temporary folder renamed at the end; `record` (how the groups
     were chosen) goes into pruning.json. `norm_eps="stock"` trades the exact norm eps for a plain folder
-    where that is all that prevents one (see the module's docstring)."""
+    where that is all that prevents one (see the module's docstring). With `weights`, `model` is a compressed
+    skeleton (`compress_skeleton`, no LoRA) and its values stream from `weights.folder`: the whole model is never
+    in memory."""
     if norm_eps not in NORM_EPS:
         raise LorashearError(f"norm_eps must be one of {', '.join(NORM_EPS)}, got {norm_eps!r}")
+    if weights is not None and hasattr(model, "get_base_model"):
+        raise LorashearError("export with weights from a folder takes the compressed skeleton without LoRA")
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise LorashearError(f"{out_dir} exists and is not empty; choose another folder or pass overwrite")
@@ -214,8 +281,14 @@ def export(
         # multiple of the head count) and are only meant for the live model.
         pruned_config, base.config = base.config, config
         try:
-            base.save_pretrained(tmp, state_dict={**base.state_dict(), **extras} if extras else None,
-                                 max_shard_size=MAX_SHARD_SIZE)
+            if weights is None:
+                base.save_pretrained(tmp, state_dict={**base.state_dict(), **extras} if extras else None,
+                                     max_shard_size=MAX_SHARD_SIZE)
+            else:
+                weights.save(base, tmp, extras)
+                base.config.save_pretrained(tmp)
+                if getattr(base, "generation_config", None) is not None:
+                    base.generation_config.save_pretrained(tmp)
         finally:
             base.config = pruned_config
         if tokenizer is not None:
@@ -258,4 +331,4 @@ def read_pruning_record(folder: str | Path) -> dict:
     return {**record, "format": version, "removed": groups_from_json(record.get("removed", []))}
 
 
-__all__ = ["export", "is_plain", "base_model_of", "read_pruning_record", "PRUNING_FORMAT"]
+__all__ = ["export", "is_plain", "base_model_of", "read_pruning_record", "FolderWeights", "PRUNING_FORMAT"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lorashear.compress import compress, count_params, export
+from lorashear.compress import FolderWeights, compress, compress_skeleton, count_params, export
 from lorashear.compress.export import NORM_EPS
 from lorashear.errors import LorashearError
 from lorashear.graph import build_graph
@@ -28,6 +28,7 @@ from lorashear.prune.methods import get_method
 from lorashear.prune.options import CriterionConfig
 from lorashear.prune.plan import PruningPlan
 from lorashear.train import sharding
+from lorashear.train.accelerator import host_peak
 
 
 @dataclass
@@ -122,9 +123,11 @@ def prune_model(config: PruneConfig, log: Callable[[str], None] = print) -> Prun
     if not outcome.main_process:  # DDP: the main process writes the folder
         return PruneResult(out, plan, params_before, params_before - plan.params_removed, seconds)
     start = time.perf_counter()
-    if outcome.model_dir is not None:  # sharded training wrote the merged weights: compress from that folder
-        model = load_model(str(outcome.model_dir), device="cpu", dtype=config.dtype)
-    compress(model, plan.groups)
+    weights = None
+    if outcome.model_dir is not None:  # sharded: the skeleton is compressed; export streams the merged weights through
+        weights = FolderWeights(outcome.model_dir, compress_skeleton(model, plan.groups))
+    else:
+        compress(model, plan.groups)
     seconds["compress"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -132,12 +135,14 @@ def prune_model(config: PruneConfig, log: Callable[[str], None] = print) -> Prun
     if ctx.knowledge is not None:
         extra["knowledge.json"] = json.dumps(ctx.knowledge.to_dict(), indent=2)
     folder = export(model, tokenizer, out, plan.groups, params_before, merge_lora=config.merge_lora,
-                    overwrite=config.overwrite, extra_files=extra, record=plan_record(plan), norm_eps=config.norm_eps)
+                    overwrite=config.overwrite, extra_files=extra, record=plan_record(plan), norm_eps=config.norm_eps,
+                    weights=weights)
     seconds["export"] = time.perf_counter() - start
     if outcome.run_dir is not None:  # a trained method's checkpoints and logs: the folder holds what is kept
         shutil.rmtree(outcome.run_dir, ignore_errors=True)
     log(f"removed {plan.params_removed:,} of {plan.params_total:,} parameters "
         f"({plan.achieved_ratio:.2%}) -> {folder}")
+    log(f"peak host memory of this process (the whole run): {host_peak() / 2**20:,.0f} MiB")
     return PruneResult(folder, plan, params_before, count_params(model), seconds)
 
 

@@ -8,6 +8,8 @@ share one definition of "how a model shrinks".
 `shrink(model, removed)` removes, for every state_dict tensor named in `removed`, the listed
 indices along each dimension, replaces modules whose parameters are all removed by modules that
 return zeros, and then re-derives every shape-dependent module attribute from the new shapes.
+It reports what it did to each tensor (`TensorEdit`), so that a model shrunk on the meta device
+(sizes only) can have its values streamed from the unshrunk files, one tensor at a time.
 `add_zero_bias` gives a linear layer the output bias that a method added (FLAP's compensation).
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -29,6 +32,31 @@ except ImportError:  # pragma: no cover
 OUTPUT_PROJECTIONS = ("o_proj", "out_proj", "c_proj", "dense")
 # Eps attribute names of norm modules.
 EPS_ATTRS = ("variance_epsilon", "eps")
+
+
+@dataclass
+class TensorEdit:
+    """What `shrink` does to one tensor: in-place `steps` (a tensor method's name and its operand: the compensation
+    that makes removal equal zeroing), then the indices kept along each dimension (`keep`)."""
+
+    steps: list[tuple[str, float]] = field(default_factory=list)
+    keep: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def apply_steps_(self, t: torch.Tensor) -> None:
+        for method, operand in self.steps:
+            getattr(t, method)(operand)
+
+    def cut(self, t: torch.Tensor) -> torch.Tensor:
+        for d, keep in sorted(self.keep.items()):
+            t = t.index_select(d, keep.to(t.device))
+        return t.contiguous()
+
+    def apply(self, t: torch.Tensor) -> torch.Tensor:
+        """The edited values of `t` (a new tensor; `t` is left as it is)."""
+        if self.steps:
+            t = t.clone()
+            self.apply_steps_(t)
+        return self.cut(t)
 
 
 class RemovedAttention(nn.Module):
@@ -132,7 +160,8 @@ def shrink(model: nn.Module, removed: dict, compensate: bool = False) -> dict:
     """Remove `removed` = {state_dict name: {dim: indices}} from `model` in place.
 
     With `compensate`, also rescale values so that the result equals the model with those
-    entries zeroed (RMSNorm weights, scaled embeddings). Returns what was done, per module.
+    entries zeroed (RMSNorm weights, scaled embeddings). Returns what was done: per module, and per
+    state_dict name of every tensor that changed (`report["tensors"]`, `TensorEdit`s).
     """
     entries = _removed_entries(model, removed)
     report: dict = {"removed_modules": {}, "norms": {}}
@@ -180,57 +209,62 @@ def shrink(model: nn.Module, removed: dict, compensate: bool = False) -> dict:
             embed.embed_scale.mul_(ratio)
         report["embed_scale_ratio"] = ratio
 
+    edits: dict[int, tuple[torch.Tensor, TensorEdit]] = {}
     if compensate:
-        _compensate_values(model, entries, report)
-
+        for t, steps in _compensation(model, report):
+            edits.setdefault(id(t), (t, TensorEdit()))[1].steps.extend(steps)
+    for tid, (_, t, dims) in entries.items():
+        if tid not in dropped:
+            edits.setdefault(tid, (t, TensorEdit()))[1].keep = {
+                d: torch.tensor([i for i in range(t.shape[d]) if i not in ix], dtype=torch.long)
+                for d, ix in dims.items()
+            }
     with torch.no_grad():
-        for tid, (_, t, dims) in entries.items():
-            if tid in dropped:
-                continue
-            new = t.data
-            for d, ix in sorted(dims.items()):
-                keep = torch.tensor(
-                    [i for i in range(new.shape[d]) if i not in ix], dtype=torch.long, device=new.device
-                )
-                new = new.index_select(d, keep)
-            t.data = new.contiguous()  # in place: tied parameters stay tied
+        for t, edit in edits.values():  # the steps first, on the whole tensors, then the cuts
+            edit.apply_steps_(t)
+        for t, edit in edits.values():
+            t.data = edit.cut(t.data)  # in place: tied parameters stay tied
     fix_attributes(model)
+    report["tensors"] = {name: edits[id(t)][1] for name, t in model.state_dict(keep_vars=True).items()
+                         if id(t) in edits}
     return report
 
 
-def _compensate_values(model: nn.Module, entries: dict, report: dict) -> None:
-    """Rescale values so that removal equals zeroing (called before the tensors are cut)."""
-    with torch.no_grad():
-        for name, factor in report["norms"].items():
-            module = model.get_submodule(name)
-            _scale_norm(module, math.sqrt(factor))
-        ratio = report.get("embed_scale_ratio")
-        if ratio is not None:
-            embed = model.get_input_embeddings()
-            embed.weight.div_(ratio)
-            out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-            if out is not None and out.weight is embed.weight:
-                # Tied: the lm_head now sees weights scaled by 1/ratio; the final norm undoes it.
-                decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
-                final_norm = getattr(decoder, "norm", None)
-                if final_norm is None:
-                    raise ValueError("tied scaled embeddings need a final norm `norm` to compensate")
-                _scale_norm(final_norm, ratio)
+def _compensation(model: nn.Module, report: dict) -> list[tuple[torch.Tensor, list[tuple[str, float]]]]:
+    """The in-place steps (method, operand) per tensor that make removal equal zeroing, in order (applied before the
+    tensors are cut)."""
+    steps = []
+    for name, factor in report["norms"].items():
+        module = model.get_submodule(name)
+        steps.append((module.weight, _norm_scaling(module, math.sqrt(factor))))
+    ratio = report.get("embed_scale_ratio")
+    if ratio is not None:
+        embed = model.get_input_embeddings()
+        steps.append((embed.weight, [("div_", ratio)]))
+        out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        if out is not None and out.weight is embed.weight:
+            # Tied: the lm_head now sees weights scaled by 1/ratio; the final norm undoes it.
+            decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+            final_norm = getattr(decoder, "norm", None)
+            if final_norm is None:
+                raise ValueError("tied scaled embeddings need a final norm `norm` to compensate")
+            steps.append((final_norm.weight, _norm_scaling(final_norm, ratio)))
+    return steps
 
 
-def _scale_norm(module: nn.Module, factor: float) -> None:
-    """Multiply a norm's effective gain by `factor` (Gemma's norms use (1 + weight))."""
+def _norm_scaling(module: nn.Module, factor: float) -> list[tuple[str, float]]:
+    """The steps that multiply a norm's effective gain by `factor` (Gemma's norms use (1 + weight))."""
     if _one_plus_weight(module):
-        module.weight.mul_(factor).add_(factor - 1.0)
-    else:
-        module.weight.mul_(factor)
+        return [("mul_", factor), ("add_", factor - 1.0)]
+    return [("mul_", factor)]
 
 
 def _one_plus_weight(module: nn.Module) -> bool:
-    """Probe whether a norm computes x * (1 + w) rather than x * w."""
-    probe = copy.deepcopy(module).float().cpu()
+    """Probe whether a norm computes x * (1 + w) rather than x * w (on a zeroed copy: works on the meta device)."""
+    probe = copy.deepcopy(module).to_empty(device="cpu").float()
     with torch.no_grad():
-        probe.weight.zero_()
+        for p in probe.parameters():
+            p.zero_()
         out = probe(torch.ones(1, probe.weight.shape[0]))
     return bool(out.abs().sum() > 0)
 

@@ -44,9 +44,11 @@ def process_peaks(accelerator: Accelerator) -> list[int]:
     """Every process's peak memory so far, in bytes, on every process: on CUDA the most the allocator held
     (torch.cuda.max_memory_allocated), on CPUs the peak resident set (getrusage; Linux counts KiB)."""
     device = accelerator.device
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device)
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else host_peak()
     mine = torch.tensor([peak], dtype=torch.long, device=device)
     return [int(v) for v in accelerator.gather(mine).tolist()] if accelerator.num_processes > 1 else [peak]
+
+
+def host_peak() -> int:
+    """This process's peak resident memory so far (host RAM), in bytes (getrusage; Linux counts KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

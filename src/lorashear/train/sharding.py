@@ -17,7 +17,6 @@ Reading and writing a sharded tensor where a process holds it: `lorashear.distri
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable, Iterator
@@ -28,17 +27,17 @@ from accelerate import init_empty_weights
 from torch import nn
 from transformers.utils.hub import convert_file_size_to_int
 
-from lorashear.compress.export import MAX_SHARD_SIZE
+from lorashear.compress.export import MAX_SHARD_SIZE, saved_tensors
 from lorashear.distributed import full_tensor, local_rows
 from lorashear.errors import LorashearError
 from lorashear.importance.base import lora_delta_rows
+from lorashear.io import write_safetensors
 from lorashear.models import load_skeleton, resolve_model
 from lorashear.pruned import ADAPTER_DIR
 
 ACCELERATE_FLAG = "ACCELERATE_USE_FSDP"
 OWN_FLAG = "LORASHEAR_FSDP"
 SHARDED_DIR = "sharded"  # a checkpoint's torch.distributed.checkpoint folder
-WEIGHTS_INDEX = "model.safetensors.index.json"
 
 
 # ---------------------------------------------------------------------- what the launch asked for
@@ -241,90 +240,22 @@ def merge_layer_rows_(layer: nn.Module) -> None:
             local_rows(layer.lora_B[adapter].weight)[0].zero_()
 
 
-SAFETENSORS_DTYPE = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.float64: "F64",
-                     torch.int64: "I64", torch.int32: "I32", torch.bool: "BOOL", torch.uint8: "U8"}
-
-
 def save_pretrained(model: nn.Module, folder: Path, is_main: bool, max_shard_size: int | str = MAX_SHARD_SIZE) -> None:
     """The model's weights (LoRA left out: merge it first) as HF safetensors files in `folder`, with its config.
     The files' layout follows from the tensors' shapes alone, so each file's header is written first and every
-    tensor streams into place as it is gathered: the main process holds one whole tensor at a time. A file is
-    closed when the next tensor would take it past `max_shard_size` bytes. Every process must call it."""
-    max_shard_size = convert_file_size_to_int(max_shard_size)
+    tensor streams into place as it is gathered (`io.write_safetensors`): the main process holds one whole tensor at a
+    time. Every process must call it."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    tensors = [(base_name(n), p) for n, p in base.named_parameters() if ".lora_" not in n]
-    tensors += [(base_name(n), b) for n, b in base.named_buffers() if _persistent(base, n)]
-    files = _layout([(name, t.shape, t.dtype) for name, t in tensors], max_shard_size)
+    tensors = [(base_name(n), t) for n, t in saved_tensors(base) if ".lora_" not in n]
     by_name = dict(tensors)
+    # collective: every process gathers each tensor, the main one writes it
+    write_safetensors(folder, [(name, t.shape, t.dtype) for name, t in tensors],
+                      lambda name: full_tensor(by_name[name].detach()), convert_file_size_to_int(max_shard_size),
+                      write=is_main)
     if is_main:
-        folder.mkdir(parents=True, exist_ok=True)
-    for file_name, entries in files:
-        out = _start_file(folder / file_name, entries) if is_main else None
-        for name, _, _ in entries:
-            full = full_tensor(by_name[name].detach())  # collective: every process gathers, the main one writes
-            if out is not None:
-                out.write(full.to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-        if out is not None:
-            out.close()
-    if not is_main:
-        return
-    if len(files) > 1:
-        weight_map = {name: file_name for file_name, entries in files for name, _, _ in entries}
-        total = sum(_nbytes(shape, dtype) for _, entries in files for _, shape, dtype in entries)
-        (folder / WEIGHTS_INDEX).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map},
-                                                       indent=2, sort_keys=True))
-    base.config.save_pretrained(folder)
-    if getattr(base, "generation_config", None) is not None:
-        base.generation_config.save_pretrained(folder)
-
-
-Entry = tuple[str, torch.Size, torch.dtype]
-
-
-def _nbytes(shape: torch.Size, dtype: torch.dtype) -> int:
-    return math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-
-
-def _layout(entries: list[Entry], max_shard_size: int) -> list[tuple[str, list[Entry]]]:
-    """Tensors into files of at most `max_shard_size` bytes (a larger tensor alone), named as transformers names
-    them: model.safetensors, or model-0000i-of-0000n.safetensors."""
-    groups: list[list[Entry]] = [[]]
-    size = 0
-    for entry in entries:
-        n = _nbytes(entry[1], entry[2])
-        if groups[-1] and size + n > max_shard_size:
-            groups.append([])
-            size = 0
-        groups[-1].append(entry)
-        size += n
-    if len(groups) == 1:
-        return [("model.safetensors", groups[0])]
-    return [(f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors", g) for i, g in enumerate(groups)]
-
-
-def _start_file(path: Path, entries: list[Entry]):
-    """Open a safetensors file and write its header (8-byte little-endian length, JSON padded to 8 bytes); the
-    tensors' bytes follow in `entries` order."""
-    header: dict = {"__metadata__": {"format": "pt"}}
-    offset = 0
-    for name, shape, dtype in entries:
-        if dtype not in SAFETENSORS_DTYPE:
-            raise LorashearError(f"cannot write {name}: dtype {dtype} has no safetensors name here")
-        n = _nbytes(shape, dtype)
-        header[name] = {"dtype": SAFETENSORS_DTYPE[dtype], "shape": list(shape), "data_offsets": [offset, offset + n]}
-        offset += n
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    out = open(path, "wb")  # noqa: SIM115 (closed by save_pretrained once its tensors are written)
-    out.write(len(text).to_bytes(8, "little"))
-    out.write(text)
-    return out
-
-
-def _persistent(model: nn.Module, name: str) -> bool:
-    owner, _, leaf = name.rpartition(".")
-    module = model.get_submodule(owner) if owner else model
-    return leaf not in module._non_persistent_buffers_set
+        base.config.save_pretrained(folder)
+        if getattr(base, "generation_config", None) is not None:
+            base.generation_config.save_pretrained(folder)
 
 
 # ---------------------------------------------------------------------- checkpoints
