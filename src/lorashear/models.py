@@ -164,20 +164,59 @@ def gguf_to_folder(gguf: Path) -> Path:
     return folder
 
 
-def load_model(spec: str, device: str | torch.device | None = None, dtype: str | torch.dtype = "auto"):
+PLACEMENTS = ("auto", "balanced", "balanced_low_0", "sequential")  # accelerate's device_map strategies
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A model spread over the devices by accelerate's big-model inference (`from_pretrained(device_map=...)`), for
+    a forward-only stage whose model does not fit one device: `device_map` one of `PLACEMENTS`, `max_memory` per
+    device (GPU index, "cpu" or "disk" -> "20GiB"), layers beyond it offloaded (weights read in at each forward; to
+    `offload_folder` for "disk")."""
+
+    device_map: str = "auto"
+    max_memory: dict | None = None
+    offload_folder: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.device_map not in PLACEMENTS:
+            raise LorashearError(f"--device-map must be one of {', '.join(PLACEMENTS)}, got {self.device_map!r}")
+
+    @classmethod
+    def parse_max_memory(cls, text: str) -> dict:
+        """`--max-memory 0=20GiB,1=20GiB,cpu=60GiB` -> {0: "20GiB", 1: "20GiB", "cpu": "60GiB"}."""
+        limits: dict = {}
+        for item in (t.strip() for t in text.split(",") if t.strip()):
+            device, sep, size = item.partition("=")
+            if not sep or not size.strip() or not (device.strip().isdigit() or device.strip() in ("cpu", "disk")):
+                raise LorashearError(f"--max-memory takes DEVICE=SIZE items separated by commas (DEVICE a GPU index, "
+                                     f"cpu or disk; e.g. 0=20GiB,cpu=60GiB), got {item!r}")
+            device = device.strip()
+            limits[int(device) if device.isdigit() else device] = size.strip()
+        return limits
+
+    def load_kwargs(self) -> dict:
+        return {"device_map": self.device_map, "max_memory": self.max_memory, "offload_folder": self.offload_folder}
+
+
+def load_model(spec: str, device: str | torch.device | None = None, dtype: str | torch.dtype = "auto",
+               placement: Placement | None = None):
     """Load a causal LM from any model argument, in eval mode, on `device` (default: CUDA if present), with its
     weights in `dtype` (a `DTYPES` name or a torch dtype; `auto`: bfloat16 on a CUDA device that supports it, else
-    float32)."""
+    float32); or spread over the devices as `placement` says (no `device` then)."""
     from transformers import AutoModelForCausalLM
 
+    if placement is not None and device is not None:
+        raise LorashearError(f"give a device ({device}) or a placement over the devices (--device-map), not both")
     device = torch.device(device) if device is not None else default_device()
     dtype = resolve_dtype(dtype, device)
     source = resolve_model(spec)
+    load_kwargs = placement.load_kwargs() if placement is not None else {}
     try:
         if source.is_local and is_pruned_folder(source.location):
-            model = load_pruned(source.location, dtype=dtype)
+            model = load_pruned(source.location, dtype=dtype, **load_kwargs)
         else:
-            model = AutoModelForCausalLM.from_pretrained(source.location, dtype=dtype)
+            model = AutoModelForCausalLM.from_pretrained(source.location, dtype=dtype, **load_kwargs)
         if source.adapter:
             from peft import PeftModel
 
@@ -186,7 +225,37 @@ def load_model(spec: str, device: str | torch.device | None = None, dtype: str |
             read_into_memory(model, Path(source.location))
     except (OSError, ValueError) as err:
         raise LorashearError(f"could not load model '{spec}': {err}") from err
-    return model.to(device).eval()
+    return model.eval() if placement is not None else model.to(device).eval()
+
+
+def load_to_edit(spec: str, dtype: str | torch.dtype, placement: Placement | None, stage: str) -> tuple:
+    """(the model, the model to trace its graph from) for a stage that reads and edits the weights (`stage`, named in
+    the error): loaded on the default device, or spread as `placement` says with every weight on a device
+    (`check_in_memory`) and traced from its skeleton (the same names and shapes, no dispatch hooks in the trace)."""
+    model = load_model(spec, dtype=dtype, placement=placement)
+    if placement is None:
+        return model, model
+    check_in_memory(model, stage)
+    return model, load_skeleton(spec, dtype)
+
+
+def input_device(model: torch.nn.Module) -> torch.device:
+    """Where a model's inputs go: its parameters' device, or for a model spread over devices (`Placement`) the first
+    accelerator its layers run on (offloaded layers run there too), else the CPU."""
+    spread = getattr(model, "hf_device_map", None)
+    if spread:
+        return next((torch.device(d) for d in spread.values() if d not in ("cpu", "disk")), torch.device("cpu"))
+    return next(model.parameters()).device
+
+
+def check_in_memory(model: torch.nn.Module, stage: str) -> None:
+    """Refuse a model some of whose weights are offloaded (read in at each forward, meta in the module): `stage`
+    reads or edits the weights themselves."""
+    offloaded = [name for name, p in model.named_parameters() if p.device.type == "meta"]
+    if offloaded:
+        raise LorashearError(f"{stage} reads and edits the weights, but {len(offloaded)} of the model's are offloaded "
+                             f"(e.g. {offloaded[0]}): give --max-memory room for every layer on the devices (GPUs, or "
+                             "the CPU without GPUs), or use more devices")
 
 
 SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}

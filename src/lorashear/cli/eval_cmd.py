@@ -12,7 +12,7 @@ import json
 
 import torch
 
-from lorashear.cli.options import add_dtype_arg
+from lorashear.cli.options import add_dtype_arg, add_placement_args, placement_of
 from lorashear.data import ZERO_SHOT_TASKS
 from lorashear.errors import LorashearError
 from lorashear.evaluate import EvalConfig, default_limit, evaluate_config, write_json
@@ -71,6 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="write the results as one JSON object, after every stage (settings.pending: stages not run)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
     add_dtype_arg(p)
+    add_placement_args(p)
     p.set_defaults(handler=run)
 
 
@@ -83,12 +84,16 @@ def run(args: argparse.Namespace) -> int:
                         speed=args.speed, batch_size=args.batch_size)
     device = torch.device(args.device) if args.device else default_device()
     args.dtype = resolve_dtype(args.dtype, device)  # a bad dtype fails before the (slow) model load
+    args.placement = placement_of(args)
+    if args.placement is not None and (args.device or args.speed):
+        raise LorashearError("--device-map spreads a model over the devices: give no --device, and time (--speed) "
+                             "models that fit one device")
     if args.limit == "auto":
         config = dataclasses.replace(config, limit=default_limit(device.type))
     if args.others:
         return _run_several([args.model, *args.others], config, args)
     tokenizer = load_tokenizer(args.model)
-    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    model = load_model(args.model, device=args.device, dtype=args.dtype, placement=args.placement)
     save = (lambda result: write_json(result, args.json)) if args.json else None
     result = evaluate_config(model, tokenizer, config, model_name=args.model, on_update=save)
     print(result.to_markdown())
@@ -102,7 +107,7 @@ def _run_several(names: list[str], config, args: argparse.Namespace) -> int:
     if len(set(names)) < len(names):
         raise LorashearError(f"a model is named twice in {names}: name each model once")
     done = evaluate_many({name: name for name in names}, config, device=args.device, dtype=args.dtype,
-                         on_result=lambda name, result: print(result.to_markdown()))
+                         placement=args.placement, on_result=lambda name, result: print(result.to_markdown()))
     if done.speed is not None:
         print(done.speed.to_markdown())
     if args.json:

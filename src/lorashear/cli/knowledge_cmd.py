@@ -9,9 +9,11 @@ from lorashear.cli.options import (
     add_calibration_args,
     add_dtype_arg,
     add_knowledge_args,
+    add_placement_args,
     add_score_option_arg,
     calibration_config,
     knowledge_config,
+    placement_of,
     score_options,
     split_list,
 )
@@ -42,6 +44,7 @@ examples:
     add_calibration_args(p)
     add_knowledge_args(p, default_rule="auto")
     add_dtype_arg(p)
+    add_placement_args(p)
     p.add_argument("-o", "--output", required=True, type=Path, metavar="OUT",
                    help="folder for knowledge.json and knowledge.png")
     p.set_defaults(handler=run)
@@ -50,7 +53,7 @@ examples:
 def run(args: argparse.Namespace) -> int:
     result = run_knowledge(args.model, args.structures, knowledge_config(args, args.criterion), calibration_config(args),
                            criterion_options=score_options(args.score_option), dtype=args.dtype,
-                           batch_size=args.batch_size)
+                           batch_size=args.batch_size, placement=placement_of(args))
     picture = heatmap(result, args.output / "knowledge.png")
     table = result.save(args.output / "knowledge.json")  # last: its presence means the analysis finished
     for c in result.clusters:

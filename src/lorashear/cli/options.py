@@ -12,7 +12,7 @@ from lorashear.data import PRETRAIN_CORPORA
 from lorashear.errors import LorashearError
 from lorashear.importance import CalibrationConfig
 from lorashear.knowledge import KnowledgeConfig
-from lorashear.models import DTYPES
+from lorashear.models import DTYPES, PLACEMENTS, Placement
 from lorashear.prune.options import option_names
 from lorashear.train.config import LoopConfig
 
@@ -24,6 +24,29 @@ def add_dtype_arg(p: argparse.ArgumentParser) -> None:
     """--dtype: the weights' dtype of every model the command loads."""
     p.add_argument("--dtype", default="auto", choices=DTYPES,
                    help="weights' dtype (default auto: bfloat16 on a CUDA GPU that supports it, else float32)")
+
+
+def add_placement_args(p: argparse.ArgumentParser) -> None:
+    """--device-map, --max-memory, --offload-folder: a model larger than one device, spread over several (accelerate's
+    big-model inference; `models.Placement`)."""
+    g = p.add_argument_group("a model larger than one device (forward passes only; training shards with FSDP)")
+    g.add_argument("--device-map", choices=PLACEMENTS, default=None,
+                   help="spread the model's layers over the GPUs (and the CPU/disk beyond --max-memory); default: "
+                        "the whole model on one device")
+    g.add_argument("--max-memory", default=None, metavar="DEV=SIZE,...",
+                   help="memory per device for --device-map, e.g. 0=20GiB,1=20GiB,cpu=60GiB (default: what each has)")
+    g.add_argument("--offload-folder", default=None, metavar="DIR",
+                   help="where layers offloaded to disk go (--device-map with a disk share)")
+
+
+def placement_of(args: argparse.Namespace) -> Placement | None:
+    """The `Placement` the flags of `add_placement_args` ask for (None: the whole model on one device)."""
+    if args.device_map is None:
+        if args.max_memory is not None or args.offload_folder is not None:
+            raise LorashearError("--max-memory and --offload-folder go with --device-map; add --device-map auto")
+        return None
+    memory = Placement.parse_max_memory(args.max_memory) if args.max_memory is not None else None
+    return Placement(args.device_map, memory, args.offload_folder)
 
 
 def split_list(text: str) -> tuple[str, ...]:

@@ -11,6 +11,7 @@ from lorashear.cli.options import (
     add_dtype_arg,
     add_knowledge_args,
     add_option_args,
+    add_placement_args,
     add_score_option_arg,
     calibration_config,
     fill_calibration_defaults,
@@ -19,6 +20,7 @@ from lorashear.cli.options import (
     method_flags,
     option_flag,
     option_values,
+    placement_of,
 )
 from lorashear.errors import LorashearError
 from lorashear.graph.structures import DEFAULT_KINDS, GROUP_KINDS
@@ -104,6 +106,7 @@ def register(subparsers) -> None:
         "1 + eps·(1 − d′/d)/(2·ms) (pruning.json states it)",
     )
     add_dtype_arg(p)
+    add_placement_args(p)
     add_score_option_arg(p)
     add_calibration_args(p, defaults=False)
     add_knowledge_args(p, default_rule=None)
@@ -146,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         knowledge_from=_knowledge_from(args),
         batch_size=args.batch_size,
         dtype=args.dtype,
+        placement=placement_of(args),
         options=options,
     )
     prune_model(config)

@@ -37,7 +37,7 @@ from lorashear.evaluate.zeroshot import (
     run_zero_shot,
     zero_shot_scores,
 )
-from lorashear.models import count_parameters
+from lorashear.models import count_parameters, input_device
 
 __all__ = [
     "AVERAGE_METRIC",
@@ -129,6 +129,8 @@ def evaluate_config(
     stages = plan_steps(config.ppl_corpora, config.ppl_windows, config.seq_len, config.tasks, config.limit,
                          config.speed)
     pending = result.settings["pending"] = [stage.name for stage in stages]
+    if getattr(model, "hf_device_map", None):  # spread over devices (--device-map): where each part ran
+        result.settings["device_map"] = {k: str(v) for k, v in model.hf_device_map.items()}
     try:
         seconds = _announce(model, config, stages, log)
         scores = zero_shot_scores(model, tokenizer, config.tasks, limit=config.limit,
@@ -161,7 +163,7 @@ def _announce(model, config: EvalConfig, stages: list[EvalStep], log: Callable[[
         return [None] * len(stages)
     tokens_per_s = forward_tokens_per_s(model, config.batch_size)
     seconds = [stage.tokens / tokens_per_s for stage in stages]
-    device = next(model.parameters()).device.type
+    device = input_device(model).type
     log(f"plan: {len(stages)} stages, {sum(s.tokens for s in stages):,} tokens at ~{tokens_per_s:,.0f} tokens/s "
         f"on {device}: about {duration(sum(seconds))} (a rough estimate)")
     if sum(seconds) > LONG_RUN_SECONDS and config.tasks:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from lorashear.models import input_device
+
 
 @dataclass(frozen=True)
 class TaskSize:
@@ -75,7 +77,7 @@ def plan_steps(
 @torch.no_grad()
 def forward_tokens_per_s(model, batch_size: int, length: int = 128) -> float:
     """Tokens per second of one forward pass over a [batch_size, length] batch of token ids."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     vocab = int(getattr(model.config, "vocab_size", 2) or 2)
     ids = torch.randint(0, vocab, (batch_size, length), generator=torch.Generator().manual_seed(0)).to(device)
     start = time.perf_counter()

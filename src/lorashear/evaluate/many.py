@@ -14,10 +14,18 @@ from functools import partial
 
 import torch
 
+from lorashear.errors import LorashearError
 from lorashear.evaluate import evaluate_config
 from lorashear.evaluate.report import EvalResult
 from lorashear.evaluate.speed import SpeedComparison, compare_models
-from lorashear.models import count_parameters, default_device, load_model, load_tokenizer, release_memory
+from lorashear.models import (
+    Placement,
+    count_parameters,
+    default_device,
+    load_model,
+    load_tokenizer,
+    release_memory,
+)
 
 
 @dataclass
@@ -35,6 +43,7 @@ def evaluate_many(
     *,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype = "auto",
+    placement: Placement | None = None,
     speed: bool | None = None,
     saved: Callable[[str], EvalResult | None] = lambda name: None,
     on_result: Callable[[str, EvalResult], None] = lambda name, result: None,
@@ -44,13 +53,16 @@ def evaluate_many(
     """Evaluate `models` (name -> model argument) on `config` (an `EvalConfig`; its own speed flag is not used
     per model), each loaded alone and freed before the next; `saved(name)` may hand back a result an earlier
     run kept (the model is still loaded once, for its size), `on_result` sees each new one. Then, with `speed`
-    (default: `config.speed`), all are timed side by side: `compare_models` with `speed_settings` (rounds, ...)."""
+    (default: `config.speed`), all are timed side by side: `compare_models` with `speed_settings` (rounds, ...).
+    `placement`: each model spread over the devices (`models.Placement`; not timed then)."""
     names = list(models)
+    if placement is not None and (config.speed if speed is None else speed):
+        raise LorashearError("models spread over devices (--device-map) are not timed: time models that fit one device")
     device = torch.device(device) if device is not None else default_device()
     per_model = dataclasses.replace(config, speed=False)
     results, sizes = {}, {}
     for name, spec in models.items():
-        model = load_model(spec, device=device, dtype=dtype)
+        model = load_model(spec, device=None if placement is not None else device, dtype=dtype, placement=placement)
         sizes[name] = {"path": spec, "params": count_parameters(model, include_lora=False),
                        "weights_bytes": sum(p.numel() * p.element_size() for p in model.parameters())}
         result = saved(name)

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from lorashear.data import EVAL, load_documents
 from lorashear.errors import LorashearError
+from lorashear.models import input_device
 
 DOCUMENT_SEPARATOR = "\n\n"
 DEFAULT_SEQ_LEN = 512
@@ -87,7 +88,7 @@ def corpus_windows(corpus: str, tokenizer, windows: int, seq_len: int = DEFAULT_
 def window_nll(model, input_ids: torch.Tensor) -> tuple[float, int]:
     """Summed NLL (float64) of every predicted token in a batch of windows, and their count."""
     logits = model(input_ids=input_ids, use_cache=False).logits[:, :-1].float()
-    targets = input_ids[:, 1:]
+    targets = input_ids[:, 1:].to(logits.device)  # the last layer's device, when the model is spread over devices
     nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="sum")
     return float(nll.double()), targets.numel()
 
@@ -103,7 +104,7 @@ def perplexity(
 ) -> PerplexityResult:
     """PPL of `model` on the first `windows` windows of a named corpus (or a local file)."""
     blocks = corpus_windows(corpus, tokenizer, windows, seq_len)
-    device = next(model.parameters()).device
+    device = input_device(model)
     total_nll, total_tokens = 0.0, 0
     for start in tqdm(range(0, windows, batch_size), desc=f"ppl {corpus}", unit="batch"):
         nll, count = window_nll(model, blocks[start : start + batch_size].to(device))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from lorashear.errors import LorashearError
 from lorashear.evaluate.tasks import check_tasks, write_task_configs
+from lorashear.models import input_device
 
 # The metric each task contributes to the average, as LLM-Pruner and LoRAShear report:
 # plain accuracy where the choices are single words or whole sentences of equal standing
@@ -104,6 +105,7 @@ def zero_shot_scores(
 
     logging.getLogger("lm_eval").setLevel(logging.WARNING)  # it logs every request batch at INFO
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    lm._device = input_device(model)  # HFLM takes the first parameter's: an offloaded (meta) one when spread out
     for task in tasks:
         yield task, score_tasks(lm, [task], limit=limit)[task]
 

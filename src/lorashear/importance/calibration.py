@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from lorashear.data import PRETRAIN_CORPORA, load_documents, pack, refuse_evaluation_data
 from lorashear.errors import LorashearError
+from lorashear.models import input_device
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,8 @@ def _round_robin(sizes: Sequence[int], needed: int) -> list[tuple[int, int]]:
 
 
 def model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
+    """Where the model's inputs go (`models.input_device`: a model spread over devices takes them on its first)."""
+    return input_device(model)
 
 
 def iterate_batches(batches: torch.Tensor, batch_size: int, desc: str | None = None) -> Iterator[torch.Tensor]:
@@ -109,8 +111,8 @@ def mean_loss(
                 on_batch(index)
             batch = batch.to(device)
             logits = model(input_ids=batch, use_cache=False).logits[:, :-1].float()
-            nll = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1), reduction="sum"
+            nll = torch.nn.functional.cross_entropy(  # the logits' device: the last layer's, when spread over devices
+                logits.reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1).to(logits.device), reduction="sum"
             )
             total += float(nll)
             count += batch[:, 1:].numel()

@@ -16,7 +16,7 @@ from lorashear.graph.structures import GROUP_KINDS, StructureGraph
 from lorashear.importance import ScoreContext, get_criterion, load_calibration
 from lorashear.importance.calibration import CalibrationConfig
 from lorashear.knowledge.analysis import KnowledgeConfig, KnowledgeResult, analyze_knowledge, load_knowledge
-from lorashear.models import load_model, load_tokenizer, resolve_dtype, tied_aliases
+from lorashear.models import Placement, load_to_edit, load_tokenizer, resolve_dtype, tied_aliases
 
 
 def check_knowledge(config: KnowledgeConfig, calibration: CalibrationConfig, criterion_options: dict | None = None) -> None:
@@ -29,14 +29,15 @@ def check_knowledge(config: KnowledgeConfig, calibration: CalibrationConfig, cri
 
 def run_knowledge(model: str, kinds: Sequence[str], config: KnowledgeConfig, calibration: CalibrationConfig, *,
                   criterion_options: dict | None = None, dtype: str = "auto", batch_size: int = 4,
-                  log: Callable[[str], None] = print) -> KnowledgeResult:
+                  placement: Placement | None = None, log: Callable[[str], None] = print) -> KnowledgeResult:
     """Probe the clusters of `model`'s groups of `kinds` as `config` asks: its probe criterion (with
-    `criterion_options`) ranks each cluster's groups, the loss is measured on `calibration`'s held-out text."""
+    `criterion_options`) ranks each cluster's groups, the loss is measured on `calibration`'s held-out text.
+    `placement`: the model spread over several devices (its weights must all be on them: probes zero them)."""
     kinds = _check_kinds(kinds)
     check_knowledge(config, calibration, criterion_options)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise LorashearError(f"--batch-size must be a positive integer, got {batch_size!r}")
-    loaded, graph = _model_and_graph(model, kinds, dtype)
+    loaded, graph = _model_and_graph(model, kinds, dtype, placement)
     scores = held_out = None
     if config.probes:
         tokenizer = load_tokenizer(model)
@@ -61,7 +62,7 @@ def reuse_knowledge(model: str, kinds: Sequence[str], source: str | Path, dtype:
                     log: Callable[[str], None] = print) -> KnowledgeResult:
     """An earlier analysis's verdict (its knowledge.json), checked against `model`'s clusters of `kinds`."""
     kinds = _check_kinds(kinds)
-    _, graph = _model_and_graph(model, kinds, dtype)
+    _, graph = _model_and_graph(model, kinds, dtype, None)
     result = load_knowledge(source, graph, kinds)
     log(result.summary())
     result.settings["model"] = model
@@ -76,8 +77,10 @@ def _check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
     return kinds
 
 
-def _model_and_graph(model: str, kinds: tuple[str, ...], dtype: str) -> tuple:
+def _model_and_graph(model: str, kinds: tuple[str, ...], dtype: str, placement: Placement | None) -> tuple:
+    """The loaded model and its graph; a model spread over devices has its graph traced from its skeleton (the same
+    names and shapes, no dispatch hooks in the trace)."""
     resolve_dtype(dtype)  # an unknown name, or a dtype this device cannot run, fails before the load
-    loaded = load_model(model, dtype=dtype)
-    graph: StructureGraph = build_graph(loaded, kinds)
+    loaded, shapes = load_to_edit(model, dtype, placement, "the knowledge analysis")
+    graph: StructureGraph = build_graph(shapes, kinds)
     return loaded, graph

@@ -22,7 +22,14 @@ from lorashear.importance.calibration import CalibrationConfig
 from lorashear.knowledge import analyze_knowledge, load_knowledge, mark_unprunable
 from lorashear.knowledge.analysis import KnowledgeConfig, KnowledgeResult
 from lorashear.knowledge.run import check_knowledge
-from lorashear.models import load_model, load_skeleton, load_tokenizer, resolve_dtype, tied_aliases
+from lorashear.models import (
+    Placement,
+    load_skeleton,
+    load_to_edit,
+    load_tokenizer,
+    resolve_dtype,
+    tied_aliases,
+)
 from lorashear.prune.context import PruneContext
 from lorashear.prune.methods import get_method
 from lorashear.prune.options import CriterionConfig
@@ -51,6 +58,7 @@ class PruneConfig:
     knowledge_from: str | None = None  # an earlier analysis's knowledge.json: its verdict is used, nothing probed
     batch_size: int = 4
     dtype: str = "auto"  # the model's weights while pruning and in the exported folder (lorashear.models.DTYPES)
+    placement: Placement | None = None  # a one-shot method's model spread over several devices (--device-map)
     # The method's own options: an instance of its `Method.config_cls` (CriterionConfig, LhspgConfig, ...) or a
     # mapping of its fields; None: its defaults. A trained method's hold its whole training run.
     options: Any = None
@@ -69,6 +77,9 @@ class PruneConfig:
         if self.norm_eps not in NORM_EPS:
             raise LorashearError(f"--norm-eps must be one of {', '.join(NORM_EPS)}, got {self.norm_eps!r}")
         method = get_method(self.method)
+        if method.trained and self.placement is not None:
+            raise LorashearError(f"--device-map spreads a model for forward passes; method '{self.method}' trains: "
+                                 "launch it sharded with FSDP instead (docs/multi-gpu.md)")
         self.options = method.options(self.options)
         if method.trained and not self.merge_lora:
             raise LorashearError(f"method '{self.method}' trains LoRA of its own; merge the adapter first, drop --lora")
@@ -152,9 +163,9 @@ def prepare(config: PruneConfig, log: Callable[[str], None] = print):
     rows of the weights on each process."""
     if sharding.launched():
         check_shardable(config)
-        model = load_skeleton(config.model, config.dtype)
+        model = shapes = load_skeleton(config.model, config.dtype)
     else:
-        model = load_model(config.model, dtype=config.dtype)
+        model, shapes = load_to_edit(config.model, config.dtype, config.placement, "pruning")
     if not config.merge_lora and not hasattr(model, "peft_config"):
         raise LorashearError(
             f"--lora keeps the model's LoRA adapter unmerged, but {config.model} has none; "
@@ -166,7 +177,7 @@ def prepare(config: PruneConfig, log: Callable[[str], None] = print):
         log(f"warning: {err}; the pruned folder will have no tokenizer")
         tokenizer = None
     start = time.perf_counter()
-    graph = build_graph(model, config.kinds)
+    graph = build_graph(shapes, config.kinds)
     seconds = {"discover": time.perf_counter() - start}
     return PruneContext(config, model, tokenizer, graph, tied_aliases(model), log), seconds
 

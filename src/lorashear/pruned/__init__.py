@@ -28,9 +28,10 @@ def is_pruned_folder(folder: str | Path) -> bool:
 
 
 def load_pruned(
-    folder: str | Path, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32
+    folder: str | Path, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32, **load_kwargs
 ) -> nn.Module:
-    """Load a folder written by `export` (with its LoRA adapter, if one was kept)."""
+    """Load a folder written by `export` (with its LoRA adapter, if one was kept); `load_kwargs` go to
+    `from_pretrained` (device_map, max_memory, offload_folder)."""
     folder = Path(folder)
     if not is_pruned_folder(folder):
         raise LorashearError(
@@ -38,11 +39,11 @@ def load_pruned(
         )
     config = AutoConfig.from_pretrained(folder)
     if config.lorashear.get("plain"):
-        model = AutoModelForCausalLM.from_pretrained(folder, config=config, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(folder, config=config, dtype=dtype, **load_kwargs)
     else:
         # Our own copy of the remote code: no trust_remote_code needed.
         stock = AutoModelForCausalLM._model_mapping[type(config)]
-        model = remote._pruned_class(stock).from_pretrained(folder, config=config, dtype=dtype)
+        model = remote._pruned_class(stock).from_pretrained(folder, config=config, dtype=dtype, **load_kwargs)
     if (folder / ADAPTER_DIR).is_dir():
         from peft import PeftModel
 
