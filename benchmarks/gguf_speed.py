@@ -2,10 +2,11 @@
 
     PYTHONPATH=src python benchmarks/gguf_speed.py --workdir /tmp/gguf-speed [--ratios 0.2,0.5]
         [--layouts uniform,non-uniform] [--formats f16,q4_k_m] [--rounds 5] [--threads 2] [--multiple-of 64]
-        [--no-repack]
+        [--no-repack] [--folder "LABEL=PATH" ...]
 
 What a laptop user gets: `lorashear prune --method random` (speed depends on the shapes, not on which groups
-went), `lorashear export-gguf`, then llama.cpp (llama-cpp-python) times a 512-token prefill and a 128-token
+went), or `--folder LABEL=PATH` an exported folder of a real run (rows `LABEL f16`, ...: the shapes a recipe
+really makes), `lorashear export-gguf`, then llama.cpp (llama-cpp-python) times a 512-token prefill and a 128-token
 greedy decode through its KV cache, batch 1. Each pruned row is timed side by side with the dense file of the
 same format, alternating within every round (dense, pruned, dense, ...), so each round's ratio sees one machine
 load; ratios are the median (min–max) over rounds. `--no-repack` times llama.cpp without its repacked weight
@@ -58,6 +59,14 @@ def folder_for(model: str, ratio: float, layout: str, workdir: Path, multiple_of
         prune_model(PruneConfig(model, str(folder), ratio=ratio, uniform=layout == "uniform", overwrite=True,
                                 multiple_of=multiple_of), log=lambda _: None)
     return str(folder)
+
+
+def parse_folder(item: str) -> tuple[str, str]:
+    """`--folder "20% lhspg-auto-m64 seed=1=PATH"` -> (label, path): the label is everything before the last `=`."""
+    label, sep, path = item.rpartition("=")
+    if not sep or not label or not (Path(path) / "config.json").is_file():
+        raise SystemExit(f"--folder takes LABEL=PATH, PATH a model folder with config.json; got {item!r}")
+    return label, path
 
 
 def gguf_for(model: str, folder: str, key: str, fmt: str, workdir: Path) -> Path:
@@ -152,7 +161,11 @@ def main() -> int:
                         "of this (lorashear prune --multiple-of); their rows are named `… mN …`")
     parser.add_argument("--no-repack", dest="repack", action="store_false", help="llama.cpp without its "
                         "repacked weight buffers (its own tools' --no-repack): for CPUs where repacking crashes it")
+    parser.add_argument("--folder", action="append", default=[], metavar="LABEL=PATH",
+                        help="time this exported folder (rows `LABEL FORMAT`) instead of random prunes by "
+                             "--ratios/--layouts (repeatable)")
     args = parser.parse_args()
+    folders = dict(parse_folder(item) for item in args.folder)
     args.workdir.mkdir(parents=True, exist_ok=True)
     stem = f"gguf_speed_{args.name}"
     path = RESULTS / f"{stem}.json"
@@ -162,25 +175,30 @@ def main() -> int:
     if command != results["command"] and command not in results.setdefault("more_commands", []):
         results["more_commands"].append(command)  # rows added by another invocation (e.g. --multiple-of 64)
     ids = prompt_ids(args.model)
-    rows = [(0.0, "", f) for f in args.formats.split(",")] + [
-        (float(r), lay, f) for f in args.formats.split(",") for r in args.ratios.split(",")
-        for lay in args.layouts.split(",")]
-    for ratio, layout, fmt in rows:
-        key = row_key(ratio, layout, fmt, args.multiple_of)
+    formats = args.formats.split(",")
+    rows = [(0.0, "", f, None) for f in formats]
+    if folders:
+        rows += [(None, label, f, path) for f in formats for label, path in folders.items()]
+    else:
+        rows += [(float(r), lay, f, None) for f in formats for r in args.ratios.split(",")
+                 for lay in args.layouts.split(",")]
+    for ratio, layout, fmt, given in rows:
+        key = f"{layout} {fmt}" if given else row_key(ratio, layout, fmt, args.multiple_of)
         if key in results["rows"]:
             continue
         print(f"[{key}] preparing", flush=True)
-        folder = folder_for(args.model, ratio, layout, args.workdir, args.multiple_of)
+        folder = given or folder_for(args.model, ratio, layout, args.workdir, args.multiple_of)
+        pruned = given is not None or ratio != 0
         files = {"dense": gguf_for(args.model, args.model, row_key(0, "", fmt), fmt, args.workdir)}
-        if ratio:
+        if pruned:
             files[key] = gguf_for(args.model, folder, key, fmt, args.workdir)
         per_round, load = time_side_by_side(files, ids, args.rounds, args.threads, args.repack)
-        mine = per_round[key if ratio else "dense"]
-        timed = files[key if ratio else "dense"]
+        mine = per_round[key if pruned else "dense"]
+        timed = files[key if pruned else "dense"]
         results["rows"][key] = {
             "arch": arch_of(timed), "params": count_params(load_model(folder, device="cpu")),
             "file_mb": timed.stat().st_size / 2**20,
-            "speed": summarize(mine, per_round["dense"] if ratio else None),
+            "speed": summarize(mine, per_round["dense"] if pruned else None),
             "rounds": per_round, "threads": args.threads, "repack": args.repack,
             "machine": describe_machine(load, args.threads),
         }

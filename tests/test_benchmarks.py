@@ -78,6 +78,14 @@ def test_gguf_speed_report_is_rendered_from_its_json():
     assert "; weights not repacked (--no-repack) |" in render.gguf_speed_markdown({**results, "rows": {key: {**row, "repack": False}}})
 
 
+def test_gguf_speed_times_given_folders_by_their_label(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    assert gguf_speed.parse_folder(f"20% lhspg-auto-m64 seed=1={tmp_path}") == ("20% lhspg-auto-m64 seed=1", str(tmp_path))
+    for bad in (str(tmp_path), f"x={tmp_path / 'missing'}", f"={tmp_path}"):
+        with pytest.raises(SystemExit, match="LABEL=PATH"):
+            gguf_speed.parse_folder(bad)
+
+
 def test_every_methods_row_is_a_valid_recipe():
     """Each side-by-side row is recipes/lorashear-20.yaml plus its overrides: all load and name the row's method."""
     from lorashear.pipeline.recipe import load_recipe
