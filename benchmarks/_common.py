@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,13 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 # ---------------------------------------------------------------------------------------------- running
+
+
+def command_line() -> str:
+    """How this benchmark was run, as its results record it: `PYTHONPATH=src python benchmarks/NAME.py ARGS`, each
+    argument quoted where the shell needs it (a label with spaces)."""
+    script = Path(sys.argv[0]).name
+    return f"PYTHONPATH=src python benchmarks/{script} {shlex.join(sys.argv[1:])}".strip()
 
 
 def machine() -> dict:

@@ -14,7 +14,7 @@ import json
 import sys
 import time
 
-from _common import DENSE_PARTS, RESULTS, dense_parts
+from _common import DENSE_PARTS, RESULTS, command_line, dense_parts
 from render import dense_markdown
 
 from lorashear.evaluate import EvalConfig, EvalResult, evaluate_config, write_json
@@ -39,7 +39,7 @@ def main() -> int:
         config = EvalConfig(ppl_windows=args.ppl_windows, limit=args.limit, speed=True, batch_size=args.batch_size)
     start = time.time()
     result = evaluate_config(load_model(args.model), load_tokenizer(args.model), config, model_name=args.model)
-    command = ("PYTHONPATH=src python benchmarks/dense_baseline.py " + " ".join(sys.argv[1:])).strip()
+    command = command_line()
     run = {"command": command, "wall_seconds": round(time.time() - start, 1)}
     if args.only:
         kept = EvalResult.from_dict(json.loads(path.read_text()))

@@ -14,7 +14,7 @@ import json
 import sys
 import time
 
-from _common import RESULTS, machine_text
+from _common import RESULTS, command_line, machine_text
 from render import dtype_quality_markdown, write_results
 
 from lorashear.evaluate import EvalConfig, evaluate_config
@@ -34,7 +34,7 @@ def main() -> int:
     if results.get("model", args.model) != args.model or results.get("ppl_windows", args.ppl_windows) != args.ppl_windows:
         results = {"rows": {}}  # other settings: measured again from scratch
     results.update(model=args.model, ppl_windows=args.ppl_windows, machine=machine_text(),
-                   command="PYTHONPATH=src python benchmarks/dtype_quality.py " + " ".join(sys.argv[1:]))
+                   command=command_line())
     tokenizer = load_tokenizer(args.model)
     config = EvalConfig(ppl_corpora=("wiki",), ppl_windows=args.ppl_windows, tasks=())
     for dtype in args.dtypes.split(","):

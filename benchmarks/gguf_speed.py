@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import GGUF_DECODE, GGUF_PREFILL, RESULTS
+from _common import GGUF_DECODE, GGUF_PREFILL, RESULTS, command_line
 from render import gguf_speed_markdown, write_results
 
 from lorashear.compress.core import count_params
@@ -170,7 +170,7 @@ def main() -> int:
     stem = f"gguf_speed_{args.name}"
     path = RESULTS / f"{stem}.json"
     results = json.loads(path.read_text()) if path.exists() else {"model": args.model, "rows": {}}
-    command = "PYTHONPATH=src python benchmarks/gguf_speed.py " + " ".join(sys.argv[1:])
+    command = command_line()
     results.update(command=results.get("command", command), llama_cpp=llama_cpp.__version__)
     if command != results["command"] and command not in results.setdefault("more_commands", []):
         results["more_commands"].append(command)  # rows added by another invocation (e.g. --multiple-of 64)

@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from _common import RESULTS, machine_text, run_child, score
+from _common import RESULTS, command_line, machine_text, run_child, score
 from render import importance_markdown, write_results
 
 from lorashear.models import count_parameters, load_model
@@ -59,7 +59,7 @@ def main() -> int:
     args = parser.parse_args()
     path = RESULTS / f"{args.stem}.json"
     results = json.loads(path.read_text()) if path.exists() else {"model": MODEL, "rows": {}}
-    results.update(command="PYTHONPATH=src python benchmarks/importance.py " + " ".join(sys.argv[1:]),
+    results.update(command=command_line(),
                    machine=machine_text(),
                    limit=args.limit)
     rows = [(float(r), m, u) for r in args.ratios.split(",") for u in args.rules.split(",")

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from _common import IMPORT_ONLY, MEMORY_STAGES, RESULTS, ROOT, results_lock
+from _common import IMPORT_ONLY, MEMORY_STAGES, RESULTS, ROOT, command_line, results_lock
 from render import memory_scale_markdown, write_results
 
 STEM = "memory_scale"
@@ -288,7 +288,7 @@ class Runner:
         self.args, self.workdir = args, args.workdir.resolve()
         path = RESULTS / f"{STEM}.json"
         self.results = json.loads(path.read_text()) if path.is_file() else {"rows": {}}
-        self.results.update(command="PYTHONPATH=src python benchmarks/memory_scale.py " + " ".join(sys.argv[1:]),
+        self.results.update(command=command_line(),
                             machine=machine_line(), source=source_line())
         self.flags = {command: cli_flags(command) for command in ("analyze", "prune", "recover", "eval")}
         self.import_kib = None

@@ -41,6 +41,7 @@ from _common import (
     RESULTS,
     ROOT,
     SCORED_MODELS,
+    command_line,
     machine_text,
     method_row_key,
     results_lock,
@@ -243,7 +244,7 @@ def main() -> int:
     seeds = parse_seeds(args.seeds)
     if seeds != [DEFAULT_SEED] and set(args.rows.split(",")) & set(BASELINE_ROWS):
         parser.error(f"--seeds: the baseline rows ({', '.join(BASELINE_ROWS)}) run their own script, which takes no seed")
-    header = {"command": "PYTHONPATH=src python benchmarks/methods.py " + " ".join(sys.argv[1:]),
+    header = {"command": command_line(),
               "machine": machine_text(), "limit": args.limit}
     results = merge_row(args.stem, header)
     dense = results["rows"].setdefault("dense", {})

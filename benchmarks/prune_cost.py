@@ -24,7 +24,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from _common import RESULTS, machine_text, run_child
+from _common import RESULTS, command_line, machine_text, run_child
 from render import prune_cost_markdown, write_results
 
 MODEL = "smollm2-135m"
@@ -85,7 +85,7 @@ def main() -> int:
     args = parser.parse_args()
     path = RESULTS / f"{args.stem}.json"
     results = json.loads(path.read_text()) if path.exists() else {"model": MODEL, "rows": {}}
-    results.update(command="PYTHONPATH=src python benchmarks/prune_cost.py " + " ".join(sys.argv[1:]),
+    results.update(command=command_line(),
                    machine=machine_text())
     for name in args.rows.split(","):
         if name not in results["rows"]:

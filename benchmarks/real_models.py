@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import RESULTS, machine
+from _common import RESULTS, command_line, machine
 from render import command_text, write_results
 
 from lorashear.compress import zeroed
@@ -181,7 +181,7 @@ def main() -> int:
     path = RESULTS / f"{STEM}.json"
     results = json.loads(path.read_text()) if path.exists() else {"models": {}}
     m = machine()
-    results.update(command="PYTHONPATH=src python benchmarks/real_models.py " + " ".join(sys.argv[1:]),
+    results.update(command=command_line(),
                    machine=f"{m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch thread(s), torch {torch.__version__}")
 
     def save() -> None:

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import RANDOM_PRUNING_NOTE, RESULTS, results_lock
+from _common import RANDOM_PRUNING_NOTE, RESULTS, command_line, results_lock
 from render import recovery_markdown, write_results
 
 from lorashear.cli import main as cli_main
@@ -247,7 +247,7 @@ def main() -> int:
     p.add_argument("--add-to", metavar="PRUNED", help="run --variants on an earlier run's pruned folder, merging "
                    "them into its results (same settings)")
     args = p.parse_args()
-    command = "PYTHONPATH=src python benchmarks/recovery.py " + " ".join(sys.argv[1:])
+    command = command_line()
     results = add_variants(args, command.strip()) if args.add_to else run(args, command.strip())
     print(recovery_markdown(results))
     return 0
