@@ -62,7 +62,8 @@ def _whole_run_peak(stdout: str) -> int:
     return int(match.group(1).replace(",", ""))
 
 
-def test_each_sharded_process_peaks_below_one_process(small_tokenizer, tmp_path):
+@pytest.mark.parametrize("method", ["loraprune", "lhspg"])
+def test_each_sharded_process_peaks_below_one_process(small_tokenizer, tmp_path, method):
     """A LLaMA of ~50M parameters (200 MB in float32), big enough that weights, not the interpreter, set the peak:
     each sharded process trains below one process, and the main process's export (compress streamed from the merged
     shards, a tensor at a time) keeps its whole run below one process's too."""
@@ -71,13 +72,13 @@ def test_each_sharded_process_peaks_below_one_process(small_tokenizer, tmp_path)
                num_hidden_layers=16, num_attention_heads=8, num_key_value_heads=4, head_dim=64,
                max_position_embeddings=512).save_pretrained(model)
     small_tokenizer.save_pretrained(model)
-    one = _prune(model, tmp_path / "one", "loraprune", 1)
-    two = _prune(model, tmp_path / "two", "loraprune", 2)
+    one = _prune(model, tmp_path / "one", method, 1)
+    two = _prune(model, tmp_path / "two", method, 2)
     _assert_same(tmp_path / "one", tmp_path / "two")
     (single,) = json.loads((tmp_path / "one" / "pruning.json").read_text())["settings"]["training"]["peak_memory_bytes"]
     ranks = json.loads((tmp_path / "two" / "pruning.json").read_text())["settings"]["training"]["peak_memory_bytes"]
     whole_one, whole_two = _whole_run_peak(one.stdout), _whole_run_peak(two.stdout)
-    print(f"peak resident memory while training: one process {single / 2**20:.0f} MiB; sharded processes "
+    print(f"{method}: peak resident memory while training: one process {single / 2**20:.0f} MiB; sharded processes "
           + ", ".join(f"{r / 2**20:.0f} MiB" for r in ranks)
           + f". Whole run of the main process: one {whole_one} MiB, sharded {whole_two} MiB")
     assert len(ranks) == 2 and all(r < single for r in ranks)
