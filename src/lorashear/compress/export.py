@@ -16,6 +16,7 @@ exact eps·d/d′, so the folder loads in any runtime. Each such norm's output i
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import json
@@ -71,41 +72,48 @@ class FolderWeights:
 
     def save(self, model: nn.Module, out: Path, extras: dict[str, torch.Tensor]) -> None:
         """`model`'s tensors (and `extras`, zeros) as safetensors files in `out`, each read from the folder, edited
-        and written in turn: one tensor is held at a time."""
+        and written in turn: one tensor is held at a time (each source file opened once)."""
         from safetensors import safe_open
 
-        files = self._files()
-        tensors = saved_tensors(model)
-        missing = [name for name, _ in tensors if name not in files]
-        if missing:
-            raise LorashearError(f"{self.folder} has no tensor {missing[0]!r} ({len(missing)} of the model's are "
-                                 "missing); pass the uncompressed model's own folder")
-        dtypes = dict(tensors)
+        with contextlib.ExitStack() as stack:
+            sources = {file: stack.enter_context(safe_open(str(file), framework="pt", device="cpu"))
+                       for file in self._files()}
+            where = {name: handle for handle in sources.values() for name in handle.keys()}
+            tensors = dict(saved_tensors(model))
+            missing = [name for name in tensors if name not in where]
+            if missing:
+                raise LorashearError(f"{self.folder} has no tensor {missing[0]!r} ({len(missing)} of the model's are "
+                                     "missing); pass the uncompressed model's own folder")
 
-        def tensor(name: str) -> torch.Tensor:
-            if name in extras:
-                return torch.zeros(extras[name].shape, dtype=extras[name].dtype)
-            with safe_open(str(files[name]), framework="pt", device="cpu") as f:
-                t = f.get_tensor(name).to(dtypes[name].dtype)
-            edit = self.edits.get(name)
-            return t if edit is None else edit.apply(t)
+            def tensor(name: str) -> torch.Tensor:
+                if name in extras:
+                    return torch.zeros(extras[name].shape, dtype=extras[name].dtype)
+                t = where[name].get_tensor(name).to(tensors[name].dtype)
+                edit = self.edits.get(name)
+                return t if edit is None else edit.apply(t)
 
-        entries = [(name, t.shape, t.dtype) for name, t in [*tensors, *extras.items()]]
-        write_safetensors(out, entries, tensor, convert_file_size_to_int(MAX_SHARD_SIZE))
+            entries = [(name, t.shape, t.dtype) for name, t in [*tensors.items(), *extras.items()]]
+            write_safetensors(out, entries, tensor, convert_file_size_to_int(MAX_SHARD_SIZE))
+        save_configs(model, out)
 
-    def _files(self) -> dict[str, Path]:
-        """Tensor name -> the safetensors file holding it."""
+    def _files(self) -> list[Path]:
+        """The folder's safetensors files (its index's, or model.safetensors)."""
         index = self.folder / WEIGHTS_INDEX
         if index.is_file():
-            return {name: self.folder / file for name, file in json.loads(index.read_text())["weight_map"].items()}
+            return sorted({self.folder / file for file in json.loads(index.read_text())["weight_map"].values()})
         single = self.folder / "model.safetensors"
         if not single.is_file():
             raise LorashearError(f"{self.folder} has no model.safetensors or {WEIGHTS_INDEX}; pass a folder written "
                                  "by save_pretrained")
-        from safetensors import safe_open
+        return [single]
 
-        with safe_open(str(single), framework="pt", device="cpu") as f:
-            return dict.fromkeys(f.keys(), single)
+
+def save_configs(model: nn.Module, folder: Path) -> None:
+    """The model's config.json and generation_config.json (if it has one), as save_pretrained writes them beside
+    the weights."""
+    model.config.save_pretrained(folder)
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(folder)
 
 
 def stock_extras(model: nn.Module, config) -> dict[str, torch.Tensor] | None:
@@ -286,9 +294,6 @@ def export(
                                      max_shard_size=MAX_SHARD_SIZE)
             else:
                 weights.save(base, tmp, extras)
-                base.config.save_pretrained(tmp)
-                if getattr(base, "generation_config", None) is not None:
-                    base.generation_config.save_pretrained(tmp)
         finally:
             base.config = pruned_config
         if tokenizer is not None:

@@ -84,11 +84,6 @@ def _round_robin(sizes: Sequence[int], needed: int) -> list[tuple[int, int]]:
     return order[:needed]
 
 
-def model_device(model: nn.Module) -> torch.device:
-    """Where the model's inputs go (`models.input_device`: a model spread over devices takes them on its first)."""
-    return input_device(model)
-
-
 def iterate_batches(batches: torch.Tensor, batch_size: int, desc: str | None = None) -> Iterator[torch.Tensor]:
     """Mini-batches of `batches`, with a progress bar when `desc` is given."""
     starts = range(0, len(batches), batch_size)
@@ -101,7 +96,7 @@ def mean_loss(
     model: nn.Module, batches: torch.Tensor, batch_size: int = 4, on_batch: Callable[[int], None] | None = None
 ) -> float:
     """Mean next-token NLL of the model over every predicted token of `batches` (`on_batch(i)` before batch i)."""
-    device = model_device(model)
+    device = input_device(model)
     total, count = 0.0, 0
     was_training = model.training
     model.eval()  # no dropout: the same text must give the same loss
@@ -186,7 +181,7 @@ def collect_input_stats(
         return record
 
     handles = [layers[n].register_forward_hook(hook(n)) for n in dict.fromkeys(weight_names)]
-    device = model_device(model)
+    device = input_device(model)
     try:
         for batch in iterate_batches(batches, batch_size, desc):
             model(input_ids=batch.to(device), use_cache=False)

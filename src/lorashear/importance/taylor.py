@@ -37,7 +37,8 @@ from lorashear.importance.base import (
     reduce_scores,
     register,
 )
-from lorashear.importance.calibration import iterate_batches, model_device
+from lorashear.importance.calibration import iterate_batches
+from lorashear.models import input_device
 
 VARIANTS = ("element", "vector")
 
@@ -124,7 +125,7 @@ def fold_gradients(model: nn.Module, batches: torch.Tensor, names: set[str], fol
     flags = {n: p.requires_grad for n, p in params.items()}
     was_training = model.training
     model.eval()  # no dropout: the estimate is of the model as it will run
-    device = model_device(model)
+    device = input_device(model)
     folded: dict[str, Any] = {}
     last = {"batch": False}
 

@@ -27,7 +27,7 @@ from accelerate import init_empty_weights
 from torch import nn
 from transformers.utils.hub import convert_file_size_to_int
 
-from lorashear.compress.export import MAX_SHARD_SIZE, saved_tensors
+from lorashear.compress.export import MAX_SHARD_SIZE, save_configs, saved_tensors
 from lorashear.distributed import full_tensor, local_rows
 from lorashear.errors import LorashearError
 from lorashear.importance.base import lora_delta_rows
@@ -253,9 +253,7 @@ def save_pretrained(model: nn.Module, folder: Path, is_main: bool, max_shard_siz
                       lambda name: full_tensor(by_name[name].detach()), convert_file_size_to_int(max_shard_size),
                       write=is_main)
     if is_main:
-        base.config.save_pretrained(folder)
-        if getattr(base, "generation_config", None) is not None:
-            base.generation_config.save_pretrained(folder)
+        save_configs(base, folder)
 
 
 # ---------------------------------------------------------------------- checkpoints
