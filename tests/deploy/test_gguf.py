@@ -243,5 +243,8 @@ def test_cli_writes_the_file_and_refuses_bad_input(folders, tmp_path, capsys):
     out = tmp_path / "cli.gguf"
     assert main(["export-gguf", str(folders["llama-uniform"]), "-o", str(out), "--dtype", "f32"]) == 0
     assert read_fields(out)["general.architecture"] == "llama"
+    assert "multiple of" not in capsys.readouterr().out  # widths a multiple of 64: no note
+    assert main(["export-gguf", str(folders["llama-non-uniform"]), "-o", str(out), "--dtype", "f32"]) == 0
+    assert "not a multiple of 64" in capsys.readouterr().out  # per-layer widths that llama.cpp runs slowly
     assert main(["export-gguf", str(folders["llama-uniform"]), "-o", str(out), "--quant", "q9_9"]) == 2
     assert "unknown quantization 'q9_9'" in capsys.readouterr().err

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from lorashear.deploy import DTYPES, QUANTS, export_gguf
+from lorashear.deploy.gguf_layout import FAST_WIDTH
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,4 +37,11 @@ def run(args: argparse.Namespace) -> int:
     shapes = "every layer alike" if layout.uniform else "per-layer sizes"
     print(f"wrote {args.output} (GGUF architecture {layout.arch}, {len(layout.layers)} layers, {shapes}, "
           f"{args.quant or args.dtype})")
+    slow = layout.slow_widths()
+    if slow:
+        some = ", ".join(f"layer {i}: {width:,}" for i, width in list(slow.items())[:3])
+        print(f"note: {len(slow)} of {len(layout.layers)} layers have an MLP width that is not a multiple of "
+              f"{FAST_WIDTH} ({some}{', ...' if len(slow) > 3 else ''}); llama.cpp runs such widths slower, "
+              f"possibly slower than the dense model. Prune with --multiple-of {FAST_WIDTH} (a recipe's "
+              f"prune.multiple_of) for widths it runs fast: docs/deployment.md")
     return 0
