@@ -1,6 +1,6 @@
 """Every method side by side on the default model, before and after the same recovery.
 
-Each row is `lorashear run recipes/lorashear-20.yaml` with its own overrides (method, knowledge
+Each row is `lorashear run benchmarks/methods_base.yaml` with its own overrides (method, knowledge
 rule, ratio, recovery tokens), in a child process whose wall time and peak memory are measured
 from the outside; the pipeline's own evaluation is switched off (`evaluate=null`) so that the
 dense model is scored once, here, and not once per row. Then the row's pruned and recovered

@@ -44,7 +44,7 @@ from lorashear.evaluate.estimate import TASK_SIZES
 from lorashear.evaluate.speed import Machine
 
 OUTPUT = ROOT / "BENCHMARKS.md"
-PLANNED_RATIOS = (0.2, 0.5)  # the methods table's ratios (recipes/lorashear-20.yaml and -50.yaml)
+PLANNED_RATIOS = (0.2, 0.5)  # the methods table's ratios (recipes/lorashear-20.yaml and -50.yaml are rows of each)
 PLANNED_METHODS_COMMAND = ("PYTHONPATH=src python benchmarks/methods.py --workdir /tmp/methods --ratios 0.2,0.5 "
                            "--parts run,ppl,tasks,speed")
 MEMORY_TARGET = 3.0  # bytes per parameter: 8B in 24 GB
@@ -117,8 +117,8 @@ def methods_markdown(results: dict) -> str:
     lines = [f"# Methods side by side on {results['model']}: pruned, then the same recovery", "",
              f"Command of the latest run: `{command_text(results['command'])}` (each part's own: its "
              "`benchmark_command` in the JSON)", "",
-             f"Machine: {results['machine']}. Base recipe: `recipes/lorashear-20.yaml` (each row's overrides in the "
-             "JSON). PPL: wiki, 128 × 512 (BOS + 511 text tokens); 7-task average: first "
+             f"Machine: {results['machine']}. Base recipe: `benchmarks/methods_base.yaml` (each row's overrides in the "
+             "JSON; commands before it had its own file say `recipes/lorashear-20.yaml`, then the same settings). PPL: wiki, 128 × 512 (BOS + 511 text tokens); 7-task average: first "
              f"{results['limit']} documents each (acc for boolq/winogrande, acc_norm for the rest). Margin kept: "
              f"(avg − chance) / (dense − chance), chance = {100 * chance_average():.2f} (the mean over the seven tasks "
              "of 1 / answer choices: 2 for boolq, piqa, winogrande, 4 for the rest). Speed-up: the pruned folder "

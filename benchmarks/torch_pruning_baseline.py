@@ -17,7 +17,7 @@ forever. The example's head pruning needs that structure, so the q/k/v projectio
 as roots (their inputs still follow the residual width).
 
     PYTHONPATH=src python benchmarks/torch_pruning_baseline.py --ratio 0.2 -o OUT
-        [--recipe recipes/lorashear-20.yaml] [--no-recover] [KEY.SUB=VALUE ...]
+        [--recipe benchmarks/methods_base.yaml] [--no-recover] [KEY.SUB=VALUE ...]
 
 OUT is laid out as `lorashear run`'s: OUT/03-prune/model (with pruning.json), OUT/04-recover/model,
 OUT/run.json (seconds per stage).

@@ -87,7 +87,7 @@ def test_gguf_speed_times_given_folders_by_their_label(tmp_path):
 
 
 def test_every_methods_row_is_a_valid_recipe():
-    """Each side-by-side row is recipes/lorashear-20.yaml plus its overrides: all load and name the row's method."""
+    """Each side-by-side row is benchmarks/methods_base.yaml plus its overrides: all load and name the row's method."""
     from lorashear.pipeline.recipe import load_recipe
 
     for name, (_, overrides) in _common.METHOD_ROWS.items():
@@ -95,6 +95,25 @@ def test_every_methods_row_is_a_valid_recipe():
         assert not recipe.enabled("evaluate") and recipe.enabled("recover")
         assert recipe.prune("OUT").ratio == 0.5
         assert name.startswith(recipe.prune("OUT").method)
+
+
+def resolved(recipe) -> tuple:
+    """Everything a pipeline run takes from a recipe, as the stages' config objects."""
+    return (recipe.model, recipe.dtype, recipe.analyze(), recipe.calibration(), recipe.knowledge(),
+            recipe.prune("OUT"), recipe.recover("PRUNED", "OUT", resume=False), recipe.evaluate())
+
+
+@pytest.mark.parametrize("name", list(_common.RECIPE_ROWS))
+def test_each_shipped_default_model_recipe_is_a_measured_row(name):
+    """recipes/lorashear-20.yaml (-50) runs what its benchmark row measured: the base recipe with the row's
+    overrides resolves to the same stage configs (a recipe that drifts from the numbers fails here)."""
+    from lorashear.pipeline.recipe import PACKAGED, load_recipe
+
+    ratio, row = _common.RECIPE_ROWS[name]
+    shipped = load_recipe(PACKAGED / name)
+    assert resolved(shipped) == resolved(load_recipe(_common.METHODS_RECIPE, [*_common.METHOD_ROWS[row][1],
+                                                                               f"prune.ratio={ratio}"]))
+    assert shipped.prune("OUT").ratio == ratio
 
 
 def test_recovery_benchmark_resumes_only_a_run_with_the_same_settings(tmp_path, monkeypatch):
@@ -294,7 +313,7 @@ def test_methods_rows_run_at_50_percent():
     assert methods.row_argv(0.5, "torch-pruning", out) == ["benchmarks/torch_pruning_baseline.py", "--ratio", "0.5",
                                                             "-o", str(out)]
     argv = methods.row_argv(0.5, "taylor-auto", out)
-    assert argv[:4] == ["-m", "lorashear", "run", "recipes/lorashear-20.yaml"] and "prune.ratio=0.5" in argv
+    assert argv[:4] == ["-m", "lorashear", "run", "benchmarks/methods_base.yaml"] and "prune.ratio=0.5" in argv
     assert _common.method_row_key(0.5, "lhspg-auto") == "50% lhspg-auto"
     # Trained rows checkpoint their training often enough to resume (the default, 200 steps, never came on a CPU).
     assert not any(a.startswith("prune.checkpoint_every=") for a in argv)

@@ -11,13 +11,13 @@ RECIPES = Path(__file__).parents[2] / "recipes"
 
 
 def test_lorashear_50_is_lorashear_20_at_half_the_parameters():
-    """lorashear-50.yaml differs from lorashear-20.yaml only in prune.ratio (comments aside), and both load."""
+    """lorashear-50.yaml shares every section but `prune` with lorashear-20.yaml (recipes have no includes); each
+    `prune` is what a measured benchmark row ran (tests/test_benchmarks.py), and both load."""
     twenty, fifty = read_recipe(RECIPES / "lorashear-20.yaml"), read_recipe(RECIPES / "lorashear-50.yaml")
     assert (twenty["prune"]["ratio"], fifty["prune"]["ratio"]) == (0.2, 0.5)
-    assert {**fifty, "prune": {**fifty["prune"], "ratio": 0.2}} == twenty
-    recipe = load_recipe(RECIPES / "lorashear-50.yaml")
-    assert recipe.prune("OUT").ratio == 0.5 and recipe.prune("OUT").method == "lhspg"
-    assert recipe.sections == load_recipe(RECIPES / "lorashear-20.yaml", ["prune.ratio=0.5"]).sections
+    assert {k: v for k, v in fifty.items() if k != "prune"} == {k: v for k, v in twenty.items() if k != "prune"}
+    for recipe, ratio in ((load_recipe(RECIPES / "lorashear-20.yaml"), 0.2), (load_recipe(RECIPES / "lorashear-50.yaml"), 0.5)):
+        assert recipe.prune("OUT").ratio == ratio and recipe.prune("OUT").method == "lhspg"
 
 
 def test_the_8b_recipe_is_bf16_checkpointed_and_keeps_saliency_on_one_micro_batch():

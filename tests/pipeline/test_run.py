@@ -40,6 +40,7 @@ def tiny(model: Path, texts: dict[str, str], *extra: str) -> list[str]:
     """Overrides that shrink the demo recipe to a tiny model and budget (seconds)."""
     return [f"model={model}", "calibration.data=[tiny-stories, c4]", "calibration.samples=8",
             "prune.tokens=256", "prune.seq_len=32", "prune.warmup_share=0.25", "prune.periods=2",
+            "prune.multiple_of=1",  # the demo's 64-channel steps are most of a tiny model's MLP
             "prune.data=[tiny-stories, c4]",
             "calibration.seq_len=32", "calibration.held_out=4", "analyze.kinds=[kv_group, mlp_channel]",
             "recover.tokens=256", "recover.seq_len=32", "recover.batch_size=2", "recover.mix_interval=2",
