@@ -118,7 +118,8 @@ def methods_markdown(results: dict) -> str:
              f"Command of the latest run: `{command_text(results['command'])}` (each part's own: its "
              "`benchmark_command` in the JSON)", "",
              f"Machine: {results['machine']}. Base recipe: `benchmarks/methods_base.yaml` (each row's overrides in the "
-             "JSON; commands before it had its own file say `recipes/lorashear-20.yaml`, then the same settings). PPL: wiki, 128 × 512 (BOS + 511 text tokens); 7-task average: first "
+             "JSON; commands before it had its own file say `recipes/lorashear-20.yaml`, then the same settings). "
+             "PPL: wiki, 128 × 512 (BOS + 511 text tokens); 7-task average: first "
              f"{results['limit']} documents each (acc for boolq/winogrande, acc_norm for the rest). Margin kept: "
              f"(avg − chance) / (dense − chance), chance = {100 * chance_average():.2f} (the mean over the seven tasks "
              "of 1 / answer choices: 2 for boolq, piqa, winogrande, 4 for the rest). Speed-up: the pruned folder "

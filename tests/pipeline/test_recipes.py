@@ -16,8 +16,9 @@ def test_lorashear_50_is_lorashear_20_at_half_the_parameters():
     twenty, fifty = read_recipe(RECIPES / "lorashear-20.yaml"), read_recipe(RECIPES / "lorashear-50.yaml")
     assert (twenty["prune"]["ratio"], fifty["prune"]["ratio"]) == (0.2, 0.5)
     assert {k: v for k, v in fifty.items() if k != "prune"} == {k: v for k, v in twenty.items() if k != "prune"}
-    for recipe, ratio in ((load_recipe(RECIPES / "lorashear-20.yaml"), 0.2), (load_recipe(RECIPES / "lorashear-50.yaml"), 0.5)):
-        assert recipe.prune("OUT").ratio == ratio and recipe.prune("OUT").method == "lhspg"
+    for name, ratio in (("lorashear-20.yaml", 0.2), ("lorashear-50.yaml", 0.5)):
+        prune = load_recipe(RECIPES / name).prune("OUT")
+        assert prune.ratio == ratio and prune.method == "lhspg"
 
 
 def test_the_8b_recipe_is_bf16_checkpointed_and_keeps_saliency_on_one_micro_batch():

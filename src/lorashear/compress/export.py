@@ -76,9 +76,8 @@ class FolderWeights:
         from safetensors import safe_open
 
         with contextlib.ExitStack() as stack:
-            sources = {file: stack.enter_context(safe_open(str(file), framework="pt", device="cpu"))
-                       for file in self._files()}
-            where = {name: handle for handle in sources.values() for name in handle.keys()}
+            sources = [stack.enter_context(safe_open(str(file), framework="pt", device="cpu")) for file in self._files()]
+            where = {name: handle for handle in sources for name in handle.keys()}
             tensors = dict(saved_tensors(model))
             missing = [name for name in tensors if name not in where]
             if missing:
