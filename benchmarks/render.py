@@ -173,15 +173,41 @@ def mean_sd(values: list[float | None], scale: float = 1.0) -> str:
     return text + (f" (n={len(measured)})" if len(measured) < len(values) else "")
 
 
-def seed_table(results: dict) -> list[str]:
-    """Rows run with several seeds: mean ± sample standard deviation over the seeds of wiki PPL and of the
-    six-task average without boolq, pruned and recovered; [] before any row has a second seed."""
+def seeded_runs(results: dict) -> dict[tuple[str, str], dict[int, dict]]:
+    """(ratio, row) -> seed -> its row, for the rows run with several seeds."""
     runs: dict[tuple[str, str], dict[int, dict]] = {}
     for key, row in results["rows"].items():
         if key != "dense" and "run" in row:
             ratio, name, seed = split_method_key(key)
             runs.setdefault((ratio, name), {})[seed] = row
-    several = {group: by_seed for group, by_seed in runs.items() if len(by_seed) > 1}
+    return {group: by_seed for group, by_seed in runs.items() if len(by_seed) > 1}
+
+
+def seed_gaps(results: dict) -> list[str]:
+    """Each pair of seeded rows of one ratio: the gap of their mean recovered wiki PPL, in pooled sample standard
+    deviations, and Welch's t; [] before two rows of a ratio have several seeds."""
+    ppl = {group: [row["recovered"]["ppl"]["ppl"] for row in by_seed.values() if "ppl" in row.get("recovered", {})]
+           for group, by_seed in seeded_runs(results).items()}
+    ppl = {group: values for group, values in ppl.items() if len(values) > 1}
+    pairs = [(a, b) for a in ppl for b in ppl if a[0] == b[0] and a < b]
+    if not pairs:
+        return []
+    lines = ["", "Gaps between them (recovered wiki PPL, first row minus second): in pooled sample standard deviations "
+             "and as Welch's t.", "", "| ratio | row | minus row | PPL gap | pooled sd | gap / sd | Welch t |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for a, b in pairs:
+        x, y = ppl[a], ppl[b]
+        gap, vx, vy = statistics.fmean(x) - statistics.fmean(y), statistics.variance(x), statistics.variance(y)
+        pooled = (((len(x) - 1) * vx + (len(y) - 1) * vy) / (len(x) + len(y) - 2)) ** 0.5
+        welch = gap / (vx / len(x) + vy / len(y)) ** 0.5
+        lines.append(f"| {a[0]} | {a[1]} | {b[1]} | {gap:+.2f} | {pooled:.2f} | {gap / pooled:+.2f} | {welch:+.2f} |")
+    return lines
+
+
+def seed_table(results: dict) -> list[str]:
+    """Rows run with several seeds: mean ± sample standard deviation over the seeds of wiki PPL and of the
+    six-task average without boolq, pruned and recovered; [] before any row has a second seed."""
+    several = seeded_runs(results)
     if not several:
         return []
     lines = ["", "Rows run with several seeds of the pruning run (calibration draw; LHSPG's data order and LoRA "
@@ -194,7 +220,7 @@ def seed_table(results: dict) -> list[str]:
         cells = [mean_sd([row.get(m, {}).get("ppl", {}).get("ppl") for row in rows]) for m in SCORED_MODELS]
         cells += [mean_sd([average_without(row.get(m, {}).get("tasks")) for row in rows], 100) for m in SCORED_MODELS]
         lines.append(f"| {ratio} | {name} | {', '.join(map(str, sorted(by_seed)))} | {len(rows)} | {' | '.join(cells)} |")
-    return lines
+    return lines + seed_gaps(results)
 
 
 def task_table(results: dict) -> list[str]:

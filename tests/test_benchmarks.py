@@ -433,6 +433,18 @@ def test_headline_shows_mean_and_sd_over_seeds_and_pending_rows():
     assert "Dense: wiki PPL 20.00, six-task average 50.00" in text
 
 
+def test_seed_gaps_in_pooled_sd_and_welch_t():
+    def row(ppl):
+        return {"run": {}, "recovered": {"ppl": {"ppl": ppl}}}
+
+    results = {"rows": {"20% a": row(38.0), "20% a seed=1": row(40.0), "20% b": row(36.0), "20% b seed=1": row(36.0),
+                        "20% c": row(1.0), "50% a": row(9.0), "50% a seed=1": row(9.5)}}
+    lines = render.seed_gaps(results)
+    # a: mean 39, variance 2; b: mean 36, variance 0 -> pooled sd 1, Welch t 3 / sqrt(2 / 2) = 3
+    assert lines[-1] == "| 20% | a | b | +3.00 | 1.00 | +3.00 | +3.00 |" and len(lines) == 6  # c and 50% have no pair
+    assert render.seed_gaps({"rows": {"20% a": row(1.0)}}) == []
+
+
 def test_benchmarks_md_marks_unmeasured_methods_rows_pending():
     results = render.methods_results({"model": "m", "command": "c", "machine": "x", "limit": 200,
                                       "rows": {"dense": {"params": 10}, "20% random": {"run": {"seconds": 1.0, "params": 8}}}})
